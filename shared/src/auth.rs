@@ -1,0 +1,119 @@
+//! Auth metadata: bearer tokens from callers, and the service credential that internal RPCs
+//! (identity-service's `TokenService` and `DirectoryService`) require.
+
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
+
+/// Metadata key carrying the service credential between services.
+pub const SERVICE_TOKEN_KEY: &str = "x-service-token";
+
+/// The bearer token of `authorization: Bearer <token>`, or `UNAUTHENTICATED`.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
+    let value = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing authorization metadata"))?;
+    let value =
+        value.to_str().map_err(|_| Status::unauthenticated("malformed authorization metadata"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Status::unauthenticated("authorization must be `Bearer <token>`"));
+    }
+    Ok(token)
+}
+
+/// Server side: refuses requests without the configured service credential. Fails closed: with
+/// no credential configured every request is refused.
+#[derive(Clone)]
+pub struct RequireServiceToken {
+    expected: Option<SecretString>,
+}
+
+impl RequireServiceToken {
+    /// Requires `expected`; `None` refuses everything.
+    pub fn new(expected: Option<SecretString>) -> Self {
+        Self { expected }
+    }
+}
+
+impl Interceptor for RequireServiceToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else {
+            return Err(Status::unauthenticated(
+                "internal API disabled: no service credential configured",
+            ));
+        };
+        let presented = request
+            .metadata()
+            .get(SERVICE_TOKEN_KEY)
+            .map(|v| v.as_bytes())
+            .ok_or_else(|| Status::unauthenticated("missing service credential"))?;
+        if bool::from(presented.ct_eq(expected.expose_secret().as_bytes())) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid service credential"))
+        }
+    }
+}
+
+/// Client side: attaches the service credential to every request.
+#[derive(Clone)]
+pub struct AttachServiceToken {
+    value: tonic::metadata::AsciiMetadataValue,
+}
+
+impl AttachServiceToken {
+    /// Attaches `token`; fails when it is not valid ASCII metadata.
+    pub fn new(token: &SecretString) -> Result<Self, Status> {
+        let value = token
+            .expose_secret()
+            .parse()
+            .map_err(|_| Status::invalid_argument("service credential is not ASCII"))?;
+        Ok(Self { value })
+    }
+}
+
+impl Interceptor for AttachServiceToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(SERVICE_TOKEN_KEY, self.value.clone());
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", value.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn bearer_token_accepts_only_the_bearer_scheme() {
+        assert_eq!(bearer_token(&with_auth("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(&with_auth("bearer abc")).unwrap(), "abc");
+        assert!(bearer_token(&with_auth("Basic abc")).is_err());
+        assert!(bearer_token(&with_auth("Bearer ")).is_err());
+        assert!(bearer_token(&with_auth("abc")).is_err());
+        assert!(bearer_token(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn service_token_is_required_and_compared() {
+        let secret = SecretString::from("s3cret");
+        let mut check = RequireServiceToken::new(Some(secret.clone()));
+        assert!(check.call(Request::new(())).is_err());
+        let mut attach = AttachServiceToken::new(&secret).unwrap();
+        let req = attach.call(Request::new(())).unwrap();
+        assert!(check.call(req).is_ok());
+        let mut wrong = AttachServiceToken::new(&SecretString::from("nope")).unwrap();
+        assert!(check.call(wrong.call(Request::new(())).unwrap()).is_err());
+        let mut closed = RequireServiceToken::new(None);
+        assert!(closed.call(attach.call(Request::new(())).unwrap()).is_err());
+    }
+}

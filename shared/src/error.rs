@@ -1,0 +1,61 @@
+//! Building `tonic::Status` values with `google.rpc` details, so every service answers caller
+//! mistakes the same way: `INVALID_ARGUMENT` with `BadRequest` field violations, throttling with
+//! `RetryInfo`. Each service keeps its own error enum and converts it with these.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One offending request field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's path in the request message, e.g. `email` or `profile.patient.blood_type`.
+    pub field: String,
+    /// What is wrong, for a developer; never the field's value.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+/// `INVALID_ARGUMENT` naming every offending field in the message and in `BadRequest` details.
+pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// `INVALID_ARGUMENT` for one field.
+pub fn invalid_field(field: &str, description: &str) -> Status {
+    invalid_argument(&[FieldViolation::new(field, description)])
+}
+
+/// `RESOURCE_EXHAUSTED` telling the caller how long to wait (`RetryInfo`).
+pub fn throttled(message: &str, retry_after: Duration) -> Status {
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
+/// `INTERNAL` with a generic message; the cause is logged here, never sent to the caller.
+pub fn internal(cause: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %cause, "internal error");
+    Status::internal("internal error")
+}
+
+/// `UNAVAILABLE` for a dependency that is down; the cause is logged, not sent.
+pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Status {
+    tracing::warn!(error = %cause, dependency = what, "dependency unavailable");
+    Status::unavailable(format!("{what} is unavailable, retry later"))
+}

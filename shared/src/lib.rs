@@ -1,0 +1,12 @@
+//! What both services need, so each is written once: configuration from the environment,
+//! telemetry, gRPC server plumbing (reflection, health, request ids, graceful shutdown), error
+//! details for `tonic::Status`, auth metadata helpers, and PostgreSQL helpers (identifier quoting,
+//! the organization-name-to-database mapping, per-test databases).
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod pg;
+pub mod server;
+pub mod slug;
+pub mod telemetry;

@@ -1,0 +1,149 @@
+//! PostgreSQL helpers: pools from URLs, creating databases by quoted name, and uniquely named
+//! per-test databases that drop themselves.
+
+use std::{str::FromStr, time::Duration};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Config, NoTls};
+
+use crate::slug::quote_ident;
+
+/// Errors of these helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse (its text is not repeated: it may hold a password).
+    #[error("invalid PostgreSQL URL")]
+    InvalidUrl,
+    /// PostgreSQL refused or failed.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The pool could not be built or hand out a connection.
+    #[error("connection pool: {0}")]
+    Pool(String),
+}
+
+/// Parses a `postgres://` URL or key=value connection string.
+pub fn parse_url(url: &str) -> Result<Config, PgError> {
+    Config::from_str(url).map_err(|_| PgError::InvalidUrl)
+}
+
+/// `config` pointed at another database on the same server.
+pub fn with_dbname(config: &Config, dbname: &str) -> Config {
+    let mut config = config.clone();
+    config.dbname(dbname);
+    config
+}
+
+/// A deadpool pool of at most `max_size` connections, waiting at most `wait` for one.
+pub fn pool(config: Config, max_size: usize, wait: Duration) -> Result<Pool, PgError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// Opens one connection, driving it on a background task.
+pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Whether database `name` exists on the server `client` is connected to.
+pub async fn database_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
+    let row = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?;
+    Ok(row.is_some())
+}
+
+/// Creates database `name` (optionally from `template`) unless it exists. Tolerates a
+/// concurrent creator.
+pub async fn create_database(
+    client: &tokio_postgres::Client,
+    name: &str,
+    template: Option<&str>,
+) -> Result<(), PgError> {
+    if database_exists(client, name).await? {
+        return Ok(());
+    }
+    let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
+    if let Some(template) = template {
+        sql.push_str(&format!(" TEMPLATE {}", quote_ident(template)));
+    }
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops database `name` if it exists, disconnecting its sessions.
+pub async fn drop_database(client: &tokio_postgres::Client, name: &str) -> Result<(), PgError> {
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)))
+        .await?;
+    Ok(())
+}
+
+/// Makes sure the database `config` names exists, creating it through the server's
+/// `postgres` maintenance database when missing.
+pub async fn ensure_database(config: &Config) -> Result<(), PgError> {
+    let name = config.get_dbname().unwrap_or("postgres").to_owned();
+    let admin = connect(&with_dbname(config, "postgres")).await?;
+    create_database(&admin, &name, None).await
+}
+
+/// A uniquely named database for one test, dropped (with `FORCE`) when this value is dropped,
+/// even when the test panics.
+pub struct TestDatabase {
+    /// Connection settings of the new database.
+    pub config: Config,
+    /// Its name.
+    pub name: String,
+    server: Config,
+}
+
+impl TestDatabase {
+    /// The server tests use: `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub fn server() -> Config {
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        parse_url(&url).expect("TEST_DATABASE_URL must be a PostgreSQL URL")
+    }
+
+    /// Creates `<prefix>_<random>` on `server`.
+    pub async fn create(server: &Config, prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let admin =
+            connect(&with_dbname(server, "postgres")).await.expect("connect to test server");
+        create_database(&admin, &name, None).await.expect("create test database");
+        Self { config: with_dbname(server, &name), name, server: server.clone() }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let server = with_dbname(&self.server, "postgres");
+        let name = std::mem::take(&mut self.name);
+        // Drop may run inside a runtime, which must not block: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = connect(&server).await.map_err(std::io::Error::other)?;
+                drop_database(&client, &name).await.map_err(std::io::Error::other)
+            })
+        })
+        .join();
+    }
+}

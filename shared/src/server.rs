@@ -1,0 +1,143 @@
+//! gRPC server plumbing shared by both services: reflection (v1 and v1alpha, so both current
+//! grpcurl and grpcurl 1.8 work), `grpc.health.v1`, a tracing span per request carrying a request
+//! id, and graceful shutdown (health NOT_SERVING first, then stop accepting and drain).
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// Metadata key of the request id; generated when the caller sends none.
+pub const REQUEST_ID_KEY: &str = "x-request-id";
+
+/// Reflection services for the whole contract: `(v1, v1alpha)`.
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// The tracing span of one request: method and request id (from `x-request-id`, or new).
+/// Never carries metadata values such as tokens.
+pub fn request_span(request: &http::Request<()>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
+}
+
+/// A server's settings common to both services.
+pub fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(request_span)
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener and the bound address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn os_shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received");
+}
+
+/// Lets a test (or an embedding program) stop a running server, like a signal would.
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// A handle and the future that resolves once it fires.
+    pub fn new() -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (tx, mut rx) = watch::channel(false);
+        let fired = async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        (Self(tx), fired)
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then marks every service in
+/// `services` (and the server as a whole) NOT_SERVING, waits `drain_grace` so load balancers
+/// see it, stops accepting and waits for in-flight calls.
+pub async fn serve<L>(
+    router: Router<L>,
+    listener: TcpListener,
+    health: HealthReporter,
+    services: &'static [&'static str],
+    drain_grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    for name in services.iter().copied().chain([""]) {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let reporter = health.clone();
+    let signal = async move {
+        shutdown.await;
+        for name in services.iter().copied().chain([""]) {
+            reporter.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        tokio::time::sleep(drain_grace).await;
+        tracing::info!("draining in-flight requests");
+    };
+    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await
+}
