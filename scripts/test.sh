@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: starts what the tests need (PostgreSQL on 5432, a second PostgreSQL server on
+# 5433 for multi-server placement, grpcurl), builds the binaries the end-to-end tests drive, then
+# runs the whole workspace's tests.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_cargo
+ensure_postgres 5432 main
+ensure_postgres 5433 second
+ensure_grpcurl
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_SECOND_DATABASE_URL="${TEST_SECOND_DATABASE_URL:-postgres://postgres@127.0.0.1:5433/postgres}"
+
+log "building the service binaries (end-to-end tests run them)"
+cargo build --workspace --bins
+log "running the tests"
+cargo test --workspace "$@"
