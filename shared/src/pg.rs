@@ -130,6 +130,18 @@ impl TestDatabase {
         create_database(&admin, &name, None).await.expect("create test database");
         Self { config: with_dbname(server, &name), name, server: server.clone() }
     }
+
+    /// A `postgres://` URL of this database, for configuring a child process. Assumes a TCP
+    /// host and no password, as test servers here use trust authentication.
+    pub fn url(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let user = self.config.get_user().unwrap_or("postgres");
+        format!("postgres://{user}@{host}:{port}/{}", self.name)
+    }
 }
 
 impl Drop for TestDatabase {
