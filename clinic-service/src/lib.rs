@@ -1,1 +1,36 @@
-//! placeholder
+//! clinic-service: clinics (organizations), each in its own PostgreSQL database; their members
+//! and profiles; appointments.
+//!
+//! - [`auth`]: bearer tokens validated by identity-service in a tower layer → [`auth::Claims`].
+//! - [`identity`]: the client of identity-service's internal RPCs.
+//! - [`tenancy`]: where each clinic's database lives, pooled connections within a budget,
+//!   provisioning and migrations. [`tenancy::TenantAccess::acquire`] starts every clinic RPC.
+//! - [`organizations`], [`members`]: the gRPC services of `clinic.v1`.
+//! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod members;
+pub mod organizations;
+pub mod roles;
+pub mod startup;
+pub mod tenancy;
+
+pub use config::Config;
+pub use error::Error;
+pub use startup::Application;
+
+use tonic::transport::server::Router;
+use tower::layer::util::{Identity, Stack};
+
+/// Adds the services of other modules (appointments) to the router. The appointments module
+/// replaces the body with `router.add_service(...)`.
+fn extra_services(
+    router: Router<Stack<auth::AuthLayer, Identity>>,
+    _access: &tenancy::TenantAccess,
+) -> Router<Stack<auth::AuthLayer, Identity>> {
+    router
+}

@@ -1,1 +1,67 @@
-fn main() {}
+//! clinic-service binary: `clinic-service` serves; `clinic-service migrate` migrates every
+//! tenant database (and each server's template), prints one line per tenant and exits non-zero
+//! if any failed.
+
+use std::process::ExitCode;
+
+use clinic_service::{Application, Config, startup, tenancy};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    clinic_shared::telemetry::init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => serve(config).await,
+        Some("migrate") => migrate(config).await,
+        Some(other) => {
+            eprintln!("unknown command {other:?}; usage: clinic-service [serve|migrate]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clinic-service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<ExitCode, clinic_service::Error> {
+    let app = Application::build(config).await?;
+    tracing::info!(address = %app.address(), "clinic-service listening");
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Config) -> Result<ExitCode, clinic_service::Error> {
+    let access = startup::tenant_access(&config)?;
+    let mut failed = 0;
+    for server in access.server_keys().to_vec() {
+        match tenancy::provisioning::ensure_template(&access, &server).await {
+            Ok(()) => println!("template {server}: ok"),
+            Err(e) => {
+                failed += 1;
+                println!("template {server}: FAILED {e}");
+            }
+        }
+    }
+    let results = tenancy::migrations::migrate_all(&access, config.migration_concurrency).await?;
+    for r in &results {
+        match &r.result {
+            Ok(n) => println!("{} {}/{}: ok, {n} applied", r.organization_id, r.server, r.database),
+            Err(e) => {
+                failed += 1;
+                println!("{} {}/{}: FAILED {e}", r.organization_id, r.server, r.database);
+            }
+        }
+    }
+    println!("{} tenants, {failed} failed", results.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

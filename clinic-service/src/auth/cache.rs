@@ -1,0 +1,106 @@
+//! A bounded cache of valid token answers, keyed by a SHA-256 of the token (the token itself is
+//! never kept or logged). Time is a parameter so tests control expiry.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::Claims;
+
+/// The key of a token in the cache.
+pub type TokenKey = [u8; 32];
+
+/// Hashes a token for the cache.
+pub fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Valid answers, each kept until the earlier of `ttl` and the token's own expiry.
+pub struct TokenCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<TokenKey, (Claims, Instant)>>,
+}
+
+impl TokenCache {
+    /// A cache keeping answers for `ttl` (zero disables it), at most `capacity` of them.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// The cached claims for `key`, unless expired at `now`.
+    pub fn get(&self, key: &TokenKey, now: Instant) -> Option<Claims> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(key) {
+            Some((claims, until)) if *until > now => Some(claims.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers `claims` from `now`; `token_left` is how long the token itself stays valid.
+    pub fn insert(&self, key: TokenKey, claims: Claims, now: Instant, token_left: Duration) {
+        let keep = self.ttl.min(token_left);
+        if keep.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (_, until)| *until > now);
+            if entries.len() >= self.capacity {
+                // Still full of live answers: forget them all rather than grow; they are cheap
+                // to fetch again.
+                entries.clear();
+            }
+        }
+        entries.insert(key, (claims, now + keep));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            user_id: uuid::Uuid::nil(),
+            session_id: "s".into(),
+            email: "a@b.c".into(),
+            name: "a".into(),
+            email_verified: true,
+            expires_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn keeps_answers_for_the_shorter_of_ttl_and_token_life() {
+        let cache = TokenCache::new(Duration::from_secs(5), 10);
+        let t0 = Instant::now();
+        cache.insert(token_key("a"), claims(), t0, Duration::from_secs(60));
+        cache.insert(token_key("b"), claims(), t0, Duration::from_secs(1));
+        assert!(cache.get(&token_key("a"), t0 + Duration::from_secs(4)).is_some());
+        assert!(cache.get(&token_key("a"), t0 + Duration::from_secs(5)).is_none());
+        assert!(cache.get(&token_key("b"), t0 + Duration::from_secs(2)).is_none());
+        assert!(cache.get(&token_key("c"), t0).is_none());
+    }
+
+    #[test]
+    fn stays_bounded_and_zero_ttl_disables() {
+        let cache = TokenCache::new(Duration::from_secs(5), 3);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            cache.insert(token_key(&i.to_string()), claims(), t0, Duration::from_secs(60));
+        }
+        assert!(cache.entries.lock().unwrap().len() <= 3);
+        let off = TokenCache::new(Duration::ZERO, 3);
+        off.insert(token_key("a"), claims(), t0, Duration::from_secs(60));
+        assert!(off.get(&token_key("a"), t0).is_none());
+    }
+}

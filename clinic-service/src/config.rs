@@ -1,0 +1,188 @@
+//! clinic-service configuration: environment variables with documented defaults.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clinic_shared::config::{self, ConfigError, Mode};
+use secrecy::SecretString;
+
+/// One PostgreSQL server that may hold tenant databases.
+#[derive(Clone)]
+pub struct TenantServer {
+    /// Stable key recorded centrally as the organization's `server`.
+    pub key: String,
+    /// Connection settings of the server's maintenance database (used for CREATE DATABASE);
+    /// tenant connections use the same settings with the tenant's database name.
+    pub config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for TenantServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config may hold a password: print only where it points.
+        f.debug_struct("TenantServer")
+            .field("key", &self.key)
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .finish()
+    }
+}
+
+/// Everything clinic-service needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CLINIC_ADDR` (default `127.0.0.1:50052`): address to listen on; port 0 picks one.
+    pub addr: SocketAddr,
+    /// `IDENTITY_URL` (default `http://127.0.0.1:50051`): identity-service's gRPC endpoint.
+    pub identity_url: String,
+    /// `SERVICE_TOKEN` (development default `dev-service-token`; required in production):
+    /// the shared secret sent as `x-service-token` on identity-service's internal RPCs.
+    pub service_token: SecretString,
+    /// `APP_MODE` (default `production`).
+    pub mode: Mode,
+    /// `TENANT_SERVERS` (default `main=postgres://postgres@127.0.0.1:5432/postgres`):
+    /// comma-separated `key=postgres-url` of the maintenance databases of tenant servers.
+    pub tenant_servers: Vec<TenantServer>,
+    /// `DB_CONNECTION_BUDGET` (default 40): the most PostgreSQL connections this process holds
+    /// at once, tenant pools and maintenance connections together.
+    pub connection_budget: usize,
+    /// `TENANT_POOL_SIZE` (default 5): the most connections one tenant's pool holds.
+    pub tenant_pool_size: usize,
+    /// `DB_ACQUIRE_TIMEOUT_MS` (default 2000): how long a request waits for a connection before
+    /// RESOURCE_EXHAUSTED.
+    pub acquire_timeout: Duration,
+    /// `DB_APPLICATION_NAME` (default `clinic-service`): `application_name` of every connection,
+    /// so operators (and tests) can count them in `pg_stat_activity`.
+    pub application_name: String,
+    /// `TOKEN_CACHE_TTL_SECS` (default 5): how long a valid token answer is reused; the longest
+    /// a logout can go unnoticed. 0 disables the cache.
+    pub token_cache_ttl: Duration,
+    /// `TOKEN_CACHE_CAPACITY` (default 10000): most cached token answers.
+    pub token_cache_capacity: usize,
+    /// `IDENTITY_TIMEOUT_MS` (default 2000): deadline of every call to identity-service.
+    pub identity_timeout: Duration,
+    /// `MIGRATION_CONCURRENCY` (default 4): tenants migrated at once.
+    pub migration_concurrency: usize,
+    /// `MIGRATE_ON_START` (default false): migrate every tenant before serving.
+    pub migrate_on_start: bool,
+    /// `SHUTDOWN_GRACE_SECS` (default 0 in development, 5 in production): how long health
+    /// reports NOT_SERVING before the server stops accepting.
+    pub shutdown_grace: Duration,
+    /// Name of the migrated template database cloned for new clinics on every server
+    /// (`clinic_template`, reserved by the name mapping).
+    pub template_database: String,
+}
+
+/// Default tenant server list.
+pub const DEFAULT_TENANT_SERVERS: &str = "main=postgres://postgres@127.0.0.1:5432/postgres";
+
+impl Config {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mode = config::mode()?;
+        let service_token = match (config::secret("SERVICE_TOKEN"), mode) {
+            (Some(token), _) => token,
+            (None, Mode::Development) => SecretString::from("dev-service-token"),
+            (None, Mode::Production) => {
+                return Err(ConfigError::new("SERVICE_TOKEN", "required in production"));
+            }
+        };
+        let default_grace = if mode == Mode::Development { 0 } else { 5 };
+        Ok(Self {
+            addr: config::parse("CLINIC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
+            identity_url: config::string("IDENTITY_URL", "http://127.0.0.1:50051"),
+            service_token,
+            mode,
+            tenant_servers: parse_servers(&config::string(
+                "TENANT_SERVERS",
+                DEFAULT_TENANT_SERVERS,
+            ))?,
+            connection_budget: positive("DB_CONNECTION_BUDGET", 40)?,
+            tenant_pool_size: positive("TENANT_POOL_SIZE", 5)?,
+            acquire_timeout: Duration::from_millis(config::parse("DB_ACQUIRE_TIMEOUT_MS", 2000)?),
+            application_name: config::string("DB_APPLICATION_NAME", "clinic-service"),
+            token_cache_ttl: Duration::from_secs(config::parse("TOKEN_CACHE_TTL_SECS", 5)?),
+            token_cache_capacity: positive("TOKEN_CACHE_CAPACITY", 10_000)?,
+            identity_timeout: Duration::from_millis(config::parse("IDENTITY_TIMEOUT_MS", 2000)?),
+            migration_concurrency: positive("MIGRATION_CONCURRENCY", 4)?,
+            migrate_on_start: config::flag("MIGRATE_ON_START", false)?,
+            shutdown_grace: Duration::from_secs(config::parse(
+                "SHUTDOWN_GRACE_SECS",
+                default_grace,
+            )?),
+            template_database: "clinic_template".to_owned(),
+        })
+    }
+
+    /// A configuration for tests: development mode, port 0, the given identity endpoint and
+    /// tenant servers, service token `test-service-token`.
+    pub fn for_tests(identity_url: String, tenant_servers: Vec<TenantServer>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            identity_url,
+            service_token: SecretString::from("test-service-token"),
+            mode: Mode::Development,
+            tenant_servers,
+            connection_budget: 20,
+            tenant_pool_size: 4,
+            acquire_timeout: Duration::from_secs(5),
+            application_name: format!("clinic-test-{}", uuid::Uuid::new_v4().simple()),
+            token_cache_ttl: Duration::from_secs(5),
+            token_cache_capacity: 1000,
+            identity_timeout: Duration::from_secs(2),
+            migration_concurrency: 4,
+            migrate_on_start: false,
+            shutdown_grace: Duration::ZERO,
+            template_database: "clinic_template".to_owned(),
+        }
+    }
+}
+
+fn positive(name: &str, default: usize) -> Result<usize, ConfigError> {
+    match config::parse(name, default)? {
+        0 => Err(ConfigError::new(name, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// Parses `key=url,key=url`.
+pub fn parse_servers(raw: &str) -> Result<Vec<TenantServer>, ConfigError> {
+    let mut servers: Vec<TenantServer> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (key, url) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::new("TENANT_SERVERS", "expected key=postgres-url"))?;
+        let key = key.trim();
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::new("TENANT_SERVERS", "keys are letters, digits, _ and -"));
+        }
+        if servers.iter().any(|s| s.key == key) {
+            return Err(ConfigError::new("TENANT_SERVERS", format!("duplicate key {key}")));
+        }
+        let config = clinic_shared::pg::parse_url(url.trim())
+            .map_err(|_| ConfigError::new("TENANT_SERVERS", format!("invalid URL for {key}")))?;
+        servers.push(TenantServer { key: key.to_owned(), config });
+    }
+    if servers.is_empty() {
+        return Err(ConfigError::new("TENANT_SERVERS", "at least one server"));
+    }
+    Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_server_lists() {
+        let s = parse_servers(
+            "main=postgres://postgres@127.0.0.1:5432/postgres, b=postgres://x@h:5433/postgres",
+        )
+        .unwrap();
+        assert_eq!(s.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["main", "b"]);
+        assert!(parse_servers("").is_err());
+        assert!(parse_servers("nokey").is_err());
+        assert!(parse_servers("a=postgres://h/x,a=postgres://h/y").is_err());
+        assert!(parse_servers("a b=postgres://h/x").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The client of identity-service's internal RPCs (`TokenService`, `DirectoryService`): one lazy
+//! channel (so clinic-service starts without identity-service and recovers when it returns), the
+//! service credential on every call, and a deadline on every call.
+
+use std::{future::Future, time::Duration};
+
+use clinic_api::identity::v1 as pb;
+use clinic_shared::auth::AttachServiceToken;
+use pb::{
+    directory_service_client::DirectoryServiceClient, token_service_client::TokenServiceClient,
+};
+use secrecy::SecretString;
+use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
+
+use crate::error::Error;
+
+type Authed = InterceptedService<Channel, AttachServiceToken>;
+
+/// Calls identity-service. Cheap to clone.
+#[derive(Clone)]
+pub struct IdentityClient {
+    tokens: TokenServiceClient<Authed>,
+    directory: DirectoryServiceClient<Authed>,
+    timeout: Duration,
+}
+
+impl IdentityClient {
+    /// A client of `url` that connects on first use.
+    pub fn new(url: &str, service_token: &SecretString, timeout: Duration) -> Result<Self, String> {
+        let channel = Channel::from_shared(url.to_owned())
+            .map_err(|e| format!("IDENTITY_URL: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_lazy();
+        let attach = AttachServiceToken::new(service_token).map_err(|e| e.message().to_owned())?;
+        Ok(Self {
+            tokens: TokenServiceClient::with_interceptor(channel.clone(), attach.clone()),
+            directory: DirectoryServiceClient::with_interceptor(channel, attach),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Runs one call under the deadline, mapping transport failures to UNAVAILABLE.
+    async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.timeout + Duration::from_millis(100), fut).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("identity-service did not answer in time")),
+        }
+    }
+
+    /// `TokenService.ValidateToken`. Errors keep their code (UNAUTHENTICATED, UNAVAILABLE...).
+    pub async fn validate_token(&self, token: &str) -> Result<pb::ValidateTokenResponse, Status> {
+        let req = self.request(pb::ValidateTokenRequest { access_token: token.to_owned() });
+        let mut client = self.tokens.clone();
+        self.call(client.validate_token(req)).await
+    }
+
+    /// `DirectoryService.LookupUser`.
+    pub async fn lookup_user(&self, email: &str) -> Result<pb::DirectoryUser, Error> {
+        let req = self.request(pb::LookupUserRequest { email: email.to_owned() });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.lookup_user(req)).await.map_err(map_status)?;
+        resp.user.ok_or_else(|| Error::Internal("LookupUser answered without a user".into()))
+    }
+
+    /// `DirectoryService.ReserveOrganization`.
+    pub async fn reserve_organization(
+        &self,
+        name: &str,
+        creator: uuid::Uuid,
+        candidate_servers: Vec<String>,
+    ) -> Result<pb::Organization, Error> {
+        let req = self.request(pb::ReserveOrganizationRequest {
+            name: name.to_owned(),
+            creator_user_id: creator.to_string(),
+            candidate_servers,
+        });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.reserve_organization(req)).await.map_err(map_status)?;
+        resp.organization.ok_or_else(|| Error::Internal("Reserve answered without a row".into()))
+    }
+
+    /// `DirectoryService.ActivateOrganization`.
+    pub async fn activate_organization(&self, id: uuid::Uuid) -> Result<pb::Organization, Error> {
+        let req = self.request(pb::ActivateOrganizationRequest { organization_id: id.to_string() });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.activate_organization(req)).await.map_err(map_status)?;
+        resp.organization.ok_or_else(|| Error::Internal("Activate answered without a row".into()))
+    }
+
+    /// `DirectoryService.GetOrganization`.
+    pub async fn get_organization(&self, id: uuid::Uuid) -> Result<pb::Organization, Error> {
+        let req = self.request(pb::GetOrganizationRequest { organization_id: id.to_string() });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.get_organization(req)).await.map_err(map_status)?;
+        resp.organization.ok_or_else(|| Error::Internal("GetOrganization without a row".into()))
+    }
+
+    /// `DirectoryService.ListOrganizations`: one page.
+    pub async fn list_organizations(
+        &self,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<pb::ListOrganizationsResponse, Error> {
+        let req = self.request(pb::ListOrganizationsRequest { page_size, page_token });
+        let mut client = self.directory.clone();
+        self.call(client.list_organizations(req)).await.map_err(map_status)
+    }
+
+    /// `DirectoryService.RecordMembership`.
+    pub async fn record_membership(
+        &self,
+        organization_id: uuid::Uuid,
+        user_id: uuid::Uuid,
+        role: pb::MembershipRole,
+    ) -> Result<(), Error> {
+        let req = self.request(pb::RecordMembershipRequest {
+            organization_id: organization_id.to_string(),
+            user_id: user_id.to_string(),
+            role: role as i32,
+        });
+        let mut client = self.directory.clone();
+        self.call(client.record_membership(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.RemoveMembership`.
+    pub async fn remove_membership(
+        &self,
+        organization_id: uuid::Uuid,
+        user_id: uuid::Uuid,
+    ) -> Result<(), Error> {
+        let req = self.request(pb::RemoveMembershipRequest {
+            organization_id: organization_id.to_string(),
+            user_id: user_id.to_string(),
+        });
+        let mut client = self.directory.clone();
+        self.call(client.remove_membership(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.ListUserMemberships`: one page.
+    pub async fn list_user_memberships(
+        &self,
+        user_id: uuid::Uuid,
+        page_size: i32,
+        page_token: String,
+    ) -> Result<pb::ListUserMembershipsResponse, Error> {
+        let req = self.request(pb::ListUserMembershipsRequest {
+            user_id: user_id.to_string(),
+            page_size,
+            page_token,
+        });
+        let mut client = self.directory.clone();
+        self.call(client.list_user_memberships(req)).await.map_err(map_status)
+    }
+}
+
+/// Whether identity-service itself failed to answer (as opposed to answering "no").
+pub fn is_outage(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// Maps an identity-service answer to this service's error.
+pub fn map_status(status: Status) -> Error {
+    match status.code() {
+        Code::NotFound => Error::NotFound(status.message().to_owned()),
+        Code::AlreadyExists => Error::AlreadyExists(status.message().to_owned()),
+        Code::InvalidArgument => Error::field("name", status.message()),
+        Code::PermissionDenied => Error::PermissionDenied(status.message().to_owned()),
+        Code::FailedPrecondition => Error::FailedPrecondition(status.message().to_owned()),
+        _ if is_outage(&status) => Error::Unavailable {
+            what: "identity-service",
+            cause: format!("{:?}: {}", status.code(), status.message()),
+        },
+        code => {
+            Error::Internal(format!("identity-service answered {code:?}: {}", status.message()))
+        }
+    }
+}

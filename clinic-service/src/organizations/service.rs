@@ -1,0 +1,106 @@
+//! The `OrganizationService` handlers.
+
+use clinic_api::clinic::v1::{self as pb, organization_service_server::OrganizationService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    auth::Claims,
+    error::Error,
+    grpc::{page_size, parse_uuid, timestamp},
+    roles::Role,
+    tenancy::{OrgRecord, OrgStatus, TenantAccess, provisioning},
+};
+
+/// Serves `clinic.v1.OrganizationService`.
+pub struct OrganizationHandler {
+    access: TenantAccess,
+}
+
+impl OrganizationHandler {
+    /// Handlers over `access`.
+    pub fn new(access: TenantAccess) -> Self {
+        Self { access }
+    }
+}
+
+/// A validated organization name (trimmed, mapping to a safe database name).
+fn parse_name(name: &str) -> Result<&str, Error> {
+    clinic_shared::slug::database_name(name).map_err(|e| Error::field("name", e.to_string()))?;
+    clinic_shared::slug::validate_name(name).map_err(|e| Error::field("name", e.to_string()))
+}
+
+fn to_proto(org: &OrgRecord) -> pb::Organization {
+    pb::Organization {
+        id: org.id.to_string(),
+        name: org.name.clone(),
+        database_name: org.location.database.clone(),
+        status: match org.status {
+            OrgStatus::Active => pb::OrganizationStatus::Active,
+            OrgStatus::Provisioning => pb::OrganizationStatus::Provisioning,
+        } as i32,
+        create_time: org.created_at.map(timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl OrganizationService for OrganizationHandler {
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn create_organization(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        tracing::Span::current().record("user_id", tracing::field::display(claims.user_id));
+        let name = parse_name(&request.get_ref().name)?;
+        let org = provisioning::create_organization(&self.access, &claims, name).await?;
+        Ok(Response::new(pb::CreateOrganizationResponse { organization: Some(to_proto(&org)) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    async fn get_organization(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        let id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
+        let org = self.access.organization(id).await?;
+        let (_conn, caller) = self.access.acquire(&claims, id).await?;
+        Ok(Response::new(pb::GetOrganizationResponse {
+            organization: Some(to_proto(&org)),
+            role: caller.role.to_proto() as i32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let page = self
+            .access
+            .identity()
+            .list_user_memberships(claims.user_id, size as i32, req.page_token)
+            .await
+            .map_err(|e| match e {
+                Error::InvalidArgument(_) => Error::field("page_token", "malformed page token"),
+                other => other,
+            })?;
+        let mut organizations = Vec::with_capacity(page.memberships.len());
+        for m in page.memberships {
+            let Some(org) = m.organization else { continue };
+            let org = OrgRecord::try_from(org)?;
+            let role = Role::from_membership(m.role).map_or(pb::Role::Unspecified, Role::to_proto);
+            organizations.push(pb::OrganizationMembership {
+                organization: Some(to_proto(&org)),
+                role: role as i32,
+            });
+        }
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations,
+            next_page_token: page.next_page_token,
+        }))
+    }
+}

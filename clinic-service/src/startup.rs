@@ -1,0 +1,125 @@
+//! Building and running the server: bind first (port 0 allowed), then serve until a signal or
+//! a [`ShutdownHandle`] stops it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use clinic_api::clinic::v1::{
+    member_service_server::MemberServiceServer,
+    organization_service_server::OrganizationServiceServer,
+};
+use clinic_shared::server::{self, ShutdownHandle};
+use tokio::net::TcpListener;
+use tonic::transport::server::Router;
+use tower::layer::util::{Identity, Stack};
+
+use crate::{
+    auth::{AuthLayer, TokenCache, TokenValidator},
+    config::Config,
+    error::Error,
+    identity::IdentityClient,
+    members::MemberHandler,
+    organizations::OrganizationHandler,
+    tenancy::{TenantAccess, migrations},
+};
+
+/// Services reported by health (besides the server as a whole).
+const SERVICES: &[&str] =
+    &["clinic.v1.OrganizationService", "clinic.v1.MemberService", "clinic.v1.AppointmentService"];
+
+/// A bound, ready-to-run clinic-service.
+pub struct Application {
+    address: SocketAddr,
+    listener: TcpListener,
+    router: Router<Stack<AuthLayer, Identity>>,
+    health: tonic_health::server::HealthReporter,
+    access: TenantAccess,
+    config: Config,
+    shutdown: ShutdownHandle,
+    stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Builds the shared state every service uses.
+pub fn tenant_access(config: &Config) -> Result<TenantAccess, Error> {
+    let identity =
+        IdentityClient::new(&config.identity_url, &config.service_token, config.identity_timeout)
+            .map_err(Error::Internal)?;
+    Ok(TenantAccess::new(config, identity))
+}
+
+impl Application {
+    /// Binds `config.addr` and wires every service.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        let access = tenant_access(&config)?;
+        let validator = TokenValidator::new(
+            access.identity().clone(),
+            TokenCache::new(config.token_cache_ttl, config.token_cache_capacity),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let (reflection_v1, reflection_v1alpha) =
+            server::reflection().map_err(|e| Error::internal("reflection", e))?;
+        let router = server::builder()
+            .layer(AuthLayer::new(Arc::new(validator)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(OrganizationServiceServer::new(OrganizationHandler::new(access.clone())))
+            .add_service(MemberServiceServer::new(MemberHandler::new(access.clone())));
+        let router = crate::extra_services(router, &access);
+        let (listener, address) =
+            server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
+        let (shutdown, stopped) = ShutdownHandle::new();
+        Ok(Self {
+            address,
+            listener,
+            router,
+            health,
+            access,
+            config,
+            shutdown,
+            stopped: Box::pin(stopped),
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The tenant access (for tests and tools).
+    pub fn tenant_access(&self) -> TenantAccess {
+        self.access.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM or the shutdown handle fires; migrates every tenant first
+    /// when `MIGRATE_ON_START` is set.
+    pub async fn run_until_stopped(self) -> Result<(), Error> {
+        if self.config.migrate_on_start {
+            let results =
+                migrations::migrate_all(&self.access, self.config.migration_concurrency).await?;
+            let failed = results.iter().filter(|r| r.result.is_err()).count();
+            tracing::info!(tenants = results.len(), failed, "start-up migrations done");
+        }
+        let stopped = self.stopped;
+        let signal = async move {
+            tokio::select! {
+                _ = stopped => {},
+                _ = server::os_shutdown_signal() => {},
+            }
+        };
+        server::serve(
+            self.router,
+            self.listener,
+            self.health,
+            SERVICES,
+            self.config.shutdown_grace,
+            signal,
+        )
+        .await
+        .map_err(|e| Error::internal("serve", e))
+    }
+}

@@ -1,0 +1,257 @@
+//! Tenancy: where each clinic's database lives (the central register, cached), connections to
+//! it within the budget, creating clinic databases, and migrating them.
+//!
+//! [`TenantAccess::acquire`] is what every clinic RPC starts with: it resolves the organization,
+//! takes a pooled connection to its database and loads the caller's membership there.
+
+pub mod migrations;
+pub mod pools;
+pub mod provisioning;
+mod registry;
+
+use std::{collections::HashMap, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use clinic_api::identity::v1 as ipb;
+use uuid::Uuid;
+
+pub use pools::{Pools, TenantConnection};
+use registry::Registry;
+
+use crate::{
+    auth::Claims,
+    config::{Config, TenantServer},
+    error::Error,
+    identity::IdentityClient,
+    roles::Role,
+};
+
+/// Provisioning state of an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgStatus {
+    /// Registered; its database may not be ready.
+    Provisioning,
+    /// Ready.
+    Active,
+}
+
+/// An organization as the central register knows it.
+#[derive(Debug, Clone)]
+pub struct OrgRecord {
+    /// Identifier.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Where its database lives.
+    pub location: Location,
+    /// Provisioning state.
+    pub status: OrgStatus,
+    /// Who created it.
+    pub creator: Option<Uuid>,
+    /// When it was registered.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ipb::Organization> for OrgRecord {
+    type Error = Error;
+
+    fn try_from(org: ipb::Organization) -> Result<Self, Error> {
+        let location = Location::from_directory(&org)?;
+        let status = match ipb::OrganizationStatus::try_from(org.status) {
+            Ok(ipb::OrganizationStatus::Active) => OrgStatus::Active,
+            _ => OrgStatus::Provisioning,
+        };
+        Ok(Self {
+            id: location.organization_id,
+            name: org.name,
+            location,
+            status,
+            creator: org.creator_user_id.parse().ok(),
+            created_at: org.create_time.and_then(|t| {
+                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+            }),
+        })
+    }
+}
+
+/// Where a tenant database lives. Placement never changes once recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The organization.
+    pub organization_id: Uuid,
+    /// Key of its server in `TENANT_SERVERS`.
+    pub server: String,
+    /// Its database name (`clinic_<slug>`).
+    pub database: String,
+}
+
+impl Location {
+    /// From the central register's row; refuses database names outside the `clinic_` mapping.
+    pub fn from_directory(org: &ipb::Organization) -> Result<Self, Error> {
+        let organization_id = org.id.parse().map_err(|_| {
+            Error::Internal("directory returned a malformed organization id".into())
+        })?;
+        let db = &org.database_name;
+        let safe = db.starts_with(clinic_shared::slug::DATABASE_PREFIX)
+            && db.len() <= clinic_shared::slug::MAX_IDENTIFIER_BYTES
+            && db.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !safe {
+            return Err(Error::Internal("directory returned an unsafe database name".into()));
+        }
+        Ok(Self { organization_id, server: org.server.clone(), database: db.clone() })
+    }
+}
+
+/// The caller inside one tenant: their member row and role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's `organization_user.id`.
+    pub member_id: Uuid,
+    /// The caller's central user id.
+    pub user_id: Uuid,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// Resolves organizations and hands out tenant connections. Cheap to clone.
+#[derive(Clone)]
+pub struct TenantAccess {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: IdentityClient,
+    pools: Pools,
+    servers: HashMap<String, TenantServer>,
+    server_keys: Vec<String>,
+    registry: Registry,
+    application_name: String,
+    template: String,
+    templates_ready: HashMap<String, tokio::sync::OnceCell<()>>,
+}
+
+impl TenantAccess {
+    /// Access to the tenants of `config`'s servers.
+    pub fn new(config: &Config, identity: IdentityClient) -> Self {
+        let servers: HashMap<_, _> =
+            config.tenant_servers.iter().map(|s| (s.key.clone(), s.clone())).collect();
+        let templates_ready =
+            servers.keys().map(|k| (k.clone(), tokio::sync::OnceCell::new())).collect();
+        Self {
+            inner: Arc::new(Inner {
+                identity,
+                pools: Pools::new(
+                    config.connection_budget,
+                    config.tenant_pool_size,
+                    config.acquire_timeout,
+                ),
+                server_keys: config.tenant_servers.iter().map(|s| s.key.clone()).collect(),
+                servers,
+                registry: Registry::default(),
+                application_name: config.application_name.clone(),
+                template: config.template_database.clone(),
+                templates_ready,
+            }),
+        }
+    }
+
+    /// The identity-service client.
+    pub fn identity(&self) -> &IdentityClient {
+        &self.inner.identity
+    }
+
+    /// The connection pools.
+    pub fn pools(&self) -> &Pools {
+        &self.inner.pools
+    }
+
+    /// Keys of the configured servers, in configuration order.
+    pub fn server_keys(&self) -> &[String] {
+        &self.inner.server_keys
+    }
+
+    /// The organization (cached once ACTIVE). NOT_FOUND when it does not exist.
+    pub async fn organization(&self, id: Uuid) -> Result<OrgRecord, Error> {
+        if let Some(org) = self.inner.registry.get(id) {
+            return Ok(org);
+        }
+        let org = OrgRecord::try_from(self.inner.identity.get_organization(id).await?)?;
+        if org.status == OrgStatus::Active {
+            self.inner.registry.insert(org.clone());
+        }
+        Ok(org)
+    }
+
+    /// Connection settings for a database on `server`, with this service's application_name.
+    pub fn database_config(
+        &self,
+        server: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Config, Error> {
+        let server = self.inner.servers.get(server).ok_or_else(|| {
+            Error::Internal(format!("tenant server {server:?} is not configured"))
+        })?;
+        let mut config = clinic_shared::pg::with_dbname(&server.config, database);
+        config.application_name(&self.inner.application_name);
+        Ok(config)
+    }
+
+    /// Connection settings for a tenant database.
+    pub fn tenant_config(&self, location: &Location) -> Result<tokio_postgres::Config, Error> {
+        self.database_config(&location.server, &location.database)
+    }
+
+    /// Connection settings of a server's maintenance database.
+    pub fn maintenance_config(&self, server: &str) -> Result<tokio_postgres::Config, Error> {
+        let base = self.inner.servers.get(server).ok_or_else(|| {
+            Error::Internal(format!("tenant server {server:?} is not configured"))
+        })?;
+        let mut config = base.config.clone();
+        config.application_name(&self.inner.application_name);
+        Ok(config)
+    }
+
+    /// The name of the template database on every server.
+    pub fn template(&self) -> &str {
+        &self.inner.template
+    }
+
+    /// Runs `init` once per process for `server`'s template (see provisioning).
+    pub(crate) fn template_once(&self, server: &str) -> Option<&tokio::sync::OnceCell<()>> {
+        self.inner.templates_ready.get(server)
+    }
+
+    /// A pooled connection to an organization's database.
+    pub async fn connect(&self, location: &Location) -> Result<TenantConnection, Error> {
+        let config = self.tenant_config(location)?;
+        self.inner.pools.get(location.organization_id, &config).await
+    }
+
+    /// Resolves an ACTIVE organization, takes a pooled connection to its database, and loads
+    /// the caller's membership. PROVISIONING → FAILED_PRECONDITION; no membership (or one
+    /// without a role) → PERMISSION_DENIED.
+    pub async fn acquire(
+        &self,
+        claims: &Claims,
+        organization_id: Uuid,
+    ) -> Result<(TenantConnection, Caller), Error> {
+        let org = self.organization(organization_id).await?;
+        if org.status != OrgStatus::Active {
+            return Err(Error::FailedPrecondition(
+                "the organization is still being provisioned; retry CreateOrganization".into(),
+            ));
+        }
+        let conn = self.connect(&org.location).await?;
+        let row = conn
+            .query_opt(
+                "SELECT id, role FROM organization_user WHERE user_id = $1",
+                &[&claims.user_id],
+            )
+            .await
+            .map_err(|e| Error::tenant_db("load caller", &e))?;
+        let not_member = || Error::PermissionDenied("not a member of this organization".into());
+        let row = row.ok_or_else(not_member)?;
+        let role = Role::from_db(row.get::<_, Option<&str>>("role")).ok_or_else(not_member)?;
+        Ok((conn, Caller { member_id: row.get("id"), user_id: claims.user_id, role }))
+    }
+}

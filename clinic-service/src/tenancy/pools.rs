@@ -1,0 +1,248 @@
+//! Connections within a budget: one deadpool pool per tenant, created on first use, and one
+//! semaphore of `DB_CONNECTION_BUDGET` permits shared by every connection the process opens
+//! (tenant pools and maintenance connections). A connection holds its permit until its socket
+//! is closed, so PostgreSQL never sees more than the budget. When the budget is spent, idle
+//! connections of the least recently used tenants are closed; a request that still cannot get a
+//! connection within the acquire timeout gets RESOURCE_EXHAUSTED.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// A pooled connection to one tenant database; derefs to `tokio_postgres::Client`.
+pub type TenantConnection = managed::Object<TenantManager>;
+type TenantPool = managed::Pool<TenantManager>;
+
+/// Retry step while waiting for idle connections elsewhere to be returned and evicted.
+const EVICTION_POLL: Duration = Duration::from_millis(10);
+
+/// Every tenant pool, and the budget they share.
+#[derive(Clone)]
+pub struct Pools {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    permits: Arc<Semaphore>,
+    budget: usize,
+    pool_size: usize,
+    acquire_timeout: Duration,
+    lru: Mutex<Lru>,
+}
+
+#[derive(Default)]
+struct Lru {
+    tick: u64,
+    pools: HashMap<Uuid, (TenantPool, u64)>,
+}
+
+/// Opens tenant connections for one pool, each with a budget permit.
+pub struct TenantManager {
+    config: tokio_postgres::Config,
+    organization_id: Uuid,
+    shared: Weak<Shared>,
+}
+
+impl managed::Manager for TenantManager {
+    type Type = Client;
+    type Error = Error;
+
+    async fn create(&self) -> Result<Client, Error> {
+        let shared =
+            self.shared.upgrade().ok_or_else(|| Error::Internal("pools dropped".into()))?;
+        let deadline = Instant::now() + shared.acquire_timeout;
+        let permit = shared.permit(Some(self.organization_id), deadline).await?;
+        Ok(open(&self.config, permit).await?.0)
+    }
+
+    async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<Error> {
+        if client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
+    }
+}
+
+/// Connects and drives the connection on a task that keeps `permit` until the socket closes.
+async fn open(
+    config: &tokio_postgres::Config,
+    permit: OwnedSemaphorePermit,
+) -> Result<(Client, JoinHandle<()>), Error> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| Error::Unavailable {
+        what: "tenant database",
+        cause: format!("connect: {e}"),
+    })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "tenant connection ended");
+        }
+        drop(permit);
+    });
+    Ok((client, task))
+}
+
+impl Shared {
+    /// A budget permit, evicting idle connections of other tenants (LRU first) when none is free.
+    async fn permit(
+        &self,
+        except: Option<Uuid>,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        loop {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            self.evict_idle(except);
+            let step = (Instant::now() + EVICTION_POLL).min(deadline);
+            match tokio::time::timeout_at(step, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => return Ok(permit),
+                Ok(Err(_)) => return Err(Error::Internal("connection budget closed".into())),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(Error::Exhausted(format!(
+                        "all {} database connections are busy, retry later",
+                        self.budget
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Closes the idle connections of the least recently used tenant that has any, and forgets
+    /// pools left empty.
+    fn evict_idle(&self, except: Option<Uuid>) {
+        let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
+        let mut order: Vec<(u64, Uuid)> = lru
+            .pools
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .map(|(id, (_, used))| (*used, *id))
+            .collect();
+        order.sort_unstable();
+        for (_, id) in order {
+            let Some((pool, _)) = lru.pools.get(&id) else { continue };
+            let removed = pool.retain(|_, _| false).removed.len();
+            if pool.status().size == 0 {
+                // Closed pools drop objects returned to them, so no connection can linger
+                // idle outside the map.
+                pool.close();
+                lru.pools.remove(&id);
+            }
+            if removed > 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl Pools {
+    /// Pools sharing `budget` connections, each tenant holding at most `pool_size`.
+    pub fn new(budget: usize, pool_size: usize, acquire_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(budget)),
+                budget,
+                pool_size: pool_size.clamp(1, budget.max(1)),
+                acquire_timeout,
+                lru: Mutex::new(Lru::default()),
+            }),
+        }
+    }
+
+    /// A connection to tenant `organization_id` (whose database `config` points at).
+    pub async fn get(
+        &self,
+        organization_id: Uuid,
+        config: &tokio_postgres::Config,
+    ) -> Result<TenantConnection, Error> {
+        let timeout = Some(self.shared.acquire_timeout);
+        let timeouts = Timeouts { wait: timeout, create: timeout, recycle: timeout };
+        // A pool closed by eviction between lookup and use is replaced once.
+        for _ in 0..2 {
+            let pool = self.pool(organization_id, config)?;
+            match pool.timeout_get(&timeouts).await {
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Closed) => continue,
+                Err(PoolError::Backend(e)) => return Err(e),
+                Err(PoolError::Timeout(_)) => {
+                    return Err(Error::Exhausted(
+                        "no database connection available in time".into(),
+                    ));
+                }
+                Err(e) => return Err(Error::internal("tenant pool", e)),
+            }
+        }
+        Err(Error::Exhausted("tenant pool was closed, retry".into()))
+    }
+
+    fn pool(&self, id: Uuid, config: &tokio_postgres::Config) -> Result<TenantPool, Error> {
+        let mut lru = self.shared.lru.lock().unwrap_or_else(|p| p.into_inner());
+        lru.tick += 1;
+        let tick = lru.tick;
+        if let Some((pool, used)) = lru.pools.get_mut(&id) {
+            *used = tick;
+            return Ok(pool.clone());
+        }
+        let manager = TenantManager {
+            config: config.clone(),
+            organization_id: id,
+            shared: Arc::downgrade(&self.shared),
+        };
+        let pool = TenantPool::builder(manager)
+            .max_size(self.shared.pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::internal("build tenant pool", e))?;
+        lru.pools.insert(id, (pool.clone(), tick));
+        Ok(pool)
+    }
+
+    /// A connection outside the tenant pools (maintenance, migrations), counted in the budget.
+    pub async fn connect(&self, config: &tokio_postgres::Config) -> Result<RawConnection, Error> {
+        let deadline = Instant::now() + self.shared.acquire_timeout;
+        let permit = self.shared.permit(None, deadline).await?;
+        let (client, task) = open(config, permit).await?;
+        Ok(RawConnection { client, task })
+    }
+
+    /// The number of tenant pools currently open.
+    pub fn open_pools(&self) -> usize {
+        self.shared.lru.lock().unwrap_or_else(|p| p.into_inner()).pools.len()
+    }
+
+    /// Closes the pool of one tenant (after its database was dropped, for instance).
+    pub fn forget(&self, id: Uuid) {
+        let mut lru = self.shared.lru.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((pool, _)) = lru.pools.remove(&id) {
+            pool.close();
+        }
+    }
+}
+
+/// A connection outside the pools; [`RawConnection::close`] waits until its socket is closed.
+pub struct RawConnection {
+    /// The client.
+    pub client: Client,
+    task: JoinHandle<()>,
+}
+
+impl RawConnection {
+    /// Closes the connection and waits until PostgreSQL has been told.
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = self.task.await;
+    }
+}
