@@ -1,1 +1,22 @@
-//! placeholder
+//! identity-service: accounts, sessions, access and refresh tokens, and the directory of
+//! organizations, served over gRPC (`identity.v1`).
+//!
+//! [`Application::build`] connects to the central database, migrates it and binds;
+//! [`Application::run_until_stopped`] serves until a signal or the shutdown handle.
+
+pub mod accounts;
+pub mod config;
+pub mod db;
+pub mod directory;
+pub mod error;
+pub mod grpc;
+pub mod mail;
+pub mod sessions;
+pub mod startup;
+pub mod state;
+pub mod throttle;
+pub mod tokens;
+
+pub use config::Config;
+pub use error::Error;
+pub use startup::Application;

@@ -1,0 +1,163 @@
+//! Validated account values: what a request must satisfy before anything touches the database.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Longest accepted email address, in bytes (RFC 5321 path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Shortest password, in bytes.
+pub const MIN_PASSWORD_BYTES: usize = 8;
+/// Longest password, in bytes: nobody gets the server to hash a megabyte.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// A syntactically plausible email address, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Validates `raw` for request field `field`.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, Error> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if raw.len() > MAX_EMAIL_BYTES {
+            return Err(Error::invalid(field, "must be at most 254 bytes"));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(field, "must not contain spaces or control characters"));
+        }
+        match raw.split_once('@') {
+            Some((local, domain))
+                if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+            {
+                Ok(Self(raw.to_owned()))
+            }
+            _ => Err(Error::invalid(
+                field,
+                "must contain exactly one @ between a local part and a domain",
+            )),
+        }
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lowercase form used for lookups and throttling.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A display name: 1 to 100 characters, no control characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    /// Validates `raw` for request field `field`.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, Error> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid(field, "must be at most 100 characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid(field, "must not contain control characters"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password within the length bounds (8 to 256 bytes). Never printed.
+pub struct Password(pub SecretString);
+
+impl Password {
+    /// Validates `raw` for request field `field`.
+    pub fn parse(field: &str, raw: String) -> Result<Self, Error> {
+        if raw.len() < MIN_PASSWORD_BYTES {
+            return Err(Error::invalid(field, "must be at least 8 bytes"));
+        }
+        Self::bounded(field, raw)
+    }
+
+    /// Only the upper bound, for checking an existing password (login): old passwords are
+    /// compared, not judged.
+    pub fn bounded(field: &str, raw: String) -> Result<Self, Error> {
+        if raw.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::invalid(field, "must be at most 256 bytes"));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+}
+
+/// An account as stored, without its password hash.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Identifier.
+    pub id: Uuid,
+    /// Email as given at registration.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Whether the email is verified.
+    pub is_verified: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    /// Reads the columns `id, email, name, is_verified, created_at` of `row`.
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            is_verified: row.try_get("is_verified")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(Email::parse("email", "a@b.c").is_ok());
+        for bad in ["", "ab", "a@@b", "@b", "a@", "a b@c", "a@b@c"] {
+            assert!(Email::parse("email", bad).is_err(), "{bad}");
+        }
+        assert!(Email::parse("email", &format!("{}@b.c", "a".repeat(251))).is_err());
+        assert_eq!(Email::parse("e", "A@B.c").unwrap().normalized(), "a@b.c");
+    }
+
+    #[test]
+    fn names_and_passwords() {
+        assert!(UserName::parse("name", " Ann ").is_ok());
+        assert!(UserName::parse("name", "a\u{7}b").is_err());
+        assert!(UserName::parse("name", &"é".repeat(100)).is_ok());
+        assert!(UserName::parse("name", &"é".repeat(101)).is_err());
+        assert!(Password::parse("p", "1234567".into()).is_err());
+        assert!(Password::parse("p", "12345678".into()).is_ok());
+        assert!(Password::parse("p", "x".repeat(257)).is_err());
+        assert!(Password::bounded("p", "x".into()).is_ok());
+    }
+}

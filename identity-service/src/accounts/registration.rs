@@ -1,0 +1,121 @@
+//! Register, VerifyEmail and ResendVerificationCode.
+
+use chrono::{DateTime, Utc};
+use clinic_shared::config::Mode;
+
+use super::{
+    Email, Password, User, UserName, store,
+    verification::{self, Check},
+};
+use crate::{error::Error, state::AppState, throttle::Key};
+
+/// A validated registration.
+pub struct NewAccount {
+    /// Email.
+    pub email: Email,
+    /// Display name.
+    pub name: UserName,
+    /// Password.
+    pub password: Password,
+}
+
+/// The new user and, in development mode only, the verification code.
+pub struct Registered {
+    /// The unverified user.
+    pub user: User,
+    /// The code when the server runs in development mode.
+    pub dev_code: Option<String>,
+}
+
+const SUBJECT: &str = "Your verification code";
+
+fn body(code: &str) -> String {
+    format!("Your clinic verification code is {code}. It expires soon and works once.")
+}
+
+/// Creates an unverified user and mails a code.
+pub async fn register(
+    state: &AppState,
+    new: NewAccount,
+    now: DateTime<Utc>,
+) -> Result<Registered, Error> {
+    let hash = state.passwords.hash(new.password.0).await?;
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    let user = store::insert(&*tx, new.email.as_str(), new.name.as_str(), &hash, now).await?;
+    let code = verification::issue(&*tx, user.id, state.config.verification_code_ttl, now).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    // The account exists either way; a lost mail is fixed by ResendVerificationCode.
+    if let Err(e) = state.mailer.send(&user.email, SUBJECT, &body(&code.0)).await {
+        tracing::error!(user_id = %user.id, error = %e, "verification mail not sent");
+    }
+    let dev_code = (state.config.mode == Mode::Development).then_some(code.0);
+    Ok(Registered { user, dev_code })
+}
+
+/// Checks a code and marks the user verified. Wrong codes are throttled per email.
+pub async fn verify_email(
+    state: &AppState,
+    email: Email,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<User, Error> {
+    let key = Key::Verify(email.normalized());
+    if let Err(retry_after) = state.throttle.check(&key, now) {
+        return Err(Error::Throttled { message: "too many wrong verification codes", retry_after });
+    }
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    let user = store::by_email(&*tx, &email.normalized()).await?;
+    let outcome = match &user {
+        Some(user) => {
+            verification::check(&*tx, user.id, code, state.config.verification_max_attempts, now)
+                .await?
+        }
+        None => Check::Rejected,
+    };
+    match (outcome, user) {
+        (Check::Accepted, Some(user)) => {
+            let user = store::mark_verified(&*tx, user.id, now).await?;
+            tx.commit().await?;
+            state.throttle.reset(&key);
+            tracing::info!(user_id = %user.id, "email verified");
+            Ok(user)
+        }
+        _ => {
+            // Keep the attempt count even though the call fails.
+            tx.commit().await?;
+            state.throttle.record(key, now);
+            Err(Error::FailedPrecondition("invalid, expired or used verification code"))
+        }
+    }
+}
+
+/// Mails a fresh code when the email belongs to an unverified user; answers the same otherwise.
+pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Result<(), Error> {
+    let key = Key::Resend(email.normalized());
+    if state.throttle.check(&key, now).is_err() {
+        // Same answer as success: throttling must not reveal anything either.
+        return Ok(());
+    }
+    state.throttle.record(key, now);
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    let Some(user) = store::by_email(&*tx, &email.normalized()).await? else {
+        return Ok(());
+    };
+    if user.is_verified {
+        return Ok(());
+    }
+    let code = verification::issue(&*tx, user.id, state.config.verification_code_ttl, now).await?;
+    tx.commit().await?;
+    // Mail in the background so the answer's timing does not depend on delivery.
+    let mailer = state.mailer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = mailer.send(&user.email, SUBJECT, &body(&code.0)).await {
+            tracing::error!(user_id = %user.id, error = %e, "verification mail not sent");
+        }
+    });
+    Ok(())
+}

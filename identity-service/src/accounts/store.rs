@@ -1,0 +1,108 @@
+//! Queries on `app_user`.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::domain::User;
+use crate::error::Error;
+
+/// Columns of [`User`], for SELECT lists.
+pub const USER_COLUMNS: &str = "id, email, name, is_verified, created_at";
+
+/// A stored user with their password hash.
+pub struct Credentials {
+    /// The user.
+    pub user: User,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Inserts an unverified user; ALREADY_EXISTS on a taken email or name.
+pub async fn insert(
+    db: &impl GenericClient,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<User, Error> {
+    let sql = format!(
+        "INSERT INTO app_user (id, email, name, password_hash, is_verified, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, false, $5, $5) RETURNING {USER_COLUMNS}"
+    );
+    let row = db
+        .query_one(&sql, &[&Uuid::new_v4(), &email, &name, &password_hash, &now])
+        .await
+        .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+            Some("app_user_email_key") => Error::AlreadyExists("email is already registered"),
+            Some("app_user_name_key") => Error::AlreadyExists("name is already taken"),
+            _ => Error::Database(e),
+        })?;
+    User::from_row(&row)
+}
+
+/// The user with this email (case-insensitive), with their hash.
+pub async fn credentials_by_email(
+    db: &impl GenericClient,
+    normalized_email: &str,
+) -> Result<Option<Credentials>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM app_user WHERE lower(email) = $1");
+    let Some(row) = db.query_opt(&sql, &[&normalized_email]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        user: User::from_row(&row)?,
+        password_hash: row.try_get("password_hash")?,
+    }))
+}
+
+/// The user with this id, with their hash.
+pub async fn credentials_by_id(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<Credentials>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM app_user WHERE id = $1");
+    let Some(row) = db.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Credentials {
+        user: User::from_row(&row)?,
+        password_hash: row.try_get("password_hash")?,
+    }))
+}
+
+/// The user with this email (case-insensitive).
+pub async fn by_email(
+    db: &impl GenericClient,
+    normalized_email: &str,
+) -> Result<Option<User>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM app_user WHERE lower(email) = $1");
+    db.query_opt(&sql, &[&normalized_email]).await?.map(|r| User::from_row(&r)).transpose()
+}
+
+/// Marks a user verified and returns them.
+pub async fn mark_verified(
+    db: &impl GenericClient,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<User, Error> {
+    let sql = format!(
+        "UPDATE app_user SET is_verified = true, updated_at = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"
+    );
+    User::from_row(&db.query_one(&sql, &[&id, &now]).await?)
+}
+
+/// Replaces a user's password hash.
+pub async fn set_password_hash(
+    db: &impl GenericClient,
+    id: Uuid,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    db.execute(
+        "UPDATE app_user SET password_hash = $2, updated_at = $3 WHERE id = $1",
+        &[&id, &hash, &now],
+    )
+    .await?;
+    Ok(())
+}

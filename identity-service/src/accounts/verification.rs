@@ -1,0 +1,111 @@
+//! Email verification codes: six random digits, stored as SHA-256, expiring, single-use, and
+//! burnt after too many wrong guesses. At most one live code per user: a new one retires the rest.
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// A fresh code, never logged.
+pub struct Code(pub String);
+
+impl Code {
+    /// Six random digits from the OS generator.
+    pub fn generate() -> Self {
+        Code(format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32)))
+    }
+
+    fn hash(&self) -> Vec<u8> {
+        hash(&self.0)
+    }
+}
+
+fn hash(code: &str) -> Vec<u8> {
+    Sha256::digest(code.trim().as_bytes()).to_vec()
+}
+
+/// Stores a new code for `user`, expiring `ttl` after `now`, retiring the user's older codes.
+pub async fn issue(
+    db: &impl GenericClient,
+    user: Uuid,
+    ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Code, Error> {
+    let code = Code::generate();
+    let expires = now + chrono::Duration::from_std(ttl).map_err(Error::internal)?;
+    db.execute(
+        "UPDATE email_verification SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        &[&user, &now],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO email_verification (id, user_id, code_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&Uuid::new_v4(), &user, &code.hash(), &now, &expires],
+    )
+    .await?;
+    Ok(code)
+}
+
+/// The outcome of checking a code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Right code; it is now spent.
+    Accepted,
+    /// Wrong, expired, spent or no code at all.
+    Rejected,
+}
+
+/// Checks `code` against the user's live code (locking it), counting a wrong guess and burning
+/// the code after `max_attempts` wrong guesses. Run inside a transaction.
+pub async fn check(
+    db: &impl GenericClient,
+    user: Uuid,
+    code: &str,
+    max_attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<Check, Error> {
+    let row = db
+        .query_opt(
+            "SELECT id, code_hash, attempts FROM email_verification \
+             WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
+            &[&user, &now],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(Check::Rejected) };
+    let id: Uuid = row.try_get("id")?;
+    let stored: Vec<u8> = row.try_get("code_hash")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    if bool::from(stored.ct_eq(&hash(code))) {
+        db.execute("UPDATE email_verification SET used_at = $2 WHERE id = $1", &[&id, &now])
+            .await?;
+        return Ok(Check::Accepted);
+    }
+    let burnt = attempts + 1 >= max_attempts;
+    db.execute(
+        "UPDATE email_verification SET attempts = attempts + 1, \
+         used_at = CASE WHEN $2 THEN $3 ELSE used_at END WHERE id = $1",
+        &[&id, &burnt, &now],
+    )
+    .await?;
+    Ok(Check::Rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..100 {
+            let c = Code::generate();
+            assert_eq!(c.0.len(), 6);
+            assert!(c.0.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+}

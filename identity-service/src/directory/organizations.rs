@@ -1,0 +1,114 @@
+//! The register of organizations: reserve (placement on the least-loaded server), activate,
+//! get and list.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Organization, domain::ORG_COLUMNS, paging::Page};
+use crate::{error::Error, state::AppState};
+
+/// Serialises reservations so server placement counts are never stale.
+const RESERVE_LOCK: i64 = 0x1d_0c_0a_11;
+
+/// A validated ReserveOrganization.
+pub struct Reservation {
+    /// Trimmed display name.
+    pub name: String,
+    /// Tenant database name from `clinic_shared::slug::database_name`.
+    pub database_name: String,
+    /// Creating user.
+    pub creator: Uuid,
+    /// Candidate server keys (non-empty, de-duplicated).
+    pub servers: Vec<String>,
+}
+
+/// Registers the organization, or returns the creator's earlier reservation (`false`).
+pub async fn reserve(
+    state: &AppState,
+    r: Reservation,
+    now: DateTime<Utc>,
+) -> Result<(Organization, bool), Error> {
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RESERVE_LOCK]).await?;
+    let verified: Option<bool> = tx
+        .query_opt("SELECT is_verified FROM app_user WHERE id = $1", &[&r.creator])
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    match verified {
+        None => return Err(Error::NotFound("creator user not found")),
+        Some(false) => return Err(Error::FailedPrecondition("creator's email is not verified")),
+        Some(true) => {}
+    }
+    let sql = format!(
+        "SELECT {ORG_COLUMNS} FROM organization o WHERE o.name = $1 OR o.database_name = $2 \
+         ORDER BY (o.name = $1) DESC"
+    );
+    let existing = tx.query(&sql, &[&r.name, &r.database_name]).await?;
+    let existing = existing.iter().map(Organization::from_row).collect::<Result<Vec<_>, _>>()?;
+    if existing.iter().any(|o| o.creator_user_id != r.creator) {
+        return Err(Error::AlreadyExists("an organization with this name already exists"));
+    }
+    if let Some(org) = existing.into_iter().next() {
+        return Ok((org, false));
+    }
+    let server: String = tx
+        .query_one(
+            "SELECT c.server FROM unnest($1::text[]) AS c(server) \
+             LEFT JOIN organization o ON o.server = c.server \
+             GROUP BY c.server ORDER BY count(o.id), c.server LIMIT 1",
+            &[&r.servers],
+        )
+        .await?
+        .try_get(0)?;
+    let sql = format!(
+        "INSERT INTO organization AS o (id, name, database_name, server, status, creator_user_id, created_at) \
+         VALUES ($1, $2, $3, $4, 'provisioning', $5, $6) RETURNING {ORG_COLUMNS}"
+    );
+    let row = tx
+        .query_one(&sql, &[&Uuid::new_v4(), &r.name, &r.database_name, &server, &r.creator, &now])
+        .await
+        .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+            Some("organization_name_key" | "organization_database_name_key") => {
+                Error::AlreadyExists("an organization with this name already exists")
+            }
+            _ => Error::Database(e),
+        })?;
+    let org = Organization::from_row(&row)?;
+    tx.commit().await?;
+    tracing::info!(organization_id = %org.id, server = %org.server, "organization reserved");
+    Ok((org, true))
+}
+
+/// Marks an organization ACTIVE (idempotent).
+pub async fn activate(state: &AppState, id: Uuid) -> Result<Organization, Error> {
+    let sql = format!(
+        "UPDATE organization AS o SET status = 'active' WHERE o.id = $1 RETURNING {ORG_COLUMNS}"
+    );
+    let row = state.conn().await?.query_opt(&sql, &[&id]).await?;
+    let org = Organization::from_row(&row.ok_or(Error::NotFound("organization not found"))?)?;
+    tracing::info!(organization_id = %org.id, "organization active");
+    Ok(org)
+}
+
+/// One organization.
+pub async fn get(state: &AppState, id: Uuid) -> Result<Organization, Error> {
+    let sql = format!("SELECT {ORG_COLUMNS} FROM organization o WHERE o.id = $1");
+    let row = state.conn().await?.query_opt(&sql, &[&id]).await?;
+    Organization::from_row(&row.ok_or(Error::NotFound("organization not found"))?)
+}
+
+/// One page of all organizations by id, and the next page token.
+pub async fn list(state: &AppState, page: Page) -> Result<(Vec<Organization>, String), Error> {
+    let sql = format!(
+        "SELECT {ORG_COLUMNS} FROM organization o WHERE ($1::uuid IS NULL OR o.id > $1) \
+         ORDER BY o.id LIMIT $2"
+    );
+    let rows = state.conn().await?.query(&sql, &[&page.after, &(page.size + 1)]).await?;
+    let mut orgs = rows.iter().map(Organization::from_row).collect::<Result<Vec<_>, _>>()?;
+    let more = orgs.len() as i64 > page.size;
+    orgs.truncate(page.size as usize);
+    let next = Page::next_token(more, orgs.last().map(|o| o.id));
+    Ok((orgs, next))
+}

@@ -1,0 +1,89 @@
+//! The one error type of identity-service and its one mapping to `tonic::Status`.
+
+use std::time::Duration;
+
+use clinic_shared::error::{self, FieldViolation};
+use tonic::Status;
+
+/// Everything that can go wrong in identity-service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent malformed input; each violation names a request field.
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
+    /// Missing, malformed, expired or revoked credentials. The message is safe to send.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// A known caller without the right.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    /// The named thing does not exist.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// A uniqueness conflict.
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+    /// A forbidden state change.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(&'static str),
+    /// Too many attempts; retry after the given time.
+    #[error("throttled: {message}")]
+    Throttled {
+        /// What was throttled.
+        message: &'static str,
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// A PostgreSQL error.
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No database connection could be had in time.
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// Shared PostgreSQL helpers failed (start-up).
+    #[error("postgres: {0}")]
+    Pg(#[from] clinic_shared::pg::PgError),
+    /// Migrations failed (start-up).
+    #[error("migrations: {0}")]
+    Migration(#[from] refinery::Error),
+    /// Start-up or I/O failure.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Anything else that is our fault (key loading, hashing, mail...). Never sent to callers.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// `InvalidArgument` for one field.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// `Internal` from any displayable cause.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Error::Internal(cause.to_string())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        match e {
+            Error::InvalidArgument(v) => error::invalid_argument(&v),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Throttled { message, retry_after } => error::throttled(message, retry_after),
+            Error::Pool(e @ deadpool_postgres::PoolError::Timeout(_)) => {
+                error::unavailable("database", &e)
+            }
+            Error::Database(e) if e.is_closed() => error::unavailable("database", &e),
+            other => error::internal(&other),
+        }
+    }
+}

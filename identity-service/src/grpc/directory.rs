@@ -1,0 +1,200 @@
+//! `identity.v1.DirectoryService`: internal directory for clinic-service.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use clinic_api::identity::v1::{self as pb, directory_service_server::DirectoryService};
+use tonic::{Request, Response, Status};
+
+use super::convert::{merge, role, uuid};
+use crate::{
+    accounts::{Email, store as users},
+    directory::{
+        memberships,
+        organizations::{self, Reservation},
+        paging::Page,
+    },
+    error::Error,
+    state::AppState,
+};
+
+/// The DirectoryService implementation (behind the service-token interceptor).
+pub struct DirectoryApi {
+    state: Arc<AppState>,
+}
+
+impl DirectoryApi {
+    /// Serves from `state`.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+const MAX_SERVERS: usize = 100;
+
+impl TryFrom<pb::ReserveOrganizationRequest> for Reservation {
+    type Error = Error;
+
+    fn try_from(m: pb::ReserveOrganizationRequest) -> Result<Self, Error> {
+        let names = clinic_shared::slug::database_name(&m.name)
+            .map(|db| (m.name.trim().to_owned(), db))
+            .map_err(|e| Error::invalid("name", e.to_string()));
+        let creator = uuid("creator_user_id", &m.creator_user_id);
+        let mut servers: Vec<String> = Vec::new();
+        for s in m.candidate_servers.iter().map(|s| s.trim()) {
+            if !servers.iter().any(|x| x == s) {
+                servers.push(s.to_owned());
+            }
+        }
+        let servers_ok = if servers.is_empty() {
+            Err(Error::invalid("candidate_servers", "at least one server is required"))
+        } else if servers.len() > MAX_SERVERS
+            || servers
+                .iter()
+                .any(|s| s.is_empty() || s.len() > 200 || s.chars().any(char::is_control))
+        {
+            Err(Error::invalid("candidate_servers", "must be 1 to 100 non-empty server keys"))
+        } else {
+            Ok(())
+        };
+        match (names, creator, servers_ok) {
+            (Ok((name, database_name)), Ok(creator), Ok(())) => {
+                Ok(Reservation { name, database_name, creator, servers })
+            }
+            (n, c, s) => {
+                merge(&mut [n.err(), c.err(), s.err()])?;
+                Err(Error::internal("validation failed without a violation"))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryService for DirectoryApi {
+    #[tracing::instrument(skip_all)]
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::LookupUserResponse>, Status> {
+        let email = Email::parse("email", &request.into_inner().email)?;
+        let conn = self.state.conn().await?;
+        let user = users::by_email(&**conn, &email.normalized())
+            .await?
+            .ok_or(Error::NotFound("no user with this email"))?;
+        Ok(Response::new(pb::LookupUserResponse { user: Some(user.into()) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
+    async fn reserve_organization(
+        &self,
+        request: Request<pb::ReserveOrganizationRequest>,
+    ) -> Result<Response<pb::ReserveOrganizationResponse>, Status> {
+        let reservation = Reservation::try_from(request.into_inner())?;
+        let (org, created) = organizations::reserve(&self.state, reservation, Utc::now()).await?;
+        tracing::Span::current().record("organization_id", tracing::field::display(org.id));
+        Ok(Response::new(pb::ReserveOrganizationResponse {
+            organization: Some(org.into()),
+            created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn activate_organization(
+        &self,
+        request: Request<pb::ActivateOrganizationRequest>,
+    ) -> Result<Response<pb::ActivateOrganizationResponse>, Status> {
+        let id = uuid("organization_id", &request.into_inner().organization_id)?;
+        let org = organizations::activate(&self.state, id).await?;
+        Ok(Response::new(pb::ActivateOrganizationResponse { organization: Some(org.into()) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_organization(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        let id = uuid("organization_id", &request.into_inner().organization_id)?;
+        let org = organizations::get(&self.state, id).await?;
+        Ok(Response::new(pb::GetOrganizationResponse { organization: Some(org.into()) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let m = request.into_inner();
+        let page = Page::parse(m.page_size, &m.page_token, 1000)?;
+        let (orgs, next_page_token) = organizations::list(&self.state, page).await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: orgs.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_membership(
+        &self,
+        request: Request<pb::RecordMembershipRequest>,
+    ) -> Result<Response<pb::RecordMembershipResponse>, Status> {
+        let m = request.into_inner();
+        let (org, user, role) = match (
+            uuid("organization_id", &m.organization_id),
+            uuid("user_id", &m.user_id),
+            role("role", m.role),
+        ) {
+            (Ok(o), Ok(u), Ok(r)) => (o, u, r),
+            (o, u, r) => {
+                merge(&mut [o.err(), u.err(), r.err()])?;
+                return Err(Status::internal("validation failed"));
+            }
+        };
+        memberships::record(&self.state, org, user, role, Utc::now()).await?;
+        Ok(Response::new(pb::RecordMembershipResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_membership(
+        &self,
+        request: Request<pb::RemoveMembershipRequest>,
+    ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
+        let m = request.into_inner();
+        let (org, user) =
+            match (uuid("organization_id", &m.organization_id), uuid("user_id", &m.user_id)) {
+                (Ok(o), Ok(u)) => (o, u),
+                (o, u) => {
+                    merge(&mut [o.err(), u.err()])?;
+                    return Err(Status::internal("validation failed"));
+                }
+            };
+        memberships::remove(&self.state, org, user).await?;
+        Ok(Response::new(pb::RemoveMembershipResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_user_memberships(
+        &self,
+        request: Request<pb::ListUserMembershipsRequest>,
+    ) -> Result<Response<pb::ListUserMembershipsResponse>, Status> {
+        let m = request.into_inner();
+        let (user, page) =
+            match (uuid("user_id", &m.user_id), Page::parse(m.page_size, &m.page_token, 100)) {
+                (Ok(u), Ok(p)) => (u, p),
+                (u, p) => {
+                    merge(&mut [u.err(), p.err()])?;
+                    return Err(Status::internal("validation failed"));
+                }
+            };
+        let (items, next_page_token) = memberships::list_for_user(&self.state, user, page).await?;
+        Ok(Response::new(pb::ListUserMembershipsResponse {
+            memberships: items
+                .into_iter()
+                .map(|m| pb::Membership {
+                    organization: Some(m.organization.into()),
+                    role: pb::MembershipRole::from(m.role).into(),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
