@@ -1,0 +1,73 @@
+//! What can go wrong with an appointment request, in domain terms. The gRPC edge turns each
+//! variant into one canonical code (see `grpc.rs`).
+
+use clinic_shared::error::FieldViolation;
+
+/// Which side of an appointment a clash or a lookup concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The doctor.
+    Doctor,
+    /// The patient.
+    Patient,
+}
+
+impl Party {
+    /// The request field naming this party.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Doctor => "doctor_id",
+            Self::Patient => "patient_id",
+        }
+    }
+
+    /// The word for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Doctor => "doctor",
+            Self::Patient => "patient",
+        }
+    }
+}
+
+/// Errors of the appointments feature.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Caller mistakes, each naming its field.
+    #[error("invalid argument: {0:?}")]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The doctor or patient named does not exist in this clinic.
+    #[error("{}: no such member in this clinic", .0.field())]
+    MemberNotFound(Party),
+    /// No appointment with that id that the caller may see.
+    #[error("appointment not found")]
+    NotFound,
+    /// The caller may see the appointment (or is a member) but not do this.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// The transition table forbids this change from the current state.
+    #[error("cannot {action} an appointment that is {from}")]
+    InvalidTransition {
+        /// The verb asked for.
+        action: &'static str,
+        /// The current state's label.
+        from: &'static str,
+    },
+    /// The slot overlaps a PENDING or APPROVED appointment of the same doctor or patient.
+    #[error("overlaps an existing appointment of the {}", .0.noun())]
+    Overlap(Party),
+    /// Something that cannot happen did (e.g. an unknown enum label in the database); logged,
+    /// answered as INTERNAL.
+    #[error("internal: {0}")]
+    Internal(&'static str),
+    /// PostgreSQL failed; logged, answered as INTERNAL.
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+impl Error {
+    /// `INVALID_ARGUMENT` for one field.
+    pub fn invalid(field: &str, description: &str) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}

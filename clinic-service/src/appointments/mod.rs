@@ -1,0 +1,20 @@
+//! Appointments: booking between a clinic's patients and doctors, the status lifecycle with its
+//! history, and role-scoped, keyset-paged lists.
+//!
+//! - `domain`: states, the transition table, who may do what (pure).
+//! - `requests`: proto messages parsed into validated values (`TryFrom`).
+//! - `repository`: SQL on a tenant database; `service`: the operations in transactions.
+//! - PostgreSQL holds the no-overlap rule (exclusion constraints, migration V10), so concurrent
+//!   bookings cannot race past it.
+
+pub mod domain;
+pub mod error;
+pub mod page_token;
+pub mod repository;
+pub mod requests;
+pub mod service;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::Error;

@@ -1,0 +1,266 @@
+//! SQL on one tenant database. Every statement is fixed text with numbered parameters; the list
+//! query is assembled from fixed fragments only. Callers own the transactions.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row, error::SqlState, types::ToSql};
+use uuid::Uuid;
+
+use super::{
+    domain::{Actor, Appointment, AppointmentStatus, Parties, Role, StatusChange},
+    error::{Error, Party},
+    page_token::PageToken,
+    requests::ListAppointments,
+};
+
+/// The columns [`appointment_from_row`] reads, in order.
+const COLUMNS: &str = "id, patient_id, doctor_id, appointment_date_time, duration_minutes, \
+                       upper(slot), status::text, notes, created_at, updated_at";
+
+fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
+    let status: String = row.try_get(6)?;
+    Ok(Appointment {
+        id: row.try_get(0)?,
+        parties: Parties { patient_id: row.try_get(1)?, doctor_id: row.try_get(2)? },
+        start_time: row.try_get(3)?,
+        duration_minutes: row.try_get(4)?,
+        end_time: row.try_get(5)?,
+        status: parse_status(&status)?,
+        notes: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        updated_at: row.try_get(9)?,
+    })
+}
+
+fn parse_status(label: &str) -> Result<AppointmentStatus, Error> {
+    // The SQL enum and the Rust enum are defined together; a mismatch is a bug, not input.
+    AppointmentStatus::from_sql(label)
+        .ok_or(Error::Internal("unknown appointment status in the database"))
+}
+
+/// Maps constraint violations of an INSERT/UPDATE on `appointment` to what the caller did wrong.
+pub fn map_write_error(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else { return Error::Database(e) };
+    let party = match db.constraint() {
+        Some("appointment_doctor_no_overlap" | "appointment_doctor_id_fkey") => Party::Doctor,
+        Some("appointment_patient_no_overlap" | "appointment_patient_id_fkey") => Party::Patient,
+        _ => return Error::Database(e),
+    };
+    match *db.code() {
+        SqlState::EXCLUSION_VIOLATION => Error::Overlap(party),
+        // The member was removed between our check and the insert.
+        SqlState::FOREIGN_KEY_VIOLATION => Error::MemberNotFound(party),
+        _ => Error::Database(e),
+    }
+}
+
+/// Checks that `member_id` exists with `role`, and keeps it so (FOR SHARE) until the
+/// transaction ends, so a concurrent role change or removal cannot slip in between.
+pub async fn require_member(
+    client: &impl GenericClient,
+    member_id: Uuid,
+    role: Role,
+    party: Party,
+) -> Result<(), Error> {
+    let row = client
+        .query_opt("SELECT role FROM organization_user WHERE id = $1 FOR SHARE", &[&member_id])
+        .await?;
+    let Some(row) = row else { return Err(Error::MemberNotFound(party)) };
+    let actual: Option<String> = row.try_get(0)?;
+    if Role::from_db(actual.as_deref()) == Some(role) {
+        Ok(())
+    } else {
+        Err(Error::invalid(party.field(), &format!("member is not a {}", party.noun())))
+    }
+}
+
+/// Inserts a PENDING appointment.
+pub async fn insert(
+    client: &impl GenericClient,
+    patient_id: Uuid,
+    doctor_id: Uuid,
+    start_time: DateTime<Utc>,
+    duration_minutes: i32,
+    notes: &str,
+) -> Result<Appointment, Error> {
+    let sql = format!(
+        "INSERT INTO appointment (patient_id, doctor_id, appointment_date_time, duration_minutes, \
+         notes) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    );
+    let row = client
+        .query_one(&sql, &[&patient_id, &doctor_id, &start_time, &duration_minutes, &notes])
+        .await
+        .map_err(map_write_error)?;
+    appointment_from_row(&row)
+}
+
+/// Appends one history entry.
+pub async fn insert_history(
+    client: &impl GenericClient,
+    appointment_id: Uuid,
+    from: Option<AppointmentStatus>,
+    to: AppointmentStatus,
+    changed_by: Uuid,
+    reason: &str,
+) -> Result<(), Error> {
+    client
+        .execute(
+            "INSERT INTO appointment_status_history \
+             (appointment_id, from_status, to_status, changed_by, reason) \
+             VALUES ($1, $2::text::appointment_status, $3::text::appointment_status, $4, $5)",
+            &[
+                &appointment_id,
+                &from.map(AppointmentStatus::as_sql),
+                &to.as_sql(),
+                &changed_by,
+                &reason,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The parties and state of an appointment, locked (FOR UPDATE) until the transaction ends.
+pub async fn lock(
+    client: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<(Parties, AppointmentStatus)>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT patient_id, doctor_id, status::text FROM appointment WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let parties = Parties { patient_id: row.try_get(0)?, doctor_id: row.try_get(1)? };
+    let status: String = row.try_get(2)?;
+    Ok(Some((parties, parse_status(&status)?)))
+}
+
+/// Moves the appointment to `to` if it is in one of `from`; `None` when it is not.
+pub async fn update_status(
+    client: &impl GenericClient,
+    id: Uuid,
+    from: &[AppointmentStatus],
+    to: AppointmentStatus,
+) -> Result<Option<Appointment>, Error> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_sql()).collect();
+    let sql = format!(
+        "UPDATE appointment SET status = $2::text::appointment_status, updated_at = now() \
+         WHERE id = $1 AND status = ANY($3::text[]::appointment_status[]) RETURNING {COLUMNS}"
+    );
+    let row = client.query_opt(&sql, &[&id, &to.as_sql(), &from]).await.map_err(map_write_error)?;
+    row.as_ref().map(appointment_from_row).transpose()
+}
+
+/// One appointment, whoever may see it.
+pub async fn fetch(client: &impl GenericClient, id: Uuid) -> Result<Option<Appointment>, Error> {
+    let sql = format!("SELECT {COLUMNS} FROM appointment WHERE id = $1");
+    let row = client.query_opt(&sql, &[&id]).await?;
+    row.as_ref().map(appointment_from_row).transpose()
+}
+
+/// The status history of an appointment, oldest first.
+pub async fn history(client: &impl GenericClient, id: Uuid) -> Result<Vec<StatusChange>, Error> {
+    let rows = client
+        .query(
+            "SELECT from_status::text, to_status::text, changed_by, changed_at, reason \
+             FROM appointment_status_history WHERE appointment_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let from: Option<String> = row.try_get(0)?;
+            let to: String = row.try_get(1)?;
+            Ok(StatusChange {
+                from_status: from.as_deref().map(parse_status).transpose()?,
+                to_status: parse_status(&to)?,
+                changed_by: row.try_get(2)?,
+                changed_at: row.try_get(3)?,
+                reason: row.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// A list query: fixed SQL fragments and the parameters they number.
+pub struct ListQuery {
+    /// The statement text.
+    pub sql: String,
+    /// Its parameters, `$1` first.
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl ListQuery {
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// The parameters as tokio-postgres takes them.
+    pub fn param_refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+/// Builds the page query for `actor`: their role scope first (a patient or doctor only ever
+/// matches their own rows, whatever the filters say), then the filters, then the keyset cursor.
+/// One row more than a page is fetched to know whether another page follows.
+pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
+    let mut q =
+        ListQuery { sql: format!("SELECT {COLUMNS} FROM appointment WHERE true"), params: vec![] };
+    let and = |q: &mut ListQuery, column: &str, value: Uuid| {
+        let p = q.bind(value);
+        q.sql.push_str(&format!(" AND {column} = {p}"));
+    };
+    match actor.role {
+        Role::Admin => {}
+        Role::Doctor => and(&mut q, "doctor_id", actor.member_id),
+        Role::Patient => and(&mut q, "patient_id", actor.member_id),
+    }
+    if let Some(doctor) = req.doctor {
+        and(&mut q, "doctor_id", doctor.resolve(actor));
+    }
+    if let Some(patient) = req.patient {
+        and(&mut q, "patient_id", patient.resolve(actor));
+    }
+    if !req.statuses.is_empty() {
+        let labels: Vec<String> = req.statuses.iter().map(|s| s.as_sql().to_owned()).collect();
+        let p = q.bind(labels);
+        q.sql.push_str(&format!(" AND status = ANY({p}::text[]::appointment_status[])"));
+    }
+    if let Some(from) = req.start_from {
+        let p = q.bind(from);
+        q.sql.push_str(&format!(" AND appointment_date_time >= {p}"));
+    }
+    if let Some(to) = req.start_to {
+        let p = q.bind(to);
+        q.sql.push_str(&format!(" AND appointment_date_time < {p}"));
+    }
+    if let Some(after) = req.after {
+        let (t, id) = (q.bind(after.start_time), q.bind(after.id));
+        q.sql.push_str(&format!(" AND (appointment_date_time, id) > ({t}, {id})"));
+    }
+    let limit = q.bind(req.page_size + 1);
+    q.sql.push_str(&format!(" ORDER BY appointment_date_time, id LIMIT {limit}"));
+    q
+}
+
+/// One page for `actor`, and the cursor of the next page if there is one.
+pub async fn list(
+    client: &impl GenericClient,
+    actor: &Actor,
+    req: &ListAppointments,
+) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {
+    let q = list_query(actor, req);
+    let rows = client.query(&q.sql, &q.param_refs()).await?;
+    let mut page = rows.iter().map(appointment_from_row).collect::<Result<Vec<_>, _>>()?;
+    let page_size = usize::try_from(req.page_size).unwrap_or(usize::MAX);
+    let next = if page.len() > page_size {
+        page.truncate(page_size);
+        page.last().map(|a| PageToken { start_time: a.start_time, id: a.id })
+    } else {
+        None
+    };
+    Ok((page, next))
+}

@@ -1,0 +1,310 @@
+//! Validated requests: each proto message becomes one of these once, at the edge, with every
+//! offending field named. Past this point ids are UUIDs, durations are in range and texts are
+//! within their limits.
+
+use chrono::{DateTime, Utc};
+use clinic_api::clinic::v1 as pb;
+use clinic_shared::error::FieldViolation;
+use uuid::Uuid;
+
+use super::{
+    domain::{Action, Actor, AppointmentStatus},
+    error::Error,
+    page_token::PageToken,
+};
+
+/// Default visit length when the request says 0.
+pub const DEFAULT_DURATION_MINUTES: i32 = 30;
+/// Shortest and longest visit.
+pub const DURATION_RANGE: std::ops::RangeInclusive<i32> = 5..=480;
+/// Longest notes, in characters.
+pub const MAX_NOTES_CHARS: usize = 2000;
+/// Longest reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+/// Page size when the request says 0, and the most a page holds.
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+/// The most a page holds.
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// A member given by id or as `me` (the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberRef {
+    /// The caller.
+    Me,
+    /// A member id.
+    Id(Uuid),
+}
+
+impl MemberRef {
+    /// The member id this names for `actor`.
+    pub fn resolve(self, actor: &Actor) -> Uuid {
+        match self {
+            Self::Me => actor.member_id,
+            Self::Id(id) => id,
+        }
+    }
+}
+
+/// Collects violations so one answer names every bad field.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn add(&mut self, field: &str, description: &str) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    fn uuid(&mut self, field: &str, text: &str) -> Uuid {
+        Uuid::parse_str(text).unwrap_or_else(|_| {
+            self.add(field, if text.is_empty() { "required" } else { "must be a UUID" });
+            Uuid::nil()
+        })
+    }
+
+    fn member(&mut self, field: &str, text: &str, required: bool) -> Option<MemberRef> {
+        match text {
+            "" if !required => None,
+            "me" => Some(MemberRef::Me),
+            _ => Some(MemberRef::Id(self.uuid(field, text))),
+        }
+    }
+
+    fn time(&mut self, field: &str, ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+        let ts = ts?;
+        let parsed = u32::try_from(ts.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+            // PostgreSQL keeps microseconds; truncating here keeps tokens and echoes exact.
+            .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()));
+        if parsed.is_none() {
+            self.add(field, "not a valid timestamp");
+        }
+        parsed
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Error> {
+        if self.0.is_empty() { Ok(value) } else { Err(Error::InvalidArgument(self.0)) }
+    }
+}
+
+/// `CreateAppointment`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateAppointment {
+    /// The clinic.
+    pub organization_id: Uuid,
+    /// The patient (a patient caller may say `me`).
+    pub patient: MemberRef,
+    /// The doctor member.
+    pub doctor_id: Uuid,
+    /// Start, in the future.
+    pub start_time: DateTime<Utc>,
+    /// Length in minutes, within [`DURATION_RANGE`].
+    pub duration_minutes: i32,
+    /// Notes, at most [`MAX_NOTES_CHARS`].
+    pub notes: String,
+}
+
+impl CreateAppointment {
+    /// Validates `req` against the clock reading `now`.
+    pub fn parse(req: pb::CreateAppointmentRequest, now: DateTime<Utc>) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let organization_id = v.uuid("organization_id", &req.organization_id);
+        let patient = v.member("patient_id", &req.patient_id, true).unwrap_or(MemberRef::Me);
+        let doctor_id = v.uuid("doctor_id", &req.doctor_id);
+        let start_time = match v.time("start_time", req.start_time.as_ref()) {
+            Some(t) if t <= now => {
+                v.add("start_time", "must be in the future");
+                t
+            }
+            Some(t) => t,
+            None => {
+                if req.start_time.is_none() {
+                    v.add("start_time", "required");
+                }
+                now
+            }
+        };
+        let duration_minutes = match req.duration_minutes {
+            0 => DEFAULT_DURATION_MINUTES,
+            d if DURATION_RANGE.contains(&d) => d,
+            d => {
+                v.add("duration_minutes", "must be 5 to 480 minutes (0 for the default of 30)");
+                d
+            }
+        };
+        if req.notes.chars().count() > MAX_NOTES_CHARS {
+            v.add("notes", "at most 2000 characters");
+        }
+        v.finish(Self {
+            organization_id,
+            patient,
+            doctor_id,
+            start_time,
+            duration_minutes,
+            notes: req.notes,
+        })
+    }
+}
+
+/// One appointment of one clinic (Get, ListAppointmentHistory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppointmentRef {
+    /// The clinic.
+    pub organization_id: Uuid,
+    /// The appointment.
+    pub appointment_id: Uuid,
+}
+
+impl AppointmentRef {
+    fn parse(organization_id: &str, appointment_id: &str, v: &mut Violations) -> Self {
+        Self {
+            organization_id: v.uuid("organization_id", organization_id),
+            appointment_id: v.uuid("appointment_id", appointment_id),
+        }
+    }
+}
+
+impl TryFrom<pb::GetAppointmentRequest> for AppointmentRef {
+    type Error = Error;
+    fn try_from(req: pb::GetAppointmentRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let r = Self::parse(&req.organization_id, &req.appointment_id, &mut v);
+        v.finish(r)
+    }
+}
+
+impl TryFrom<pb::ListAppointmentHistoryRequest> for AppointmentRef {
+    type Error = Error;
+    fn try_from(req: pb::ListAppointmentHistoryRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let r = Self::parse(&req.organization_id, &req.appointment_id, &mut v);
+        v.finish(r)
+    }
+}
+
+/// A state change, validated (a reason where the action needs one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Which appointment.
+    pub target: AppointmentRef,
+    /// What to do.
+    pub action: Action,
+    /// Why; non-empty for decline and cancel, empty otherwise.
+    pub reason: String,
+}
+
+impl Transition {
+    /// Validates the fields every transition request shares.
+    pub fn parse(
+        organization_id: &str,
+        appointment_id: &str,
+        action: Action,
+        reason: String,
+    ) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let target = AppointmentRef::parse(organization_id, appointment_id, &mut v);
+        if action.requires_reason() && reason.trim().is_empty() {
+            v.add("reason", "required");
+        } else if reason.chars().count() > MAX_REASON_CHARS {
+            v.add("reason", "at most 500 characters");
+        }
+        v.finish(Self { target, action, reason })
+    }
+}
+
+macro_rules! transition_from {
+    ($msg:ty, $action:expr, |$req:ident| $reason:expr) => {
+        impl TryFrom<$msg> for Transition {
+            type Error = Error;
+            fn try_from($req: $msg) -> Result<Self, Error> {
+                let reason = $reason;
+                Self::parse(&$req.organization_id, &$req.appointment_id, $action, reason)
+            }
+        }
+    };
+}
+
+transition_from!(pb::ApproveAppointmentRequest, Action::Approve, |req| String::new());
+transition_from!(pb::DeclineAppointmentRequest, Action::Decline, |req| req.reason.clone());
+transition_from!(pb::CompleteAppointmentRequest, Action::Complete, |req| String::new());
+transition_from!(pb::CancelAppointmentRequest, Action::Cancel, |req| req.reason.clone());
+
+/// `ListAppointments`, validated. The caller's scope is added by the repository, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListAppointments {
+    /// The clinic.
+    pub organization_id: Uuid,
+    /// Only this doctor's.
+    pub doctor: Option<MemberRef>,
+    /// Only this patient's.
+    pub patient: Option<MemberRef>,
+    /// Only these states (empty: all).
+    pub statuses: Vec<AppointmentStatus>,
+    /// Starting at or after.
+    pub start_from: Option<DateTime<Utc>>,
+    /// Starting before.
+    pub start_to: Option<DateTime<Utc>>,
+    /// Rows per page, 1 to [`MAX_PAGE_SIZE`].
+    pub page_size: i64,
+    /// Continue after this row.
+    pub after: Option<PageToken>,
+}
+
+impl TryFrom<pb::ListAppointmentsRequest> for ListAppointments {
+    type Error = Error;
+    fn try_from(req: pb::ListAppointmentsRequest) -> Result<Self, Error> {
+        let mut v = Violations::default();
+        let organization_id = v.uuid("organization_id", &req.organization_id);
+        let doctor = v.member("doctor_id", &req.doctor_id, false);
+        let patient = v.member("patient_id", &req.patient_id, false);
+        let mut statuses = Vec::new();
+        for raw in &req.statuses {
+            match pb::AppointmentStatus::try_from(*raw).ok().and_then(status_from_pb) {
+                Some(s) if !statuses.contains(&s) => statuses.push(s),
+                Some(_) => {}
+                None => v.add("statuses", "each must be a known, specified status"),
+            }
+        }
+        let start_from = v.time("start_time_from", req.start_time_from.as_ref());
+        let start_to = v.time("start_time_to", req.start_time_to.as_ref());
+        let page_size = match i64::from(req.page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            n if n > MAX_PAGE_SIZE => MAX_PAGE_SIZE,
+            _ => {
+                v.add("page_size", "must not be negative");
+                DEFAULT_PAGE_SIZE
+            }
+        };
+        let after = match req.page_token.as_str() {
+            "" => None,
+            text => PageToken::decode(text).or_else(|| {
+                v.add("page_token", "not a token this service issued");
+                None
+            }),
+        };
+        v.finish(Self {
+            organization_id,
+            doctor,
+            patient,
+            statuses,
+            start_from,
+            start_to,
+            page_size,
+            after,
+        })
+    }
+}
+
+/// The domain status of a proto status; `None` for UNSPECIFIED.
+pub fn status_from_pb(status: pb::AppointmentStatus) -> Option<AppointmentStatus> {
+    use AppointmentStatus::*;
+    match status {
+        pb::AppointmentStatus::Unspecified => None,
+        pb::AppointmentStatus::Pending => Some(Pending),
+        pb::AppointmentStatus::Approved => Some(Approved),
+        pb::AppointmentStatus::Declined => Some(Declined),
+        pb::AppointmentStatus::Completed => Some(Completed),
+        pb::AppointmentStatus::Cancelled => Some(Cancelled),
+    }
+}

@@ -1,0 +1,116 @@
+//! The appointment operations on one tenant connection: the rules of `domain` applied inside
+//! transactions, so checks and writes see the same rows.
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::{
+    domain::{Actor, Appointment, AppointmentStatus, Role, StatusChange, may_book},
+    error::{Error, Party},
+    page_token::PageToken,
+    repository,
+    requests::{CreateAppointment, ListAppointments, Transition},
+};
+
+/// Books a PENDING appointment and records the booking in its history.
+pub async fn create(
+    client: &mut Client,
+    actor: &Actor,
+    req: &CreateAppointment,
+) -> Result<Appointment, Error> {
+    let patient_id = req.patient.resolve(actor);
+    if !may_book(actor, patient_id) {
+        return Err(Error::PermissionDenied(match actor.role {
+            Role::Doctor => "doctors do not book appointments",
+            _ => "a patient books for themself only",
+        }));
+    }
+    let tx = client.transaction().await?;
+    repository::require_member(&tx, patient_id, Role::Patient, Party::Patient).await?;
+    repository::require_member(&tx, req.doctor_id, Role::Doctor, Party::Doctor).await?;
+    let appointment = repository::insert(
+        &tx,
+        patient_id,
+        req.doctor_id,
+        req.start_time,
+        req.duration_minutes,
+        &req.notes,
+    )
+    .await?;
+    repository::insert_history(
+        &tx,
+        appointment.id,
+        None,
+        AppointmentStatus::Pending,
+        actor.member_id,
+        "",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(appointment)
+}
+
+/// One appointment the caller may see, with its history. Appointments the caller may not see
+/// are `NOT_FOUND`, so ids do not reveal what exists.
+pub async fn get(
+    client: &mut Client,
+    actor: &Actor,
+    id: Uuid,
+) -> Result<(Appointment, Vec<StatusChange>), Error> {
+    // One snapshot for both reads, so the history matches the state shown.
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    let appointment = match repository::fetch(&tx, id).await? {
+        Some(a) if a.parties.visible_to(actor) => a,
+        _ => return Err(Error::NotFound),
+    };
+    let history = repository::history(&tx, id).await?;
+    tx.commit().await?;
+    Ok((appointment, history))
+}
+
+/// Applies a transition: locks the row, checks visibility, permission and the transition
+/// table, updates the state and appends to the history, all in one transaction.
+pub async fn transition(
+    client: &mut Client,
+    actor: &Actor,
+    req: &Transition,
+) -> Result<Appointment, Error> {
+    let id = req.target.appointment_id;
+    let tx = client.transaction().await?;
+    let (parties, status) = match repository::lock(&tx, id).await? {
+        Some((p, s)) if p.visible_to(actor) => (p, s),
+        _ => return Err(Error::NotFound),
+    };
+    if !req.action.permitted(actor, &parties) {
+        return Err(Error::PermissionDenied(match req.action {
+            super::domain::Action::Cancel => "only its patient, its doctor or an admin may cancel",
+            _ => "only its doctor or an admin may decide or complete an appointment",
+        }));
+    }
+    let refused = || Error::InvalidTransition { action: req.action.verb(), from: status.as_sql() };
+    if !req.action.allowed_from().contains(&status) {
+        return Err(refused());
+    }
+    let updated =
+        repository::update_status(&tx, id, req.action.allowed_from(), req.action.target())
+            .await?
+            .ok_or_else(refused)?;
+    repository::insert_history(&tx, id, Some(status), updated.status, actor.member_id, &req.reason)
+        .await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// One page of the appointments the caller may see, matching the filters.
+pub async fn list(
+    client: &Client,
+    actor: &Actor,
+    req: &ListAppointments,
+) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {
+    repository::list(client, actor, req).await
+}

@@ -1,0 +1,177 @@
+//! Booking: the no-overlap rule under concurrency, and bad input that must write nothing.
+
+use std::{sync::Arc, time::Duration as StdDuration};
+
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::{Tenant, booking, hours_ahead};
+use crate::appointments::{
+    domain::{Actor, AppointmentStatus, Role},
+    error::{Error, Party},
+    service,
+};
+
+/// 50 patients book the same doctor's slot at once: PostgreSQL lets exactly one through.
+#[tokio::test]
+async fn fifty_concurrent_bookings_of_one_slot() {
+    let t = Tenant::new().await;
+    let admin = t.admin().await;
+    let doctor = t.doctor().await;
+    let mut patients = Vec::new();
+    for _ in 0..50 {
+        patients.push(t.patient().await);
+    }
+    // A pool, as the service uses; 20 connections keep the test within the server's limit
+    // while many transactions still race.
+    let pool = Arc::new(
+        clinic_shared::pg::pool(t.db.config.clone(), 20, StdDuration::from_secs(30)).unwrap(),
+    );
+    let start = hours_ahead(5);
+    let barrier = Arc::new(tokio::sync::Barrier::new(patients.len()));
+    let tasks: Vec<_> = patients
+        .iter()
+        .map(|p| {
+            let (pool, barrier, p) = (pool.clone(), barrier.clone(), *p);
+            let req = booking(p.member_id, doctor.member_id, start, 30);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut conn = pool.get().await.expect("connection");
+                service::create(&mut conn, &p, &req).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::Overlap(Party::Doctor)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(t.count("appointment").await, 1);
+    assert_eq!(t.count("appointment_status_history").await, 1);
+    // The winner stays PENDING then APPROVED: deciding never clashes, since no other request
+    // for the slot could exist.
+    let _ = admin;
+}
+
+#[tokio::test]
+async fn overlap_rules() {
+    let mut t = Tenant::new().await;
+    let admin = t.admin().await;
+    let (d1, d2) = (t.doctor().await, t.doctor().await);
+    let (p1, p2) = (t.patient().await, t.patient().await);
+    let nine = hours_ahead(24);
+    let m = |minutes: i64| nine + Duration::minutes(minutes);
+
+    let first = t.book(&admin, p1.member_id, d1.member_id, nine, 30).await.unwrap();
+    // Back-to-back on both sides is fine: slots are [start, end).
+    t.book(&admin, p2.member_id, d1.member_id, m(30), 30).await.unwrap();
+    t.book(&admin, p2.member_id, d1.member_id, m(-30), 30).await.unwrap();
+    // Overlapping the doctor's slot, by one minute at either end or containing it.
+    for (start, minutes) in [(m(29), 30), (m(-29), 30), (m(-60), 120), (m(10), 5)] {
+        let r = t.book(&admin, p2.member_id, d1.member_id, start, minutes).await;
+        assert!(matches!(r, Err(Error::Overlap(_))), "{start} {minutes}: {r:?}");
+    }
+    // The patient may not be in two places at once either, even with another doctor.
+    let r = t.book(&admin, p1.member_id, d2.member_id, m(15), 30).await;
+    assert!(matches!(r, Err(Error::Overlap(Party::Patient))), "{r:?}");
+    // Another patient with another doctor at the same time is fine.
+    let other = t.book(&admin, t.patient().await.member_id, d2.member_id, nine, 30).await;
+    assert!(other.is_ok());
+
+    // DECLINED, CANCELLED and COMPLETED free the slot; PENDING and APPROVED hold it.
+    for status in AppointmentStatus::ALL {
+        t.force_status(first.id, status).await;
+        let r = t.book(&admin, p1.member_id, d1.member_id, nine, 30).await;
+        if status.holds_slot() {
+            assert!(matches!(r, Err(Error::Overlap(_))), "{status:?} holds: {r:?}");
+        } else {
+            let again = r.unwrap_or_else(|e| panic!("{status:?} frees the slot: {e}"));
+            t.force_status(again.id, AppointmentStatus::Cancelled).await;
+        }
+    }
+}
+
+/// Bad references: NOT_FOUND or INVALID_ARGUMENT naming the field, and nothing written.
+#[tokio::test]
+async fn bad_members_write_nothing() {
+    let mut t = Tenant::new().await;
+    let admin = t.admin().await;
+    let doctor = t.doctor().await;
+    let patient = t.patient().await;
+    let other_patient = t.patient().await;
+    let start = hours_ahead(2);
+    let unknown = Uuid::new_v4();
+    type Case = (&'static str, Actor, Uuid, Uuid, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
+        ("unknown doctor", admin, patient.member_id, unknown, |e| {
+            matches!(e, Error::MemberNotFound(Party::Doctor))
+        }),
+        ("unknown patient", admin, unknown, doctor.member_id, |e| {
+            matches!(e, Error::MemberNotFound(Party::Patient))
+        }),
+        (
+            "a patient as doctor",
+            admin,
+            patient.member_id,
+            other_patient.member_id,
+            |e| matches!(e, Error::InvalidArgument(v) if v[0].field == "doctor_id"),
+        ),
+        (
+            "an admin as doctor",
+            admin,
+            patient.member_id,
+            admin.member_id,
+            |e| matches!(e, Error::InvalidArgument(v) if v[0].field == "doctor_id"),
+        ),
+        (
+            "a doctor as patient",
+            admin,
+            doctor.member_id,
+            doctor.member_id,
+            |e| matches!(e, Error::InvalidArgument(v) if v[0].field == "patient_id"),
+        ),
+        ("a patient for another", patient, other_patient.member_id, doctor.member_id, |e| {
+            matches!(e, Error::PermissionDenied(_))
+        }),
+        ("a doctor booking", doctor, patient.member_id, doctor.member_id, |e| {
+            matches!(e, Error::PermissionDenied(_))
+        }),
+    ];
+    for (name, actor, patient_id, doctor_id, expected) in cases {
+        let r = t.book(&actor, patient_id, doctor_id, start, 30).await;
+        match r {
+            Err(e) => assert!(expected(&e), "{name}: {e:?}"),
+            Ok(_) => panic!("{name}: booked"),
+        }
+        assert_eq!(t.count("appointment").await, 0, "{name}");
+        assert_eq!(t.count("appointment_status_history").await, 0, "{name}");
+    }
+    // The roles check the right member kinds: a patient booking for themself works.
+    assert!(matches!(patient.role, Role::Patient));
+    t.book(&patient, patient.member_id, doctor.member_id, start, 30).await.unwrap();
+}
+
+/// The database backs the request validation up: out-of-range durations and long notes are
+/// refused even if a bug let them past the edge.
+#[tokio::test]
+async fn database_checks_are_the_last_line() {
+    let t = Tenant::new().await;
+    let doctor = t.doctor().await;
+    let patient = t.patient().await;
+    for (minutes, notes) in [(0, 0), (4, 0), (481, 0), (-1, 0), (30, 2001)] {
+        let r = t
+            .client
+            .execute(
+                "INSERT INTO appointment (patient_id, doctor_id, appointment_date_time, \
+                 duration_minutes, notes) VALUES ($1, $2, now() + interval '1 day', $3, repeat('n', $4))",
+                &[&patient.member_id, &doctor.member_id, &minutes, &notes],
+            )
+            .await;
+        assert!(r.is_err(), "{minutes} min, {notes} chars");
+    }
+    assert_eq!(t.count("appointment").await, 0);
+}
