@@ -8,6 +8,7 @@
 //! - [`organizations`], [`members`]: the gRPC services of `clinic.v1`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 
+pub mod appointments;
 pub mod auth;
 pub mod config;
 pub mod error;
