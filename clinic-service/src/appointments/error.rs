@@ -71,3 +71,20 @@ impl Error {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 }
+
+/// Into the service's one error type (and from there to one `tonic::Status`).
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> Self {
+        use crate::error::Error as E;
+        match e {
+            Error::InvalidArgument(v) => E::InvalidArgument(v),
+            Error::MemberNotFound(p) => E::NotFound(format!("{}: no such member", p.field())),
+            Error::NotFound => E::NotFound("appointment not found".into()),
+            Error::PermissionDenied(m) => E::PermissionDenied(m.into()),
+            e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
+            e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
+            Error::Internal(m) => E::Internal(m.into()),
+            Error::Database(e) => E::tenant_db("appointments", &e),
+        }
+    }
+}

@@ -4,11 +4,13 @@
 //! - `domain`: states, the transition table, who may do what (pure).
 //! - `requests`: proto messages parsed into validated values (`TryFrom`).
 //! - `repository`: SQL on a tenant database; `service`: the operations in transactions.
+//! - `grpc`: the `AppointmentService` handlers (thin edge).
 //! - PostgreSQL holds the no-overlap rule (exclusion constraints, migration V10), so concurrent
 //!   bookings cannot race past it.
 
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod page_token;
 pub mod repository;
 pub mod requests;
@@ -18,3 +20,4 @@ pub mod service;
 mod tests;
 
 pub use error::Error;
+pub use grpc::AppointmentHandler;
