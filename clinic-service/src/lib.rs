@@ -27,11 +27,13 @@ pub use startup::Application;
 use tonic::transport::server::Router;
 use tower::layer::util::{Identity, Stack};
 
-/// Adds the services of other modules (appointments) to the router. The appointments module
-/// replaces the body with `router.add_service(...)`.
+/// Adds the services of other modules (appointments) to the router.
 fn extra_services(
     router: Router<Stack<auth::AuthLayer, Identity>>,
-    _access: &tenancy::TenantAccess,
+    access: &tenancy::TenantAccess,
 ) -> Router<Stack<auth::AuthLayer, Identity>> {
-    router
+    use clinic_api::clinic::v1::appointment_service_server::AppointmentServiceServer;
+    router.add_service(AppointmentServiceServer::new(appointments::AppointmentHandler::new(
+        access.clone(),
+    )))
 }
