@@ -65,7 +65,9 @@ impl AccessTokens {
         session: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), Error> {
+        // Whole seconds, as in the token, so every report of the expiry agrees.
         let expires = now + self.ttl;
+        let expires = DateTime::from_timestamp(expires.timestamp(), 0).unwrap_or(expires);
         let claims = Claims {
             sub: user,
             sid: session,

@@ -1,0 +1,11 @@
+//! Integration tests: each starts identity-service on its own database.
+
+mod directory;
+mod helpers;
+mod login;
+mod organizations;
+mod passwords;
+mod registration;
+mod service_auth;
+mod sessions;
+mod throttling;

@@ -1,0 +1,84 @@
+use clinic_api::identity::v1::{
+    self as pb, directory_service_client::DirectoryServiceClient,
+    token_service_client::TokenServiceClient,
+};
+use clinic_shared::auth::AttachServiceToken;
+use secrecy::SecretString;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::{assert_code, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn internal_services_refuse_missing_or_wrong_credentials() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let validate = pb::ValidateTokenRequest { access_token: s.tokens.access_token.clone() };
+    let lookup = pb::LookupUserRequest { email: s.user.email.clone() };
+
+    let mut tokens = TokenServiceClient::new(app.channel.clone());
+    assert_code(tokens.validate_token(validate.clone()).await, Code::Unauthenticated);
+    let mut directory = DirectoryServiceClient::new(app.channel.clone());
+    assert_code(directory.lookup_user(lookup.clone()).await, Code::Unauthenticated);
+
+    let wrong = AttachServiceToken::new(&SecretString::from("wrong-token")).unwrap();
+    let mut tokens = TokenServiceClient::with_interceptor(app.channel.clone(), wrong.clone());
+    assert_code(tokens.validate_token(validate.clone()).await, Code::Unauthenticated);
+    let mut directory = DirectoryServiceClient::with_interceptor(app.channel.clone(), wrong);
+    assert_code(directory.lookup_user(lookup.clone()).await, Code::Unauthenticated);
+
+    assert!(app.tokens.clone().validate_token(validate).await.is_ok());
+    assert!(app.directory.clone().lookup_user(lookup).await.is_ok());
+}
+
+#[tokio::test]
+async fn without_a_configured_credential_internal_services_are_closed() {
+    let app = spawn_app_with(|c| c.service_token = None).await;
+    let request = pb::ValidateTokenRequest { access_token: "x".into() };
+    assert_code(app.tokens.clone().validate_token(request).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_open() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in
+        ["", "identity.v1.AuthService", "identity.v1.TokenService", "identity.v1.DirectoryService"]
+    {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+        assert_eq!(r.into_inner().status(), ServingStatus::Serving, "{service}");
+    }
+
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream =
+        client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"identity.v1.AuthService"), "{names:?}");
+
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream =
+        client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+}

@@ -1,0 +1,111 @@
+use clinic_api::identity::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{assert_code, assert_invalid, bearer, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let second = app.refresh(&s.tokens.refresh_token).await.unwrap();
+    assert_eq!(second.session_id, s.tokens.session_id);
+    assert_ne!(second.refresh_token, s.tokens.refresh_token);
+    assert!(app.validate(&second.access_token).await.is_ok());
+    let third = app.refresh(&second.refresh_token).await.unwrap();
+
+    // The first token was spent: presenting it again revokes the session.
+    assert_code(app.refresh(&s.tokens.refresh_token).await, Code::Unauthenticated);
+    assert_code(app.refresh(&third.refresh_token).await, Code::Unauthenticated);
+    assert_code(app.validate(&third.access_token).await, Code::Unauthenticated);
+    assert_code(app.validate(&s.tokens.access_token).await, Code::Unauthenticated);
+    let reason: String =
+        app.db.query_one("SELECT revoke_reason FROM session", &[]).await.unwrap().get(0);
+    assert_eq!(reason, "refresh token reused");
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_with_one_token_succeed_at_most_once() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let (a, b) =
+        tokio::join!(app.refresh(&s.tokens.refresh_token), app.refresh(&s.tokens.refresh_token));
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1, "{a:?} {b:?}");
+}
+
+#[tokio::test]
+async fn refresh_rejects_unknown_and_malformed_tokens() {
+    let app = spawn_app().await;
+    assert_code(app.refresh("not-a-token").await, Code::Unauthenticated);
+    assert_invalid(app.refresh("").await, "refresh_token");
+}
+
+#[tokio::test]
+async fn logout_revokes_only_that_session() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let other = app.login(&s.user.email, &s.user.password).await.unwrap().tokens.unwrap();
+    let mut auth = app.auth.clone();
+    auth.logout(pb::LogoutRequest { refresh_token: s.tokens.refresh_token.clone() }).await.unwrap();
+    assert_code(app.validate(&s.tokens.access_token).await, Code::Unauthenticated);
+    assert_code(app.refresh(&s.tokens.refresh_token).await, Code::Unauthenticated);
+    assert!(app.validate(&other.access_token).await.is_ok());
+    // Logging out again is fine; an unknown token is not.
+    auth.logout(pb::LogoutRequest { refresh_token: s.tokens.refresh_token.clone() }).await.unwrap();
+    let unknown = auth.logout(pb::LogoutRequest { refresh_token: "nope".into() }).await;
+    assert_code(unknown, Code::Unauthenticated);
+    assert_invalid(
+        auth.logout(pb::LogoutRequest { refresh_token: String::new() }).await,
+        "refresh_token",
+    );
+}
+
+#[tokio::test]
+async fn get_current_user_needs_a_live_bearer_token() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let mut auth = app.auth.clone();
+    let me = auth
+        .get_current_user(bearer(pb::GetCurrentUserRequest {}, &s.tokens.access_token))
+        .await
+        .unwrap();
+    assert_eq!(me.into_inner().user.unwrap().id, s.user.user.id);
+    assert_code(auth.get_current_user(pb::GetCurrentUserRequest {}).await, Code::Unauthenticated);
+    assert_code(
+        auth.get_current_user(bearer(pb::GetCurrentUserRequest {}, "garbage")).await,
+        Code::Unauthenticated,
+    );
+    auth.logout(pb::LogoutRequest { refresh_token: s.tokens.refresh_token }).await.unwrap();
+    let after =
+        auth.get_current_user(bearer(pb::GetCurrentUserRequest {}, &s.tokens.access_token)).await;
+    assert_code(after, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn validate_token_describes_the_holder_and_refuses_bad_tokens() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let v = app.validate(&s.tokens.access_token).await.unwrap();
+    assert_eq!(v.email, "ann@example.com");
+    assert_eq!(v.name, "ann");
+    assert_eq!(v.expire_time, s.tokens.access_token_expire_time);
+    assert_code(app.validate("garbage").await, Code::Unauthenticated);
+    // A token signed by another instance (another key) is refused.
+    let other = spawn_app().await;
+    let foreign = other.logged_in("bob").await;
+    assert_code(app.validate(&foreign.tokens.access_token).await, Code::Unauthenticated);
+    assert_invalid(app.validate("").await, "access_token");
+}
+
+#[tokio::test]
+async fn expired_access_tokens_are_refused() {
+    let app = spawn_app_with(|c| c.access_token_ttl = std::time::Duration::ZERO).await;
+    let s = app.logged_in("ann").await;
+    assert_code(app.validate(&s.tokens.access_token).await, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn expired_refresh_tokens_are_refused() {
+    let app = spawn_app_with(|c| c.refresh_token_ttl = std::time::Duration::ZERO).await;
+    let s = app.logged_in("ann").await;
+    assert_code(app.refresh(&s.tokens.refresh_token).await, Code::Unauthenticated);
+}
