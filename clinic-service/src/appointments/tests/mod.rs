@@ -3,6 +3,7 @@
 
 mod booking;
 mod domain_tables;
+mod edge;
 mod lifecycle;
 mod listing;
 mod requests;
