@@ -79,9 +79,8 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Throttled { message, retry_after } => error::throttled(message, retry_after),
-            Error::Pool(e @ deadpool_postgres::PoolError::Timeout(_)) => {
-                error::unavailable("database", &e)
-            }
+            // No connection in time, or none could be opened: the database is down or saturated.
+            Error::Pool(e) => error::unavailable("database", &e),
             Error::Database(e) if e.is_closed() => error::unavailable("database", &e),
             other => error::internal(&other),
         }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use clinic_api::identity::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use super::convert::merge;
+use super::convert::{all3, both};
 use crate::{
     accounts::{
         Email, Password, UserName, password_change,
@@ -44,16 +44,12 @@ impl TryFrom<pb::RegisterRequest> for NewAccount {
     type Error = Error;
 
     fn try_from(m: pb::RegisterRequest) -> Result<Self, Error> {
-        let email = Email::parse("email", &m.email);
-        let name = UserName::parse("name", &m.name);
-        let password = Password::parse("password", m.password);
-        match (email, name, password) {
-            (Ok(email), Ok(name), Ok(password)) => Ok(NewAccount { email, name, password }),
-            (e, n, p) => {
-                merge(&mut [e.err(), n.err(), p.err()])?;
-                Err(Error::internal("validation failed without a violation"))
-            }
-        }
+        let (email, name, password) = all3(
+            Email::parse("email", &m.email),
+            UserName::parse("name", &m.name),
+            Password::parse("password", m.password),
+        )?;
+        Ok(NewAccount { email, name, password })
     }
 }
 
@@ -61,15 +57,9 @@ impl TryFrom<pb::LoginRequest> for Credentials {
     type Error = Error;
 
     fn try_from(m: pb::LoginRequest) -> Result<Self, Error> {
-        let email = Email::parse("email", &m.email);
-        let password = Password::bounded("password", m.password);
-        match (email, password) {
-            (Ok(email), Ok(password)) => Ok(Credentials { email, password }),
-            (e, p) => {
-                merge(&mut [e.err(), p.err()])?;
-                Err(Error::internal("validation failed without a violation"))
-            }
-        }
+        let (email, password) =
+            both(Email::parse("email", &m.email), Password::bounded("password", m.password))?;
+        Ok(Credentials { email, password })
     }
 }
 
@@ -102,19 +92,12 @@ impl AuthService for AuthApi {
         request: Request<pb::VerifyEmailRequest>,
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
         let m = request.into_inner();
-        let email = Email::parse("email", &m.email);
         let code = if m.code.trim().is_empty() || m.code.len() > 32 {
             Err(Error::invalid("code", "must be the code from the email"))
         } else {
             Ok(m.code.trim())
         };
-        let (email, code) = match (email, code) {
-            (Ok(email), Ok(code)) => (email, code),
-            (e, c) => {
-                merge(&mut [e.err(), c.err()])?;
-                return Err(Status::internal("validation failed"));
-            }
-        };
+        let (email, code) = both(Email::parse("email", &m.email), code)?;
         let user = registration::verify_email(&self.state, email, code, Utc::now()).await?;
         Ok(Response::new(pb::VerifyEmailResponse { user: Some(user.into()) }))
     }
@@ -181,15 +164,10 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = self.caller(&request).await?;
         let m = request.into_inner();
-        let current = Password::bounded("current_password", m.current_password);
-        let new = Password::parse("new_password", m.new_password);
-        let (current, new) = match (current, new) {
-            (Ok(c), Ok(n)) => (c, n),
-            (c, n) => {
-                merge(&mut [c.err(), n.err()])?;
-                return Err(Status::internal("validation failed"));
-            }
-        };
+        let (current, new) = both(
+            Password::bounded("current_password", m.current_password),
+            Password::parse("new_password", m.new_password),
+        )?;
         let revoked =
             password_change::change_password(&self.state, &caller, current, new, Utc::now())
                 .await?;

@@ -19,17 +19,37 @@ pub fn uuid(field: &str, raw: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(raw).map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
-/// Merges the violations of several validation results into one INVALID_ARGUMENT.
-pub fn merge(results: &mut [Option<Error>]) -> Result<(), Error> {
+/// One INVALID_ARGUMENT carrying the violations of every failed check (or the first error
+/// that is not a violation).
+fn merged(errors: impl IntoIterator<Item = Option<Error>>) -> Error {
     let mut violations = Vec::new();
-    for slot in results.iter_mut() {
-        match slot.take() {
-            Some(Error::InvalidArgument(v)) => violations.extend(v),
-            Some(other) => return Err(other),
-            None => {}
+    for error in errors.into_iter().flatten() {
+        match error {
+            Error::InvalidArgument(v) => violations.extend(v),
+            other => return other,
         }
     }
-    if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
+    Error::InvalidArgument(violations)
+}
+
+/// Both values, or every violation of both.
+pub fn both<A, B>(a: Result<A, Error>, b: Result<B, Error>) -> Result<(A, B), Error> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(merged([a.err(), b.err()])),
+    }
+}
+
+/// All three values, or every violation of the three.
+pub fn all3<A, B, C>(
+    a: Result<A, Error>,
+    b: Result<B, Error>,
+    c: Result<C, Error>,
+) -> Result<(A, B, C), Error> {
+    match (a, b, c) {
+        (Ok(a), Ok(b), Ok(c)) => Ok((a, b, c)),
+        (a, b, c) => Err(merged([a.err(), b.err(), c.err()])),
+    }
 }
 
 /// A protobuf timestamp.

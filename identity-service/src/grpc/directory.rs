@@ -6,7 +6,7 @@ use chrono::Utc;
 use clinic_api::identity::v1::{self as pb, directory_service_server::DirectoryService};
 use tonic::{Request, Response, Status};
 
-use super::convert::{merge, role, uuid};
+use super::convert::{all3, both, role, uuid};
 use crate::{
     accounts::{Email, store as users},
     directory::{
@@ -57,15 +57,8 @@ impl TryFrom<pb::ReserveOrganizationRequest> for Reservation {
         } else {
             Ok(())
         };
-        match (names, creator, servers_ok) {
-            (Ok((name, database_name)), Ok(creator), Ok(())) => {
-                Ok(Reservation { name, database_name, creator, servers })
-            }
-            (n, c, s) => {
-                merge(&mut [n.err(), c.err(), s.err()])?;
-                Err(Error::internal("validation failed without a violation"))
-            }
-        }
+        let ((name, database_name), creator, ()) = all3(names, creator, servers_ok)?;
+        Ok(Reservation { name, database_name, creator, servers })
     }
 }
 
@@ -138,17 +131,11 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::RecordMembershipRequest>,
     ) -> Result<Response<pb::RecordMembershipResponse>, Status> {
         let m = request.into_inner();
-        let (org, user, role) = match (
+        let (org, user, role) = all3(
             uuid("organization_id", &m.organization_id),
             uuid("user_id", &m.user_id),
             role("role", m.role),
-        ) {
-            (Ok(o), Ok(u), Ok(r)) => (o, u, r),
-            (o, u, r) => {
-                merge(&mut [o.err(), u.err(), r.err()])?;
-                return Err(Status::internal("validation failed"));
-            }
-        };
+        )?;
         memberships::record(&self.state, org, user, role, Utc::now()).await?;
         Ok(Response::new(pb::RecordMembershipResponse {}))
     }
@@ -160,13 +147,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
         let m = request.into_inner();
         let (org, user) =
-            match (uuid("organization_id", &m.organization_id), uuid("user_id", &m.user_id)) {
-                (Ok(o), Ok(u)) => (o, u),
-                (o, u) => {
-                    merge(&mut [o.err(), u.err()])?;
-                    return Err(Status::internal("validation failed"));
-                }
-            };
+            both(uuid("organization_id", &m.organization_id), uuid("user_id", &m.user_id))?;
         memberships::remove(&self.state, org, user).await?;
         Ok(Response::new(pb::RemoveMembershipResponse {}))
     }
@@ -178,13 +159,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::ListUserMembershipsResponse>, Status> {
         let m = request.into_inner();
         let (user, page) =
-            match (uuid("user_id", &m.user_id), Page::parse(m.page_size, &m.page_token, 100)) {
-                (Ok(u), Ok(p)) => (u, p),
-                (u, p) => {
-                    merge(&mut [u.err(), p.err()])?;
-                    return Err(Status::internal("validation failed"));
-                }
-            };
+            both(uuid("user_id", &m.user_id), Page::parse(m.page_size, &m.page_token, 100))?;
         let (items, next_page_token) = memberships::list_for_user(&self.state, user, page).await?;
         Ok(Response::new(pb::ListUserMembershipsResponse {
             memberships: items

@@ -43,3 +43,16 @@ impl Mailer for SmtpMailer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_from_a_url_and_refuses_garbage() {
+        let url = SecretString::from("smtp://user:pass@127.0.0.1:2525");
+        assert!(SmtpMailer::new(&url, "Clinic <no-reply@clinic.local>").is_ok());
+        assert!(SmtpMailer::new(&SecretString::from("not a url"), "a@b.c").is_err());
+        assert!(SmtpMailer::new(&url, "not a mailbox").is_err());
+    }
+}

@@ -8,4 +8,5 @@ mod passwords;
 mod registration;
 mod service_auth;
 mod sessions;
+mod startup;
 mod throttling;

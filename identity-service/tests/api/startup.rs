@@ -1,0 +1,33 @@
+use clinic_shared::pg::TestDatabase;
+use identity_service::{Application, Config};
+use tonic::transport::Endpoint;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[tokio::test]
+async fn two_instances_starting_together_migrate_once() {
+    let database = TestDatabase::create(&TestDatabase::server(), "identity_test").await;
+    let (a, b) = tokio::join!(
+        Application::build(Config::for_tests(database.config.clone())),
+        Application::build(Config::for_tests(database.config.clone())),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.address(), b.address());
+    let client = clinic_shared::pg::connect(&database.config).await.unwrap();
+    let applied: i64 =
+        client.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await.unwrap().get(0);
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn the_shutdown_handle_stops_the_server_gracefully() {
+    let database = TestDatabase::create(&TestDatabase::server(), "identity_test").await;
+    let app = Application::build(Config::for_tests(database.config.clone())).await.unwrap();
+    let (address, handle) = (app.address(), app.shutdown_handle());
+    let server = tokio::spawn(app.run_until_stopped());
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).unwrap();
+    let mut health = HealthClient::new(endpoint.connect().await.unwrap());
+    health.check(HealthCheckRequest::default()).await.unwrap();
+    handle.shutdown();
+    server.await.unwrap().unwrap();
+    assert!(endpoint.connect().await.is_err());
+}
