@@ -16,7 +16,6 @@ use crate::appointments::{
 #[tokio::test]
 async fn fifty_concurrent_bookings_of_one_slot() {
     let t = Tenant::new().await;
-    let admin = t.admin().await;
     let doctor = t.doctor().await;
     let mut patients = Vec::new();
     for _ in 0..50 {
@@ -52,9 +51,6 @@ async fn fifty_concurrent_bookings_of_one_slot() {
     assert_eq!(ok, 1);
     assert_eq!(t.count("appointment").await, 1);
     assert_eq!(t.count("appointment_status_history").await, 1);
-    // The winner stays PENDING then APPROVED: deciding never clashes, since no other request
-    // for the slot could exist.
-    let _ = admin;
 }
 
 #[tokio::test]
@@ -174,4 +170,60 @@ async fn database_checks_are_the_last_line() {
         assert!(r.is_err(), "{minutes} min, {notes} chars");
     }
     assert_eq!(t.count("appointment").await, 0);
+}
+
+/// "Approving two overlapping requests cannot both succeed": two overlapping requests cannot
+/// both exist as PENDING in the first place (the constraint covers PENDING too), so racing
+/// bookings leave one request, and racing approvals of everything leave one APPROVED visit.
+#[tokio::test]
+async fn overlapping_requests_cannot_both_be_approved() {
+    let t = Tenant::new().await;
+    let admin = t.admin().await;
+    let doctor = t.doctor().await;
+    let (p1, p2) = (t.patient().await, t.patient().await);
+    let ten = hours_ahead(72);
+    let (r1, r2) = (booking(p1.member_id, doctor.member_id, ten, 30), {
+        booking(p2.member_id, doctor.member_id, ten + Duration::minutes(15), 30)
+    });
+    let (mut c1, mut c2) = (t.connect().await, t.connect().await);
+    let (b1, b2) =
+        tokio::join!(service::create(&mut c1, &p1, &r1), service::create(&mut c2, &p2, &r2));
+    assert_eq!([b1.is_ok(), b2.is_ok()].iter().filter(|ok| **ok).count(), 1, "{b1:?} {b2:?}");
+    let refused = if b1.is_err() { b1 } else { b2 };
+    assert!(matches!(refused, Err(Error::Overlap(Party::Doctor))), "{refused:?}");
+
+    let ids: Vec<Uuid> = t
+        .client
+        .query("SELECT id FROM appointment", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut approvals = Vec::new();
+    for id in ids.iter().chain(ids.iter()) {
+        let mut conn = t.connect().await;
+        let req = crate::appointments::requests::Transition {
+            target: crate::appointments::requests::AppointmentRef {
+                organization_id: Uuid::nil(),
+                appointment_id: *id,
+            },
+            action: crate::appointments::domain::Action::Approve,
+            reason: String::new(),
+        };
+        approvals.push(tokio::spawn(async move {
+            service::transition(&mut conn, &admin, &req).await.is_ok()
+        }));
+    }
+    let mut approved = 0;
+    for a in approvals {
+        approved += usize::from(a.await.unwrap());
+    }
+    assert_eq!(approved, 1);
+    let row = t
+        .client
+        .query_one("SELECT count(*) FROM appointment WHERE status = 'APPROVED'", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
 }
