@@ -184,3 +184,19 @@ async fn list_organizations_walks_every_row_once() {
         .await;
     assert_invalid(bad, "page_size");
 }
+
+#[tokio::test]
+async fn concurrent_reservations_spread_over_the_servers() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await.user.id;
+    let (a, b, c, d) = tokio::join!(
+        reserve(&app, "A", &ann, &["s1", "s2"]),
+        reserve(&app, "B", &ann, &["s1", "s2"]),
+        reserve(&app, "C", &ann, &["s1", "s2"]),
+        reserve(&app, "D", &ann, &["s1", "s2"]),
+    );
+    let mut servers: Vec<_> =
+        [a, b, c, d].into_iter().map(|r| r.unwrap().organization.unwrap().server).collect();
+    servers.sort();
+    assert_eq!(servers, ["s1", "s1", "s2", "s2"]);
+}

@@ -170,3 +170,16 @@ async fn production_mode_never_returns_the_code() {
     assert!(app.validate(&login.tokens.unwrap().access_token).await.is_ok());
     std::fs::remove_file(path).unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_email_create_one_user() {
+    let app = spawn_app().await;
+    let (a, b) = tokio::join!(
+        app.register("ann@example.com", "Ann", PASSWORD),
+        app.register("ANN@example.com", "Ann2", PASSWORD),
+    );
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1);
+    let failed = a.err().or(b.err()).unwrap();
+    assert_eq!(failed.code(), Code::AlreadyExists);
+    assert_eq!(app.count("app_user").await, 1);
+}
