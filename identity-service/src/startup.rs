@@ -1,7 +1,7 @@
 //! Building and running the server: bind first (port 0 allowed), then serve until a signal or
 //! the shutdown handle fires.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use clinic_api::identity::v1::{
     auth_service_server::{self, AuthServiceServer},
@@ -75,6 +75,7 @@ impl Application {
             passwords,
             access_tokens,
             mailer,
+            background: Default::default(),
         };
         Ok(Application {
             listener,
@@ -131,6 +132,7 @@ impl Application {
             shutdown,
         )
         .await?;
+        state.join_background(Duration::from_secs(10)).await;
         state.db.close();
         tracing::info!("identity-service stopped");
         Ok(())

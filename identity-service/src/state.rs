@@ -1,8 +1,13 @@
 //! What every handler shares: the pool, the keys, the mailer, the throttle and the settings.
 
-use std::sync::Arc;
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use deadpool_postgres::{Object, Pool};
+use tokio::task::JoinSet;
 
 use crate::{
     accounts::password::Passwords, config::Config, error::Error, mail::Mailer, throttle::Throttle,
@@ -23,11 +28,33 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Brute-force counters.
     pub throttle: Throttle,
+    /// Work that outlives its request (mail delivery), joined on shutdown.
+    pub background: Mutex<JoinSet<()>>,
 }
 
 impl AppState {
     /// A pooled connection (UNAVAILABLE when none frees up in time).
     pub async fn conn(&self) -> Result<Object, Error> {
         Ok(self.db.get().await?)
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.background.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `task` in the background; shutdown waits for it.
+    pub fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Waits up to `limit` for background work to finish.
+    pub async fn join_background(&self, limit: Duration) {
+        let mut tasks = std::mem::take(&mut *self.tasks());
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("background work still running at shutdown; abandoned");
+        }
     }
 }

@@ -112,7 +112,7 @@ pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Resul
     tx.commit().await?;
     // Mail in the background so the answer's timing does not depend on delivery.
     let mailer = state.mailer.clone();
-    tokio::spawn(async move {
+    state.spawn_background(async move {
         if let Err(e) = mailer.send(&user.email, SUBJECT, &body(&code.0)).await {
             tracing::error!(user_id = %user.id, error = %e, "verification mail not sent");
         }
