@@ -3,7 +3,8 @@
 //!
 //! - `domain`: states, the transition table, who may do what (pure).
 //! - `requests`: proto messages parsed into validated values (`TryFrom`).
-//! - `repository`: SQL on a tenant database; `service`: the operations in transactions.
+//! - `repository`, `listing`: SQL on a tenant database; `service`: the operations in
+//!   transactions.
 //! - `grpc`: the `AppointmentService` handlers (thin edge).
 //! - PostgreSQL holds the no-overlap rule (exclusion constraints, migration V10), so concurrent
 //!   bookings cannot race past it.
@@ -11,6 +12,7 @@
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod listing;
 pub mod page_token;
 pub mod repository;
 pub mod requests;

@@ -1,22 +1,20 @@
-//! SQL on one tenant database. Every statement is fixed text with numbered parameters; the list
-//! query is assembled from fixed fragments only. Callers own the transactions.
+//! SQL on one tenant database: fixed statements with numbered parameters. Callers own the
+//! transactions. The list query lives in `listing`.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row, error::SqlState, types::ToSql};
+use tokio_postgres::{GenericClient, Row, error::SqlState};
 use uuid::Uuid;
 
 use super::{
-    domain::{Actor, Appointment, AppointmentStatus, Parties, Role, StatusChange},
+    domain::{Appointment, AppointmentStatus, Parties, Role, StatusChange},
     error::{Error, Party},
-    page_token::PageToken,
-    requests::ListAppointments,
 };
 
 /// The columns [`appointment_from_row`] reads, in order.
-const COLUMNS: &str = "id, patient_id, doctor_id, appointment_date_time, duration_minutes, \
+pub(super) const COLUMNS: &str = "id, patient_id, doctor_id, appointment_date_time, duration_minutes, \
                        upper(slot), status::text, notes, created_at, updated_at";
 
-fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
+pub(super) fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
     let status: String = row.try_get(6)?;
     Ok(Appointment {
         id: row.try_get(0)?,
@@ -181,86 +179,4 @@ pub async fn history(client: &impl GenericClient, id: Uuid) -> Result<Vec<Status
             })
         })
         .collect()
-}
-
-/// A list query: fixed SQL fragments and the parameters they number.
-pub struct ListQuery {
-    /// The statement text.
-    pub sql: String,
-    /// Its parameters, `$1` first.
-    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-impl ListQuery {
-    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
-        self.params.push(Box::new(value));
-        format!("${}", self.params.len())
-    }
-
-    /// The parameters as tokio-postgres takes them.
-    pub fn param_refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
-    }
-}
-
-/// Builds the page query for `actor`: their role scope first (a patient or doctor only ever
-/// matches their own rows, whatever the filters say), then the filters, then the keyset cursor.
-/// One row more than a page is fetched to know whether another page follows.
-pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
-    let mut q =
-        ListQuery { sql: format!("SELECT {COLUMNS} FROM appointment WHERE true"), params: vec![] };
-    let and = |q: &mut ListQuery, column: &str, value: Uuid| {
-        let p = q.bind(value);
-        q.sql.push_str(&format!(" AND {column} = {p}"));
-    };
-    match actor.role {
-        Role::Admin => {}
-        Role::Doctor => and(&mut q, "doctor_id", actor.member_id),
-        Role::Patient => and(&mut q, "patient_id", actor.member_id),
-    }
-    if let Some(doctor) = req.doctor {
-        and(&mut q, "doctor_id", doctor.resolve(actor));
-    }
-    if let Some(patient) = req.patient {
-        and(&mut q, "patient_id", patient.resolve(actor));
-    }
-    if !req.statuses.is_empty() {
-        let labels: Vec<String> = req.statuses.iter().map(|s| s.as_sql().to_owned()).collect();
-        let p = q.bind(labels);
-        q.sql.push_str(&format!(" AND status = ANY({p}::text[]::appointment_status[])"));
-    }
-    if let Some(from) = req.start_from {
-        let p = q.bind(from);
-        q.sql.push_str(&format!(" AND appointment_date_time >= {p}"));
-    }
-    if let Some(to) = req.start_to {
-        let p = q.bind(to);
-        q.sql.push_str(&format!(" AND appointment_date_time < {p}"));
-    }
-    if let Some(after) = req.after {
-        let (t, id) = (q.bind(after.start_time), q.bind(after.id));
-        q.sql.push_str(&format!(" AND (appointment_date_time, id) > ({t}, {id})"));
-    }
-    let limit = q.bind(req.page_size + 1);
-    q.sql.push_str(&format!(" ORDER BY appointment_date_time, id LIMIT {limit}"));
-    q
-}
-
-/// One page for `actor`, and the cursor of the next page if there is one.
-pub async fn list(
-    client: &impl GenericClient,
-    actor: &Actor,
-    req: &ListAppointments,
-) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {
-    let q = list_query(actor, req);
-    let rows = client.query(&q.sql, &q.param_refs()).await?;
-    let mut page = rows.iter().map(appointment_from_row).collect::<Result<Vec<_>, _>>()?;
-    let page_size = usize::try_from(req.page_size).unwrap_or(usize::MAX);
-    let next = if page.len() > page_size {
-        page.truncate(page_size);
-        page.last().map(|a| PageToken { start_time: a.start_time, id: a.id })
-    } else {
-        None
-    };
-    Ok((page, next))
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{
     domain::{Actor, Appointment, AppointmentStatus, Role, StatusChange, may_book},
     error::{Error, Party},
+    listing,
     page_token::PageToken,
     repository,
     requests::{CreateAppointment, ListAppointments, Transition},
@@ -112,5 +113,5 @@ pub async fn list(
     actor: &Actor,
     req: &ListAppointments,
 ) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {
-    repository::list(client, actor, req).await
+    listing::list(client, actor, req).await
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use super::{Tenant, hours_ahead};
 use crate::appointments::{
     domain::{Actor, Role},
+    listing::list_query,
     page_token::PageToken,
-    repository::list_query,
     requests::ListAppointments,
 };
 
