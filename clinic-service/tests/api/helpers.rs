@@ -1,0 +1,410 @@
+//! Test helpers: identity-service and clinic-service in-process on free ports, a fresh central
+//! database per test, tenant databases named `clinic_<tag>_...` (the tag is unique per test) and
+//! dropped when the [`TestApp`] is dropped, users registered/verified/logged in, clinics with
+//! members, and typed clients carrying bearer tokens.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use clinic_api::{
+    clinic::v1::{
+        self as pb, member_service_client::MemberServiceClient,
+        organization_service_client::OrganizationServiceClient,
+    },
+    identity::v1::{
+        self as ipb, auth_service_client::AuthServiceClient,
+        directory_service_client::DirectoryServiceClient,
+    },
+};
+use clinic_service::config::TenantServer;
+use clinic_shared::{
+    pg::{TestDatabase, connect, drop_database, parse_url, with_dbname},
+    server::ShutdownHandle,
+};
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// A client with a bearer token (or a service token) on every call.
+pub type Authed = InterceptedService<Channel, Meta>;
+
+/// Adds one metadata entry to every request.
+#[derive(Clone)]
+pub struct Meta(&'static str, AsciiMetadataValue);
+
+impl Interceptor for Meta {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert(self.0, self.1.clone());
+        Ok(request)
+    }
+}
+
+/// Everything the tests capture from tracing (this test binary's global subscriber).
+pub fn captured_logs() -> String {
+    let buffer = log_buffer();
+    let bytes = buffer.lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER
+        .get_or_init(|| {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let writer = buffer.clone();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,clinic_service=trace,identity_service=debug")
+                .with_writer(move || LogWriter(writer.clone()))
+                .with_ansi(false)
+                .try_init();
+            buffer
+        })
+        .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The second PostgreSQL server: `TEST_SECOND_DATABASE_URL`, default port 5433.
+pub fn second_server_url() -> String {
+    std::env::var("TEST_SECOND_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned())
+}
+
+/// The first tenant server: `TEST_DATABASE_URL`, default port 5432.
+pub fn first_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Options of [`spawn_with`].
+pub struct Options {
+    /// Also configure the second server (`b`).
+    pub second_server: bool,
+    /// Adjusts the clinic config before start.
+    pub tweak: Box<dyn FnOnce(&mut clinic_service::Config) + Send>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { second_server: false, tweak: Box::new(|_| {}) }
+    }
+}
+
+/// Both services running against a fresh central database.
+pub struct TestApp {
+    /// clinic-service's address.
+    pub clinic_addr: SocketAddr,
+    /// identity-service's address.
+    pub identity_addr: SocketAddr,
+    /// Unique per test; every tenant database of this test starts with `clinic_<tag>`.
+    pub tag: String,
+    /// The clinic config used.
+    pub config: clinic_service::Config,
+    /// Tenant access of the running clinic-service.
+    pub access: clinic_service::tenancy::TenantAccess,
+    clinic_shutdown: ShutdownHandle,
+    identity_shutdown: ShutdownHandle,
+    _cleanup: TenantCleanup,
+    /// The central database (dropped last).
+    _central: TestDatabase,
+}
+
+/// A registered, verified, logged-in user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Access token.
+    pub token: String,
+}
+
+/// Starts both services with default options.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+/// Starts both services.
+pub async fn spawn_with(options: Options) -> TestApp {
+    log_buffer();
+    let central = TestDatabase::create(&TestDatabase::server(), "clinic_it_central").await;
+    let identity = identity_service::Application::build(identity_service::Config::for_tests(
+        central.config.clone(),
+    ))
+    .await
+    .expect("build identity-service");
+    let identity_addr = identity.address();
+    let identity_shutdown = identity.shutdown_handle();
+    tokio::spawn(identity.run_until_stopped());
+
+    let mut servers = vec![server("main", &first_server_url())];
+    if options.second_server {
+        let url = second_server_url();
+        let config = parse_url(&url).expect("TEST_SECOND_DATABASE_URL must be a PostgreSQL URL");
+        if connect(&config).await.is_err() {
+            panic!(
+                "second PostgreSQL server at {url} is unreachable: start it (scripts/test.sh does) or set TEST_SECOND_DATABASE_URL"
+            );
+        }
+        servers.push(server("b", &url));
+    }
+    let mut config =
+        clinic_service::Config::for_tests(format!("http://{identity_addr}"), servers.clone());
+    (options.tweak)(&mut config);
+    let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let cleanup = TenantCleanup { tag: tag.clone(), servers };
+    let clinic = clinic_service::Application::build(config.clone()).await.expect("build clinic");
+    let clinic_addr = clinic.address();
+    let clinic_shutdown = clinic.shutdown_handle();
+    let access = clinic.tenant_access();
+    tokio::spawn(clinic.run_until_stopped());
+    TestApp {
+        clinic_addr,
+        identity_addr,
+        tag,
+        config,
+        access,
+        clinic_shutdown,
+        identity_shutdown,
+        _cleanup: cleanup,
+        _central: central,
+    }
+}
+
+fn server(key: &str, url: &str) -> TenantServer {
+    TenantServer { key: key.to_owned(), config: parse_url(url).expect("server URL") }
+}
+
+/// Drops every database of one test (`clinic_<tag>%`) on every server.
+struct TenantCleanup {
+    tag: String,
+    servers: Vec<TenantServer>,
+}
+
+impl Drop for TenantCleanup {
+    fn drop(&mut self) {
+        let pattern = format!("clinic\\_{}%", self.tag);
+        let servers: Vec<_> = self.servers.iter().map(|s| s.config.clone()).collect();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                for server in servers {
+                    let Ok(client) = connect(&with_dbname(&server, "postgres")).await else {
+                        continue;
+                    };
+                    let rows = client
+                        .query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern])
+                        .await
+                        .unwrap_or_default();
+                    for row in rows {
+                        let _ = drop_database(&client, row.get(0)).await;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+        })
+        .join();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.clinic_shutdown.shutdown();
+        self.identity_shutdown.shutdown();
+    }
+}
+
+fn bearer(token: &str) -> Meta {
+    Meta("authorization", MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"))
+}
+
+impl TestApp {
+    /// A channel to clinic-service.
+    pub fn clinic_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.clinic_addr)).expect("url").connect_lazy()
+    }
+
+    fn identity_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.identity_addr)).expect("url").connect_lazy()
+    }
+
+    /// OrganizationService as `token`.
+    pub fn orgs(&self, token: &str) -> OrganizationServiceClient<Authed> {
+        OrganizationServiceClient::with_interceptor(self.clinic_channel(), bearer(token))
+    }
+
+    /// MemberService as `token`.
+    pub fn members(&self, token: &str) -> MemberServiceClient<Authed> {
+        MemberServiceClient::with_interceptor(self.clinic_channel(), bearer(token))
+    }
+
+    /// identity-service's internal DirectoryService, with the service credential.
+    pub fn directory(&self) -> DirectoryServiceClient<Authed> {
+        let meta = Meta("x-service-token", MetadataValue::from_static("test-service-token"));
+        DirectoryServiceClient::with_interceptor(self.identity_channel(), meta)
+    }
+
+    /// A unique organization name for this test (prefixed with the tag).
+    pub fn org_name(&self, base: &str) -> String {
+        format!("{} {base}", self.tag)
+    }
+
+    /// Registers a user (optionally verifying the email) and logs in.
+    pub async fn user_with(&self, label: &str, verify: bool) -> TestUser {
+        let mut auth = AuthServiceClient::new(self.identity_channel());
+        let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let name = format!("{label} {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let password = "correct horse battery staple 42".to_owned();
+        let reg = auth
+            .register(ipb::RegisterRequest {
+                email: email.clone(),
+                name: name.clone(),
+                password: password.clone(),
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        if verify {
+            auth.verify_email(ipb::VerifyEmailRequest {
+                email: email.clone(),
+                code: reg.verification_code,
+            })
+            .await
+            .expect("verify");
+        }
+        let login = auth
+            .login(ipb::LoginRequest { email: email.clone(), password })
+            .await
+            .expect("login")
+            .into_inner();
+        TestUser {
+            id: login.user.expect("user").id,
+            email,
+            name,
+            token: login.tokens.expect("tokens").access_token,
+        }
+    }
+
+    /// A verified, logged-in user.
+    pub async fn user(&self, label: &str) -> TestUser {
+        self.user_with(label, true).await
+    }
+
+    /// Creates a clinic `<tag> base` as `owner`.
+    pub async fn create_org(&self, owner: &TestUser, base: &str) -> pb::Organization {
+        self.orgs(&owner.token)
+            .create_organization(pb::CreateOrganizationRequest { name: self.org_name(base) })
+            .await
+            .expect("create organization")
+            .into_inner()
+            .organization
+            .expect("organization")
+    }
+
+    /// Adds `user` to `org` with `role` (and an optional profile) as `admin`.
+    pub async fn add_member(
+        &self,
+        admin: &TestUser,
+        org: &str,
+        user: &TestUser,
+        role: pb::Role,
+        profile: Option<pb::MemberProfile>,
+    ) -> pb::Member {
+        self.members(&admin.token)
+            .add_member(pb::AddMemberRequest {
+                organization_id: org.to_owned(),
+                email: user.email.clone(),
+                role: role as i32,
+                profile,
+            })
+            .await
+            .expect("add member")
+            .into_inner()
+            .member
+            .expect("member")
+    }
+
+    /// A clinic with an admin, a doctor and a patient.
+    pub async fn clinic(&self, base: &str) -> Clinic {
+        let admin = self.user("admin").await;
+        let doctor = self.user("doctor").await;
+        let patient = self.user("patient").await;
+        let org = self.create_org(&admin, base).await;
+        let doctor_profile = pb::MemberProfile {
+            kind: Some(pb::member_profile::Kind::Doctor(pb::DoctorProfile {
+                specialization: "Cardiology".into(),
+                license_number: "LIC-123".into(),
+                phone_number: "+1 555 0100".into(),
+            })),
+        };
+        let patient_profile = pb::MemberProfile {
+            kind: Some(pb::member_profile::Kind::Patient(pb::PatientProfile {
+                date_of_birth: "1980-02-03".into(),
+                phone_number: "+1 555 0199".into(),
+                blood_type: "O+".into(),
+                ..Default::default()
+            })),
+        };
+        let doctor_member =
+            self.add_member(&admin, &org.id, &doctor, pb::Role::Doctor, Some(doctor_profile)).await;
+        let patient_member = self
+            .add_member(&admin, &org.id, &patient, pb::Role::Patient, Some(patient_profile))
+            .await;
+        let admin_member = self
+            .members(&admin.token)
+            .get_member(pb::GetMemberRequest {
+                organization_id: org.id.clone(),
+                member_id: "me".into(),
+            })
+            .await
+            .expect("get me")
+            .into_inner()
+            .member
+            .expect("member");
+        Clinic { org, admin, doctor, patient, admin_member, doctor_member, patient_member }
+    }
+
+    /// Connects to a tenant database of this test directly (server key `main` or `b`).
+    pub async fn tenant_client(&self, server: &str, database: &str) -> tokio_postgres::Client {
+        let url = if server == "b" { second_server_url() } else { first_server_url() };
+        let config = with_dbname(&parse_url(&url).expect("url"), database);
+        connect(&config).await.expect("connect tenant")
+    }
+}
+
+/// A clinic with one member of each role.
+pub struct Clinic {
+    /// The organization.
+    pub org: pb::Organization,
+    /// Its creator.
+    pub admin: TestUser,
+    /// A doctor.
+    pub doctor: TestUser,
+    /// A patient.
+    pub patient: TestUser,
+    /// The admin's member row.
+    pub admin_member: pb::Member,
+    /// The doctor's member row.
+    pub doctor_member: pb::Member,
+    /// The patient's member row.
+    pub patient_member: pb::Member,
+}

@@ -1,0 +1,8 @@
+//! clinic-service integration tests: one binary, real PostgreSQL, both services in-process.
+
+mod appointments;
+mod helpers;
+mod logs;
+mod members;
+mod organizations;
+mod tenancy;
