@@ -35,7 +35,8 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<ExitCode, clinic_service::Error> {
     let app = Application::build(config).await?;
-    tracing::info!(address = %app.address(), "clinic-service listening");
+    // On stdout, so whoever started the process (scripts, the end-to-end test) learns the port.
+    println!("clinic-service listening on {}", app.address());
     app.run_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }

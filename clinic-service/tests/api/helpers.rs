@@ -195,9 +195,16 @@ fn server(key: &str, url: &str) -> TenantServer {
 }
 
 /// Drops every database of one test (`clinic_<tag>%`) on every server.
-struct TenantCleanup {
+pub struct TenantCleanup {
     tag: String,
     servers: Vec<TenantServer>,
+}
+
+impl TenantCleanup {
+    /// Drops `clinic_<tag>%` on the first server when dropped.
+    pub fn first_server(tag: &str) -> Self {
+        Self { tag: tag.to_owned(), servers: vec![server("main", &first_server_url())] }
+    }
 }
 
 impl Drop for TenantCleanup {
@@ -233,7 +240,8 @@ impl Drop for TestApp {
     }
 }
 
-fn bearer(token: &str) -> Meta {
+/// `authorization: Bearer <token>` on every call.
+pub fn bearer(token: &str) -> Meta {
     Meta("authorization", MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"))
 }
 

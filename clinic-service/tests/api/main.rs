@@ -1,6 +1,7 @@
 //! clinic-service integration tests: one binary, real PostgreSQL, both services in-process.
 
 mod appointments;
+mod e2e;
 mod helpers;
 mod logs;
 mod members;

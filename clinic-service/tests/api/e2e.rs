@@ -1,0 +1,243 @@
+//! End to end: both real binaries, each on a free port with a fresh central database. Three
+//! users register and verify, one creates a clinic and adds a doctor and a patient; each reads
+//! what they may and is refused what they may not. `clinic-service migrate` then reports the
+//! clinic. Needs `cargo build --workspace --bins` first (the test script does it).
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use clinic_api::{
+    clinic::v1::{
+        self as pb, member_profile::Kind, member_service_client::MemberServiceClient,
+        organization_service_client::OrganizationServiceClient,
+    },
+    identity::v1::{self as ipb, auth_service_client::AuthServiceClient},
+};
+use clinic_shared::pg::TestDatabase;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::{TenantCleanup, bearer, first_server_url};
+
+fn binary(name: &str) -> PathBuf {
+    let clinic = PathBuf::from(env!("CARGO_BIN_EXE_clinic-service"));
+    if name == "clinic-service" {
+        return clinic;
+    }
+    let path = clinic.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Starts a binary and reads its `... listening on ADDR` line.
+async fn start(name: &str, env: &[(&str, String)]) -> (Child, String) {
+    let mut child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not start in time"))
+        .expect("read stdout")
+        .unwrap_or_else(|| panic!("{name} exited before listening"));
+    let addr = line.rsplit(' ').next().expect("address").to_owned();
+    (child, format!("http://{addr}"))
+}
+
+struct User {
+    email: String,
+    token: String,
+}
+
+async fn user(identity: &str, label: &str) -> User {
+    let mut auth = AuthServiceClient::connect(identity.to_owned()).await.expect("identity up");
+    let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "e2e password that is long enough".to_owned();
+    let reg = auth
+        .register(ipb::RegisterRequest {
+            email: email.clone(),
+            name: format!("{label} {}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
+            password: password.clone(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert!(!reg.verification_code.is_empty(), "development mode returns the code");
+    auth.verify_email(ipb::VerifyEmailRequest {
+        email: email.clone(),
+        code: reg.verification_code,
+    })
+    .await
+    .expect("verify");
+    let login = auth
+        .login(ipb::LoginRequest { email: email.clone(), password })
+        .await
+        .expect("login")
+        .into_inner();
+    User { email, token: login.tokens.expect("tokens").access_token }
+}
+
+#[tokio::test]
+async fn both_binaries_end_to_end() {
+    let central = TestDatabase::create(&TestDatabase::server(), "clinic_e2e_central").await;
+    let token = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let outbox = std::env::temp_dir().join(format!("e2e-outbox-{}", uuid::Uuid::new_v4().simple()));
+    let (_identity, identity_url) = start(
+        "identity-service",
+        &[
+            ("APP_MODE", "development".into()),
+            ("IDENTITY_ADDR", "127.0.0.1:0".into()),
+            ("IDENTITY_DATABASE_URL", central.url()),
+            ("SERVICE_TOKEN", token.clone()),
+            ("MAIL_OUTBOX_DIR", outbox.display().to_string()),
+            ("SHUTDOWN_GRACE_SECS", "0".into()),
+        ],
+    )
+    .await;
+    let clinic_env = [
+        ("APP_MODE", "development".to_owned()),
+        ("CLINIC_ADDR", "127.0.0.1:0".into()),
+        ("IDENTITY_URL", identity_url.clone()),
+        ("SERVICE_TOKEN", token.clone()),
+        ("TENANT_SERVERS", format!("main={}", first_server_url())),
+        ("SHUTDOWN_GRACE_SECS", "0".into()),
+    ];
+    let (_clinic, clinic_url) = start("clinic-service", &clinic_env).await;
+    let channel = Channel::from_shared(clinic_url).unwrap().connect().await.expect("clinic up");
+
+    // Health and reflection need no token.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    let admin = user(&identity_url, "admin").await;
+    let doctor = user(&identity_url, "doctor").await;
+    let patient = user(&identity_url, "patient").await;
+    let orgs = |t: &str| OrganizationServiceClient::with_interceptor(channel.clone(), bearer(t));
+    let members = |t: &str| MemberServiceClient::with_interceptor(channel.clone(), bearer(t));
+
+    let tag = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let _cleanup = TenantCleanup::first_server(&tag);
+    let org = orgs(&admin.token)
+        .create_organization(pb::CreateOrganizationRequest { name: format!("{tag} Riverside") })
+        .await
+        .expect("create clinic")
+        .into_inner()
+        .organization
+        .unwrap();
+    let org_id = org.id.clone();
+    let add = |email: &str, role: pb::Role, kind: Kind| pb::AddMemberRequest {
+        organization_id: org_id.clone(),
+        email: email.to_owned(),
+        role: role as i32,
+        profile: Some(pb::MemberProfile { kind: Some(kind) }),
+    };
+    let doctor_member = members(&admin.token)
+        .add_member(add(
+            &doctor.email,
+            pb::Role::Doctor,
+            Kind::Doctor(pb::DoctorProfile {
+                specialization: "Pediatrics".into(),
+                license_number: "PED-1".into(),
+                phone_number: "+1 555 0101".into(),
+            }),
+        ))
+        .await
+        .expect("add doctor")
+        .into_inner()
+        .member
+        .unwrap();
+    let patient_member = members(&admin.token)
+        .add_member(add(
+            &patient.email,
+            pb::Role::Patient,
+            Kind::Patient(pb::PatientProfile { blood_type: "A+".into(), ..Default::default() }),
+        ))
+        .await
+        .expect("add patient")
+        .into_inner()
+        .member
+        .unwrap();
+    let get =
+        |id: &str| pb::GetMemberRequest { organization_id: org_id.clone(), member_id: id.into() };
+    let list = || pb::ListMembersRequest { organization_id: org_id.clone(), ..Default::default() };
+
+    // Admin: everyone.
+    assert_eq!(
+        members(&admin.token).list_members(list()).await.unwrap().into_inner().members.len(),
+        3
+    );
+    // Doctor: themself and doctors; not the patient (no appointment yet), not the admin.
+    members(&doctor.token).get_member(get("me")).await.expect("doctor reads self");
+    let err = members(&doctor.token).get_member(get(&patient_member.id)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Patient: themself and the doctor's public fields; refused admin work.
+    let me =
+        members(&patient.token).get_member(get("me")).await.unwrap().into_inner().member.unwrap();
+    assert_eq!(me.id, patient_member.id);
+    let doc = members(&patient.token)
+        .get_member(get(&doctor_member.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert!(doc.email.is_empty());
+    let err = members(&patient.token)
+        .add_member(add(&admin.email, pb::Role::Patient, Kind::Patient(Default::default())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = members(&patient.token)
+        .remove_member(pb::RemoveMemberRequest {
+            organization_id: org_id.clone(),
+            member_id: doctor_member.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Each sees the clinic in their list with their role.
+    let listed = orgs(&doctor.token)
+        .list_organizations(pb::ListOrganizationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.organizations.len(), 1);
+    assert_eq!(listed.organizations[0].role, pb::Role::Doctor as i32);
+    // No token: refused.
+    let err = OrganizationServiceClient::new(channel.clone())
+        .list_organizations(pb::ListOrganizationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // `clinic-service migrate` reports the clinic and succeeds.
+    let output = Command::new(binary("clinic-service"))
+        .arg("migrate")
+        .envs(clinic_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "migrate failed: {stdout}");
+    assert!(stdout.contains(&format!("{org_id} main/{}: ok", org.database_name)), "{stdout}");
+    let _ = std::fs::remove_dir_all(outbox);
+}
