@@ -136,6 +136,8 @@ pub struct TestUser {
     pub name: String,
     /// Access token.
     pub token: String,
+    /// Refresh token (for Logout).
+    pub refresh_token: String,
 }
 
 /// Starts both services with default options.
@@ -219,7 +221,11 @@ impl Drop for TenantCleanup {
                         continue;
                     };
                     let rows = client
-                        .query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern])
+                        .query(
+                            "SELECT datname FROM pg_database \
+                             WHERE datname LIKE $1 AND datname <> 'clinic_template'",
+                            &[&pattern],
+                        )
                         .await
                         .unwrap_or_default();
                     for row in rows {
@@ -251,7 +257,8 @@ impl TestApp {
         Channel::from_shared(format!("http://{}", self.clinic_addr)).expect("url").connect_lazy()
     }
 
-    fn identity_channel(&self) -> Channel {
+    /// A channel to identity-service.
+    pub fn identity_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.identity_addr)).expect("url").connect_lazy()
     }
 
@@ -304,11 +311,13 @@ impl TestApp {
             .await
             .expect("login")
             .into_inner();
+        let tokens = login.tokens.expect("tokens");
         TestUser {
             id: login.user.expect("user").id,
             email,
             name,
-            token: login.tokens.expect("tokens").access_token,
+            token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
         }
     }
 

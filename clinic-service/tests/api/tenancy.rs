@@ -229,3 +229,62 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_spent_budget_answers_resource_exhausted_not_a_hang() {
+    let app = spawn_with(Options {
+        tweak: Box::new(|c| {
+            c.connection_budget = 2;
+            c.tenant_pool_size = 1;
+            c.acquire_timeout = Duration::from_millis(300);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let owner = app.user("owner").await;
+    let a = app.create_org(&owner, "Busy A").await;
+    let b = app.create_org(&owner, "Busy B").await;
+    // Hold both budgeted connections, one per tenant.
+    let held_a = app
+        .access
+        .connect(&app.access.organization(a.id.parse().unwrap()).await.unwrap().location)
+        .await
+        .unwrap();
+    let held_b = app
+        .access
+        .connect(&app.access.organization(b.id.parse().unwrap()).await.unwrap().location)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = app
+        .members(&owner.token)
+        .get_member(pb::GetMemberRequest { organization_id: a.id.clone(), member_id: "me".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    drop((held_a, held_b));
+    // Idle again: the next call succeeds (evicting the other tenant's idle connection).
+    app.members(&owner.token)
+        .get_member(pb::GetMemberRequest { organization_id: a.id.clone(), member_id: "me".into() })
+        .await
+        .expect("budget free again");
+}
+
+#[tokio::test]
+async fn logout_is_seen_once_the_cache_ttl_is_over() {
+    let app = spawn_with(Options {
+        tweak: Box::new(|c| c.token_cache_ttl = Duration::ZERO),
+        ..Default::default()
+    })
+    .await;
+    let owner = app.user("owner").await;
+    let list = || pb::ListOrganizationsRequest::default();
+    app.orgs(&owner.token).list_organizations(list()).await.expect("valid");
+    ipb::auth_service_client::AuthServiceClient::new(app.identity_channel())
+        .logout(ipb::LogoutRequest { refresh_token: owner.refresh_token.clone() })
+        .await
+        .expect("logout");
+    let err = app.orgs(&owner.token).list_organizations(list()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
