@@ -2,9 +2,11 @@
 //! visibility rules of the contract.
 
 pub mod domain;
-pub mod queries;
+pub mod read;
 mod service;
 pub mod update;
+pub mod validate;
 mod view;
+pub mod write;
 
 pub use service::MemberHandler;

@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::{
     domain::{MemberRef, NewMember},
-    queries,
+    read,
     update::{Change, ProfileUpdate},
     view::member_for,
+    write,
 };
 use crate::{
     auth::Claims,
@@ -48,7 +49,7 @@ async fn load_visible(
     caller: &Caller,
     id: Uuid,
 ) -> Result<pb::Member, Error> {
-    match queries::get(client, caller, id).await? {
+    match read::get(client, caller, id).await? {
         None => Err(Error::NotFound("no such member".into())),
         Some((_, false)) => Err(Error::PermissionDenied("you may not see this member".into())),
         Some((row, true)) => Ok(member_for(caller, row)),
@@ -73,7 +74,7 @@ impl MemberService for MemberHandler {
         let user_id = parse_uuid("user", &user.id)
             .map_err(|_| Error::Internal("directory returned a malformed user id".into()))?;
         let role = new.profile.role();
-        let id = match queries::insert(&mut conn, user_id, &user.email, &user.name, &new.profile)
+        let id = match write::insert(&mut conn, user_id, &user.email, &user.name, &new.profile)
             .await
         {
             Ok(id) => id,
@@ -129,7 +130,7 @@ impl MemberService for MemberHandler {
         let limit = page_size(req.page_size)?;
         let after = decode_page_token(PAGE_KIND, &req.page_token)?;
         let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        let mut rows = queries::list(&conn, &caller, role, after, limit + 1).await?;
+        let mut rows = read::list(&conn, &caller, role, after, limit + 1).await?;
         let next_page_token = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|r| encode_page_token(PAGE_KIND, r.id)).unwrap_or_default()
@@ -161,7 +162,7 @@ impl MemberService for MemberHandler {
                 .into());
             }
         }
-        let Some((row, _)) = queries::get(&*conn, &caller, target).await? else {
+        let Some((row, _)) = read::get(&*conn, &caller, target).await? else {
             return Err(Error::NotFound("no such member".into()).into());
         };
         if let Some(needed) = update.change.role()
@@ -173,7 +174,7 @@ impl MemberService for MemberHandler {
             )
             .into());
         }
-        queries::update(&mut conn, target, &update.change).await?;
+        write::update(&mut conn, target, &update.change).await?;
         if let Change::Role(profile) = &update.change {
             self.access
                 .identity()
@@ -204,7 +205,7 @@ impl MemberService for MemberHandler {
         if target == caller.member_id {
             return Err(Error::FailedPrecondition("admins cannot remove themselves".into()).into());
         }
-        let user_id = queries::remove(&mut conn, target)
+        let user_id = write::remove(&mut conn, target)
             .await?
             .ok_or_else(|| Error::NotFound("no such member".into()))?;
         self.access.identity().remove_membership(organization_id, user_id).await?;

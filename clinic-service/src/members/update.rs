@@ -4,9 +4,9 @@ use chrono::NaiveDate;
 use clinic_api::clinic::v1 as pb;
 use uuid::Uuid;
 
-use super::domain::{
-    DoctorFields, MemberRef, PatientFields, Profile, Violations, parse_doctor, parse_patient,
-    parse_profile,
+use super::{
+    domain::{DoctorFields, MemberRef, PatientFields, Profile},
+    validate::{Violations, parse_doctor, parse_patient, parse_profile},
 };
 use crate::{error::Error, grpc::parse_uuid, roles::Role};
 

@@ -5,7 +5,7 @@ use clinic_api::clinic::v1 as pb;
 
 use super::{
     domain::{DoctorFields, PatientFields, Profile},
-    queries::MemberRow,
+    read::MemberRow,
 };
 use crate::{grpc::timestamp, roles::Role, tenancy::Caller};
 

@@ -8,6 +8,7 @@ pub mod migrations;
 pub mod pools;
 pub mod provisioning;
 mod registry;
+mod socket;
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -17,7 +17,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -25,6 +25,9 @@ use crate::error::Error;
 /// A pooled connection to one tenant database; derefs to `tokio_postgres::Client`.
 pub type TenantConnection = managed::Object<TenantManager>;
 type TenantPool = managed::Pool<TenantManager>;
+
+/// Longest wait for a TCP connection and the PostgreSQL handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Retry step while waiting for idle connections elsewhere to be returned and evicted.
 const EVICTION_POLL: Duration = Duration::from_millis(10);
@@ -76,15 +79,13 @@ impl managed::Manager for TenantManager {
     }
 }
 
-/// Connects and drives the connection on a task that keeps `permit` until the socket closes.
+/// Connects and drives the connection on a task that keeps `permit` until the server has
+/// closed the socket (see `socket.rs`).
 async fn open(
     config: &tokio_postgres::Config,
     permit: OwnedSemaphorePermit,
 ) -> Result<(Client, JoinHandle<()>), Error> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| Error::Unavailable {
-        what: "tenant database",
-        cause: format!("connect: {e}"),
-    })?;
+    let (client, connection) = super::socket::connect(config, CONNECT_TIMEOUT).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "tenant connection ended");

@@ -1,0 +1,122 @@
+//! Reading members. Visibility is applied in SQL, so a caller never receives a row they may not
+//! see; the public-fields redaction is in `view.rs`.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{Client, GenericClient, Row};
+use uuid::Uuid;
+
+use super::domain::{DoctorFields, PatientFields, Profile};
+use crate::{error::Error, roles::Role, tenancy::Caller};
+
+/// One member as stored.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    /// `organization_user.id`.
+    pub id: Uuid,
+    /// Central user id.
+    pub user_id: Uuid,
+    /// Email copy.
+    pub email: String,
+    /// Name copy.
+    pub name: String,
+    /// Role (`None`: incomplete registration).
+    pub role: Option<Role>,
+    /// The profile of the role.
+    pub profile: Option<Profile>,
+    /// Added.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "ou.id, ou.user_id, ou.email, ou.name, ou.role, ou.created_at, \
+    ou.updated_at, d.specialization, d.license_number, d.phone_number AS d_phone, \
+    p.date_of_birth, p.phone_number AS p_phone, p.address, p.emergency_contact_name, \
+    p.emergency_contact_phone, p.blood_type, p.allergies, p.chronic_conditions";
+
+const FROM: &str = "FROM organization_user ou \
+    LEFT JOIN doctor_profile d ON d.id = ou.doctor_profile_id \
+    LEFT JOIN patient_profile p ON p.id = ou.patient_profile_id";
+
+/// Who the caller ($1 member id, $2 role) may see: admins everyone; everyone themselves and
+/// the doctors; doctors also the patients they have appointments with.
+const VISIBLE: &str = "($2 = 'admin' OR ou.id = $1 \
+    OR (ou.role = 'doctor' AND $2 IN ('doctor', 'patient')) \
+    OR ($2 = 'doctor' AND ou.role = 'patient' AND EXISTS \
+        (SELECT 1 FROM appointment a WHERE a.doctor_id = $1 AND a.patient_id = ou.id)))";
+/// Maps a tenant database error with context.
+pub(super) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| Error::tenant_db(context, &e)
+}
+
+fn from_row(row: &Row) -> MemberRow {
+    let role = Role::from_db(row.get::<_, Option<&str>>("role"));
+    let profile = role.map(|role| match role {
+        Role::Admin => Profile::Admin,
+        Role::Doctor => Profile::Doctor(DoctorFields {
+            specialization: row.get::<_, Option<String>>("specialization").unwrap_or_default(),
+            license_number: row.get::<_, Option<String>>("license_number").unwrap_or_default(),
+            phone_number: row.get::<_, Option<String>>("d_phone").unwrap_or_default(),
+        }),
+        Role::Patient => Profile::Patient(PatientFields {
+            date_of_birth: row.get("date_of_birth"),
+            phone_number: row.get::<_, Option<String>>("p_phone").unwrap_or_default(),
+            address: row.get::<_, Option<String>>("address").unwrap_or_default(),
+            emergency_contact_name: row
+                .get::<_, Option<String>>("emergency_contact_name")
+                .unwrap_or_default(),
+            emergency_contact_phone: row
+                .get::<_, Option<String>>("emergency_contact_phone")
+                .unwrap_or_default(),
+            blood_type: row.get::<_, Option<String>>("blood_type").unwrap_or_default(),
+            allergies: row.get::<_, Option<String>>("allergies").unwrap_or_default(),
+            chronic_conditions: row
+                .get::<_, Option<String>>("chronic_conditions")
+                .unwrap_or_default(),
+        }),
+    });
+    MemberRow {
+        id: row.get("id"),
+        user_id: row.get("user_id"),
+        email: row.get("email"),
+        name: row.get("name"),
+        role,
+        profile,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+/// One member and whether `caller` may see it; `None` when there is no such member.
+pub async fn get(
+    client: &impl GenericClient,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Option<(MemberRow, bool)>, Error> {
+    let sql = format!("SELECT {COLUMNS}, {VISIBLE} AS visible {FROM} WHERE ou.id = $3");
+    let row = client
+        .query_opt(&sql, &[&caller.member_id, &caller.role.as_db(), &id])
+        .await
+        .map_err(db("get member"))?;
+    Ok(row.map(|r| (from_row(&r), r.get("visible"))))
+}
+
+/// One page of the members `caller` may see, of `role` if given, after `after`, by id.
+pub async fn list(
+    client: &Client,
+    caller: &Caller,
+    role: Option<Role>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<MemberRow>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} {FROM} WHERE {VISIBLE} AND ($3::text IS NULL OR ou.role = $3) \
+         AND ($4::uuid IS NULL OR ou.id > $4) ORDER BY ou.id LIMIT $5"
+    );
+    let role = role.map(Role::as_db);
+    let rows = client
+        .query(&sql, &[&caller.member_id, &caller.role.as_db(), &role, &after, &limit])
+        .await
+        .map_err(db("list members"))?;
+    Ok(rows.iter().map(from_row).collect())
+}
