@@ -239,5 +239,26 @@ async fn both_binaries_end_to_end() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "migrate failed: {stdout}");
     assert!(stdout.contains(&format!("{org_id} main/{}: ok", org.database_name)), "{stdout}");
+    // A tenant whose history diverges is reported and makes the run fail.
+    let tenant = clinic_shared::pg::connect(&clinic_shared::pg::with_dbname(
+        &clinic_shared::pg::parse_url(&first_server_url()).unwrap(),
+        &org.database_name,
+    ))
+    .await
+    .unwrap();
+    tenant
+        .execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1", &[])
+        .await
+        .unwrap();
+    let output = Command::new(binary("clinic-service"))
+        .arg("migrate")
+        .envs(clinic_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .expect("run migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("{org_id} main/{}: FAILED", org.database_name)), "{stdout}");
     let _ = std::fs::remove_dir_all(outbox);
 }
