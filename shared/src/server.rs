@@ -5,8 +5,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// Metadata key of the request id; generated when the caller sends none.
@@ -139,5 +138,10 @@ where
         tokio::time::sleep(drain_grace).await;
         tracing::info!("draining in-flight requests");
     };
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await
+    // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming stream, or
+    // Nagle's algorithm and delayed ACKs add ~40 ms to every multi-frame response.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    router.serve_with_incoming_shutdown(incoming, signal).await
 }
