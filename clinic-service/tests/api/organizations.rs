@@ -237,3 +237,40 @@ async fn organizations_are_placed_on_the_emptier_server() {
     let on_b = placed.iter().filter(|s| *s == "b").count();
     assert_eq!(on_b, 2, "placements {placed:?} should fill both servers evenly");
 }
+
+#[tokio::test]
+async fn concurrent_retries_of_one_creation_make_one_clinic_with_one_admin() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let mut orgs = app.orgs(&owner.token);
+        let name = app.org_name("Raced");
+        tasks.spawn(async move {
+            orgs.create_organization(pb::CreateOrganizationRequest { name }).await
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let org = match r.unwrap() {
+            Ok(r) => r.into_inner().organization.unwrap(),
+            Err(e) => {
+                let logs = crate::helpers::captured_logs();
+                let errors: Vec<_> =
+                    logs.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).collect();
+                panic!("a retry failed: {e:?}\n{}", errors.join("\n"));
+            }
+        };
+        assert_eq!(org.status, pb::OrganizationStatus::Active as i32);
+        ids.push((org.id, org.database_name));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let tenant = app.tenant_client("main", &ids[0].1).await;
+    let n: i64 =
+        tenant.query_one("SELECT count(*) FROM organization_user", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    let profiles: i64 =
+        tenant.query_one("SELECT count(*) FROM admin_profile", &[]).await.unwrap().get(0);
+    assert!(profiles >= 1);
+}
