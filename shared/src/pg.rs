@@ -83,7 +83,14 @@ pub async fn create_database(
     }
     match client.batch_execute(&sql).await {
         Ok(()) => Ok(()),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // A concurrent creator makes ours fail with "already exists", or with a unique
+        // violation on pg_database when both got past the catalogue check at once.
+        Err(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -205,10 +205,12 @@ impl MemberService for MemberHandler {
         if target == caller.member_id {
             return Err(Error::FailedPrecondition("admins cannot remove themselves".into()).into());
         }
-        let user_id = write::remove(&mut conn, target)
-            .await?
-            .ok_or_else(|| Error::NotFound("no such member".into()))?;
-        self.access.identity().remove_membership(organization_id, user_id).await?;
+        let identity = self.access.identity();
+        write::remove(&mut conn, target, |user_id| {
+            identity.remove_membership(organization_id, user_id)
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound("no such member".into()))?;
         tracing::info!(member_id = %target, "member removed");
         Ok(Response::new(pb::RemoveMemberResponse {}))
     }

@@ -182,9 +182,16 @@ pub async fn update(client: &mut Client, id: Uuid, change: &Change) -> Result<()
     tx.commit().await.map_err(db("commit"))
 }
 
-/// Removes member `id` and their profile; their appointments keep their rows (FK set null).
-/// Returns the removed member's user id, or `None` when there was none.
-pub async fn remove(client: &mut Client, id: Uuid) -> Result<Option<Uuid>, Error> {
+/// Removes member `id` and its profile; their appointments keep their rows (FK set null).
+/// `forget` runs after the delete and before the commit
+/// (it removes the central membership): if it fails, nothing is removed; if the commit fails
+/// after it, the member is still here and a retry completes both. Returns the removed member's
+/// user id, or `None` when there is no such member.
+pub async fn remove<F, Fut>(client: &mut Client, id: Uuid, forget: F) -> Result<Option<Uuid>, Error>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
     let tx = client.transaction().await.map_err(db("begin"))?;
     let row = tx
         .query_opt(
@@ -202,6 +209,8 @@ pub async fn remove(client: &mut Client, id: Uuid) -> Result<Option<Uuid>, Error
                 .map_err(db("remove profile"))?;
         }
     }
+    let user_id: Uuid = row.get(0);
+    forget(user_id).await?;
     tx.commit().await.map_err(db("commit"))?;
-    Ok(Some(row.get(0)))
+    Ok(Some(user_id))
 }

@@ -103,22 +103,11 @@ async fn create_database(access: &TenantAccess, location: &Location) -> Result<(
             return Ok(());
         }
         lock(client, "SELECT pg_advisory_lock_shared($1)").await?;
-        let created = match clinic_shared::pg::create_database(
-            client,
-            &location.database,
-            Some(access.template()),
-        )
-        .await
-        {
-            // Two retries racing: the loser may hit the catalog's unique index instead of
-            // "already exists"; either way the database is there once the winner committed.
-            Err(clinic_shared::pg::PgError::Postgres(e))
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-            {
-                Ok(())
-            }
-            other => other.map_err(|e| server_error("create database", e)),
-        };
+        // Tolerates a racing retry that created it first (see `pg::create_database`).
+        let created =
+            clinic_shared::pg::create_database(client, &location.database, Some(access.template()))
+                .await
+                .map_err(|e| server_error("create database", e));
         let unlocked = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
         created?;
         unlocked
