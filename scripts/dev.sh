@@ -13,7 +13,7 @@ ensure_cargo
 ensure_postgres 5432 main
 
 log "building"
-cargo build --bins
+cargo build --workspace --bins
 
 export APP_MODE=development
 export SERVICE_TOKEN="${SERVICE_TOKEN:-dev-service-token}"

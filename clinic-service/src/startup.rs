@@ -56,7 +56,7 @@ impl Application {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
-            server::reflection().map_err(|e| Error::internal("reflection", e))?;
+            server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
         let router = server::builder()
             .layer(AuthLayer::new(Arc::new(validator)))
             .add_service(health_service)

@@ -100,7 +100,8 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), Error> {
         let state = self.state;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let (reflection_v1, reflection_v1alpha) = server::reflection().map_err(Error::internal)?;
+        let (reflection_v1, reflection_v1alpha) =
+            server::reflection(&SERVICE_NAMES).map_err(Error::internal)?;
         let guard = RequireServiceToken::new(state.config.service_token.clone());
         let router = server::builder()
             .add_service(health_service)

@@ -137,6 +137,7 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
         ] {
             assert!(services.contains(s), "{s} missing from reflection: {services}");
         }
+        assert!(!services.contains("clinic.v1"), "lists services it does not serve: {services}");
         let out = grpcurl(&["-plaintext", &addr, "describe", "identity.v1.RegisterRequest"]);
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("password"));

@@ -11,8 +11,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 /// Metadata key of the request id; generated when the caller sends none.
 pub const REQUEST_ID_KEY: &str = "x-request-id";
 
-/// Reflection services for the whole contract: `(v1, v1alpha)`.
-pub fn reflection() -> Result<
+/// Reflection services `(v1, v1alpha)` describing the whole contract but advertising only
+/// `services` (the ones this server serves) and health, so `grpcurl list` tells the truth.
+pub fn reflection(
+    services: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -23,15 +26,15 @@ pub fn reflection() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    Ok((v1, v1alpha))
+    let builder = || {
+        services.iter().copied().chain(["grpc.health.v1.Health"]).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// The tracing span of one request: method and request id (from `x-request-id`, or new).
