@@ -146,6 +146,17 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
         let health = call(&addr, "grpc.health.v1.Health/Check", "{}", &[]).expect("health");
         assert_eq!(health["status"], "SERVING");
 
+        // Bad input: INVALID_ARGUMENT with a BadRequest that grpcurl decodes via reflection.
+        let bad = call(
+            &addr,
+            "identity.v1.AuthService/Register",
+            r#"{"email":"not-an-email","name":"x","password":"short"}"#,
+            &[],
+        )
+        .expect_err("invalid registration");
+        assert!(bad.contains("InvalidArgument"), "{bad}");
+        assert!(bad.contains(r#""field":"password""#), "BadRequest not decoded: {bad}");
+
         // Register → verify → login → current user → refresh → logout.
         let email = format!("grpcurl-{}@example.com", uuid::Uuid::new_v4().simple());
         let reg = call(

@@ -30,7 +30,9 @@ pub fn reflection(
         services.iter().copied().chain(["grpc.health.v1.Health"]).fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(clinic_api::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc error details, so grpcurl can decode BadRequest and RetryInfo.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
             |builder, name| builder.with_service_name(name),
         )
     };
