@@ -1,13 +1,15 @@
 //! End to end: both real binaries, each on a free port with a fresh central database. Three
 //! users register and verify, one creates a clinic and adds a doctor and a patient; each reads
-//! what they may and is refused what they may not. `clinic-service migrate` then reports the
+//! what they may and is refused what they may not; the patient books three visits, which are
+//! approved and completed, cancelled and declined. `clinic-service migrate` then reports the
 //! clinic. Needs `cargo build --workspace --bins` first (the test script does it).
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use clinic_api::{
     clinic::v1::{
-        self as pb, member_profile::Kind, member_service_client::MemberServiceClient,
+        self as pb, appointment_service_client::AppointmentServiceClient, member_profile::Kind,
+        member_service_client::MemberServiceClient,
         organization_service_client::OrganizationServiceClient,
     },
     identity::v1::{self as ipb, auth_service_client::AuthServiceClient},
@@ -227,6 +229,106 @@ async fn both_binaries_end_to_end() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Appointments: the patient books three visits with the doctor; one is approved and
+    // completed, one cancelled by the patient, one declined by the doctor.
+    let appts = |t: &str| AppointmentServiceClient::with_interceptor(channel.clone(), bearer(t));
+    let tomorrow = chrono::Utc::now().timestamp() / 60 * 60 + 24 * 3600;
+    let mut booked = Vec::new();
+    for slot in 0..3 {
+        let appointment = appts(&patient.token)
+            .create_appointment(pb::CreateAppointmentRequest {
+                organization_id: org_id.clone(),
+                patient_id: "me".into(),
+                doctor_id: doctor_member.id.clone(),
+                start_time: Some(prost_types::Timestamp {
+                    seconds: tomorrow + slot * 30 * 60,
+                    nanos: 0,
+                }),
+                duration_minutes: 30,
+                notes: String::new(),
+            })
+            .await
+            .expect("book")
+            .into_inner()
+            .appointment
+            .unwrap();
+        assert_eq!(appointment.status, pb::AppointmentStatus::Pending as i32);
+        booked.push(appointment.id);
+    }
+    let target = |id: &str| (org_id.clone(), id.to_owned());
+    let status = |a: Option<pb::Appointment>| a.map(|a| a.status).unwrap_or_default();
+    let (organization_id, appointment_id) = target(&booked[0]);
+    let approved = appts(&doctor.token)
+        .approve_appointment(pb::ApproveAppointmentRequest { organization_id, appointment_id })
+        .await
+        .expect("approve");
+    assert_eq!(status(approved.into_inner().appointment), pb::AppointmentStatus::Approved as i32);
+    let (organization_id, appointment_id) = target(&booked[0]);
+    let completed = appts(&doctor.token)
+        .complete_appointment(pb::CompleteAppointmentRequest { organization_id, appointment_id })
+        .await
+        .expect("complete");
+    assert_eq!(status(completed.into_inner().appointment), pb::AppointmentStatus::Completed as i32);
+    let (organization_id, appointment_id) = target(&booked[1]);
+    let cancelled = appts(&patient.token)
+        .cancel_appointment(pb::CancelAppointmentRequest {
+            organization_id,
+            appointment_id,
+            reason: "cannot make it".into(),
+        })
+        .await
+        .expect("cancel");
+    assert_eq!(status(cancelled.into_inner().appointment), pb::AppointmentStatus::Cancelled as i32);
+    let (organization_id, appointment_id) = target(&booked[2]);
+    let declined = appts(&doctor.token)
+        .decline_appointment(pb::DeclineAppointmentRequest {
+            organization_id,
+            appointment_id,
+            reason: "on leave".into(),
+        })
+        .await
+        .expect("decline");
+    assert_eq!(status(declined.into_inner().appointment), pb::AppointmentStatus::Declined as i32);
+    // The patient may not approve; final states stay final.
+    let (organization_id, appointment_id) = target(&booked[2]);
+    let err = appts(&patient.token)
+        .approve_appointment(pb::ApproveAppointmentRequest { organization_id, appointment_id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let (organization_id, appointment_id) = target(&booked[2]);
+    let err = appts(&admin.token)
+        .approve_appointment(pb::ApproveAppointmentRequest { organization_id, appointment_id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Each party lists the three in start order; the history shows who did what.
+    for token in [&patient.token, &doctor.token, &admin.token] {
+        let listed = appts(token)
+            .list_appointments(pb::ListAppointmentsRequest {
+                organization_id: org_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        let ids: Vec<_> = listed.appointments.into_iter().map(|a| a.id).collect();
+        assert_eq!(ids, booked);
+    }
+    let history = appts(&patient.token)
+        .get_appointment(pb::GetAppointmentRequest {
+            organization_id: org_id.clone(),
+            appointment_id: booked[0].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .history;
+    let who: Vec<_> = history.iter().map(|h| h.changed_by_member_id.as_str()).collect();
+    assert_eq!(who, [&patient_member.id, &doctor_member.id, &doctor_member.id]);
+    // With an appointment between them, the doctor may now read the patient.
+    members(&doctor.token).get_member(get(&patient_member.id)).await.expect("doctor reads patient");
 
     // `clinic-service migrate` reports the clinic and succeeds.
     let output = Command::new(binary("clinic-service"))
