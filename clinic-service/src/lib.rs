@@ -8,6 +8,9 @@
 //! - [`organizations`], [`members`]: the gRPC services of `clinic.v1`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 
+// Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod appointments;
 pub mod auth;
 pub mod config;

@@ -4,6 +4,9 @@
 //! [`Application::build`] connects to the central database, migrates it and binds;
 //! [`Application::run_until_stopped`] serves until a signal or the shutdown handle.
 
+// Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod accounts;
 pub mod config;
 pub mod db;

@@ -3,6 +3,9 @@
 //! details for `tonic::Status`, auth metadata helpers, and PostgreSQL helpers (identifier quoting,
 //! the organization-name-to-database mapping, per-test databases).
 
+// Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -121,6 +121,8 @@ pub struct TestDatabase {
     server: Config,
 }
 
+// Test support: failing to set up a test database should fail the test loudly.
+#[allow(clippy::expect_used)]
 impl TestDatabase {
     /// The server tests use: `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`.
     pub fn server() -> Config {
