@@ -17,4 +17,16 @@ export TEST_SECOND_DATABASE_URL="${TEST_SECOND_DATABASE_URL:-postgres://postgres
 log "building the service binaries (end-to-end tests run them)"
 cargo build --workspace --bins
 log "running the tests"
-cargo test --workspace "$@"
+# Every package unless the arguments name one (-p/--package); doc-tests are skipped (there are
+# none). The last line adds up the results of every test binary.
+scope=(--workspace)
+for arg in "$@"; do
+    case "$arg" in -p | --package | -p?* | --package=*) scope=() ;; esac
+done
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+status=0
+cargo test "${scope[@]}" --lib --bins --tests "$@" 2>&1 | tee "$results" || status=$?
+awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nsummary: %d passed, %d failed\n", p, f }' "$results"
+exit "$status"
