@@ -59,27 +59,38 @@ async fn provisioning() {
     // The first clinic may migrate the template database; not part of the figures.
     app.create_org(&owner, "warm up").await;
 
-    let mut clinic = Vec::with_capacity(CLINICS);
+    // Interleaved, and no DROP DATABASE inside the loop (each one forces a checkpoint), so disk
+    // load from anything else hits both sides alike.
+    let server = connect(&parse_url(&first_server_url()).expect("url")).await.expect("connect");
+    let (mut clinic, mut plain, mut cloned) = (vec![], vec![], vec![]);
+    let mut created = Vec::new();
     for i in 0..CLINICS {
         let started = Instant::now();
         app.create_org(&owner, &format!("bench {i}")).await;
         clinic.push(started.elapsed());
-    }
 
-    let server = connect(&parse_url(&first_server_url()).expect("url")).await.expect("connect");
-    let mut plain = Vec::with_capacity(CLINICS);
-    for i in 0..CLINICS {
         let name = format!("clinic_{}_plain_{i}", app.tag);
         let started = Instant::now();
         create_database(&server, &name, None).await.expect("create database");
         plain.push(started.elapsed());
+        created.push(name);
+
+        let name = format!("clinic_{}_clone_{i}", app.tag);
+        let started = Instant::now();
+        create_database(&server, &name, Some("clinic_template")).await.expect("clone template");
+        cloned.push(started.elapsed());
+        created.push(name);
+    }
+    for name in created {
         drop_database(&server, &name).await.expect("drop database");
     }
 
     let clinic = Figures::new(clinic);
     let plain = Figures::new(plain);
+    let cloned = Figures::new(cloned);
     println!("\n== provisioning: a new clinic vs plain CREATE DATABASE");
     println!("{}", plain.line("baseline: CREATE DATABASE (empty)"));
+    println!("{}", cloned.line("CREATE DATABASE ... TEMPLATE clinic_template"));
     println!("{}", clinic.line("CreateOrganization (gRPC, end to end)"));
     println!(
         "ratio (median): {:.2}x the baseline",
