@@ -113,7 +113,9 @@ async fn create_database(access: &TenantAccess, location: &Location) -> Result<(
         unlocked
     }
     .await;
-    maintenance.close().await;
+    // The close waits for the backend to exit (the budget permit is returned then); the clinic
+    // does not need to wait for it.
+    tokio::spawn(maintenance.close());
     result
 }
 
