@@ -40,7 +40,7 @@ CREATE INDEX refresh_token_session_idx ON refresh_token (session_id);
 CREATE TABLE email_verification (
     id         uuid        PRIMARY KEY,
     user_id    uuid        NOT NULL REFERENCES app_user (id) ON DELETE CASCADE,
-    -- SHA-256 of the code.
+    -- HMAC-SHA-256 of (user, code), keyed with a secret outside the database.
     code_hash  bytea       NOT NULL,
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,

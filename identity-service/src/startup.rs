@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
-    accounts::password::Passwords,
+    accounts::{password::Passwords, verification::CodeKey},
     config::Config,
     db,
     error::Error,
@@ -63,6 +63,7 @@ impl Application {
         }
         let access_tokens =
             AccessTokens::new(&key, config.jwt_issuer.clone(), config.access_token_ttl)?;
+        let code_key = CodeKey::derive(key.as_bytes());
         let passwords =
             tokio::task::spawn_blocking(Passwords::new).await.map_err(Error::internal)??;
         let mailer = mail::from_config(&config.mail)?;
@@ -74,6 +75,7 @@ impl Application {
             config,
             passwords,
             access_tokens,
+            code_key,
             mailer,
             background: Default::default(),
         };

@@ -10,7 +10,11 @@ use deadpool_postgres::{Object, Pool};
 use tokio::task::JoinSet;
 
 use crate::{
-    accounts::password::Passwords, config::Config, error::Error, mail::Mailer, throttle::Throttle,
+    accounts::{password::Passwords, verification::CodeKey},
+    config::Config,
+    error::Error,
+    mail::Mailer,
+    throttle::Throttle,
     tokens::jwt::AccessTokens,
 };
 
@@ -24,6 +28,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Access-token signing and checking.
     pub access_tokens: AccessTokens,
+    /// Key of the stored form of verification codes.
+    pub code_key: CodeKey,
     /// Outgoing mail.
     pub mailer: Arc<dyn Mailer>,
     /// Brute-force counters.

@@ -43,7 +43,14 @@ pub async fn register(
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let user = store::insert(&*tx, new.email.as_str(), new.name.as_str(), &hash, now).await?;
-    let code = verification::issue(&*tx, user.id, state.config.verification_code_ttl, now).await?;
+    let code = verification::issue(
+        &*tx,
+        &state.code_key,
+        user.id,
+        state.config.verification_code_ttl,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user registered");
     // The account exists either way; a lost mail is fixed by ResendVerificationCode.
@@ -70,8 +77,15 @@ pub async fn verify_email(
     let user = store::by_email(&*tx, &email.normalized()).await?;
     let outcome = match &user {
         Some(user) => {
-            verification::check(&*tx, user.id, code, state.config.verification_max_attempts, now)
-                .await?
+            verification::check(
+                &*tx,
+                &state.code_key,
+                user.id,
+                code,
+                state.config.verification_max_attempts,
+                now,
+            )
+            .await?
         }
         None => Check::Rejected,
     };
@@ -108,7 +122,14 @@ pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Resul
     if user.is_verified {
         return Ok(());
     }
-    let code = verification::issue(&*tx, user.id, state.config.verification_code_ttl, now).await?;
+    let code = verification::issue(
+        &*tx,
+        &state.code_key,
+        user.id,
+        state.config.verification_code_ttl,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     // Mail in the background so the answer's timing does not depend on delivery.
     let mailer = state.mailer.clone();

@@ -1,7 +1,10 @@
-//! Email verification codes: six random digits, stored as SHA-256, expiring, single-use, and
-//! burnt after too many wrong guesses. At most one live code per user: a new one retires the rest.
+//! Email verification codes: six random digits, stored as an HMAC keyed with a secret that is
+//! not in the database (a dump does not let anyone try the million codes offline), bound to
+//! the user, expiring, single-use, and burnt after too many wrong guesses. At most one live
+//! code per user: a new one retires the rest.
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -9,6 +12,29 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::error::Error;
+
+/// The secret the stored form of codes is keyed with, derived from the token-signing key.
+#[derive(Clone)]
+pub struct CodeKey([u8; 32]);
+
+impl CodeKey {
+    /// Derives the key from secret material (the Ed25519 signing key's seed), so no extra
+    /// secret needs configuring; a new signing key only voids codes still in flight.
+    pub fn derive(secret: &[u8]) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"clinic identity: email verification codes v1\0");
+        digest.update(secret);
+        Self(digest.finalize().into())
+    }
+
+    /// HMAC-SHA-256 over the user and the code.
+    fn hash(&self, user: Uuid, code: &str) -> Result<Vec<u8>, Error> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).map_err(Error::internal)?;
+        mac.update(user.as_bytes());
+        mac.update(code.trim().as_bytes());
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+}
 
 /// A fresh code, never logged.
 pub struct Code(pub String);
@@ -18,19 +44,12 @@ impl Code {
     pub fn generate() -> Self {
         Code(format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32)))
     }
-
-    fn hash(&self) -> Vec<u8> {
-        hash(&self.0)
-    }
-}
-
-fn hash(code: &str) -> Vec<u8> {
-    Sha256::digest(code.trim().as_bytes()).to_vec()
 }
 
 /// Stores a new code for `user`, expiring `ttl` after `now`, retiring the user's older codes.
 pub async fn issue(
     db: &impl GenericClient,
+    key: &CodeKey,
     user: Uuid,
     ttl: std::time::Duration,
     now: DateTime<Utc>,
@@ -45,7 +64,7 @@ pub async fn issue(
     db.execute(
         "INSERT INTO email_verification (id, user_id, code_hash, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5)",
-        &[&Uuid::new_v4(), &user, &code.hash(), &now, &expires],
+        &[&Uuid::new_v4(), &user, &key.hash(user, &code.0)?, &now, &expires],
     )
     .await?;
     Ok(code)
@@ -64,6 +83,7 @@ pub enum Check {
 /// the code after `max_attempts` wrong guesses. Run inside a transaction.
 pub async fn check(
     db: &impl GenericClient,
+    key: &CodeKey,
     user: Uuid,
     code: &str,
     max_attempts: i32,
@@ -81,7 +101,7 @@ pub async fn check(
     let id: Uuid = row.try_get("id")?;
     let stored: Vec<u8> = row.try_get("code_hash")?;
     let attempts: i32 = row.try_get("attempts")?;
-    if bool::from(stored.ct_eq(&hash(code))) {
+    if bool::from(stored.ct_eq(&key.hash(user, code)?)) {
         db.execute("UPDATE email_verification SET used_at = $2 WHERE id = $1", &[&id, &now])
             .await?;
         return Ok(Check::Accepted);
@@ -99,6 +119,17 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_codes_depend_on_the_key_and_the_user() {
+        let key = CodeKey::derive(b"secret one");
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let stored = key.hash(alice, "123456").unwrap();
+        assert_eq!(stored, key.hash(alice, " 123456 ").unwrap());
+        assert_ne!(stored, key.hash(bob, "123456").unwrap());
+        assert_ne!(stored, CodeKey::derive(b"secret two").hash(alice, "123456").unwrap());
+        assert_ne!(stored, Sha256::digest(b"123456").to_vec());
+    }
 
     #[test]
     fn codes_are_six_digits() {
