@@ -38,7 +38,11 @@ ensure_postgres() {
     data="$DEV_DIR/pg-$name"
     mkdir -p "$DEV_DIR"
     if [ "$(id -u)" -eq 0 ]; then
-        # initdb refuses to run as root: the cluster belongs to the postgres system user.
+        # initdb refuses to run as root: the cluster belongs to the postgres system user, who
+        # must be able to reach it (not so under a private home such as /root).
+        if ! runuser -u postgres -- test -x "$DEV_DIR"; then
+            data="/var/lib/postgresql/clinic-dev/pg-$name"
+        fi
         mkdir -p "$data"
         chown postgres:postgres "$data"
         chmod 700 "$data"
@@ -46,11 +50,11 @@ ensure_postgres() {
     fi
     if [ ! -f "$data/PG_VERSION" ]; then
         log "creating a private PostgreSQL cluster in $data"
-        "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+        (cd / && "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null)
     fi
     log "starting a private PostgreSQL on 127.0.0.1:$port"
-    "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-        -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+        -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null)
     pg_isready -q -h 127.0.0.1 -p "$port" -t 30
 }
 
