@@ -231,6 +231,63 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
 }
 
 #[tokio::test]
+async fn remove_member_during_an_identity_outage_removes_nothing_and_a_retry_completes() {
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let app = spawn_with(Options {
+        tweak: Box::new(move |c| {
+            c.identity_url = format!("http://{proxy_addr}");
+            // The admin's token stays validated through the outage: only RemoveMembership fails.
+            c.token_cache_ttl = Duration::from_secs(600);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let admin = app.user("admin").await;
+    let patient = app.user("patient").await;
+    let org = app.create_org(&admin, "Removal").await;
+    let member = app.add_member(&admin, &org.id, &patient, pb::Role::Patient, None).await;
+    let get =
+        pb::GetMemberRequest { organization_id: org.id.clone(), member_id: member.id.clone() };
+    let remove =
+        pb::RemoveMemberRequest { organization_id: org.id.clone(), member_id: member.id.clone() };
+    app.members(&admin.token).get_member(get.clone()).await.expect("cache the admin's token");
+
+    forwarder.abort();
+    let _ = forwarder.await;
+    let err = app.members(&admin.token).remove_member(remove.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    app.members(&admin.token).get_member(get.clone()).await.expect("still a member");
+
+    let proxy = TcpListener::bind(proxy_addr).await.expect("rebind proxy port");
+    let _forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match app.members(&admin.token).remove_member(remove.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("retry did not complete: {e:?}"),
+        }
+    }
+    let gone = app.members(&admin.token).get_member(get).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let memberships = app
+        .directory()
+        .list_user_memberships(ipb::ListUserMembershipsRequest {
+            user_id: patient.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("memberships")
+        .into_inner()
+        .memberships;
+    assert!(memberships.is_empty(), "central register still lists the removed member");
+}
+
+#[tokio::test]
 async fn a_spent_budget_answers_resource_exhausted_not_a_hang() {
     let app = spawn_with(Options {
         tweak: Box::new(|c| {
