@@ -43,14 +43,7 @@ pub async fn register(
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let user = store::insert(&*tx, new.email.as_str(), new.name.as_str(), &hash, now).await?;
-    let code = verification::issue(
-        &*tx,
-        &state.code_key,
-        user.id,
-        state.config.verification_code_ttl,
-        now,
-    )
-    .await?;
+    let code = issue_code(&*tx, state, user.id, now).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user registered");
     // The account exists either way; a lost mail is fixed by ResendVerificationCode.
@@ -122,14 +115,7 @@ pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Resul
     if user.is_verified {
         return Ok(());
     }
-    let code = verification::issue(
-        &*tx,
-        &state.code_key,
-        user.id,
-        state.config.verification_code_ttl,
-        now,
-    )
-    .await?;
+    let code = issue_code(&*tx, state, user.id, now).await?;
     tx.commit().await?;
     // Mail in the background so the answer's timing does not depend on delivery.
     let mailer = state.mailer.clone();
@@ -139,4 +125,14 @@ pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Resul
         }
     });
     Ok(())
+}
+
+/// A new verification code for `user`, with the configured lifetime and key.
+async fn issue_code(
+    db: &impl tokio_postgres::GenericClient,
+    state: &AppState,
+    user: uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<verification::Code, Error> {
+    verification::issue(db, &state.code_key, user, state.config.verification_code_ttl, now).await
 }
