@@ -24,6 +24,9 @@ pub enum Error {
     /// The request is forbidden in the current state.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// A concurrent transaction won and retrying here did not help; the client may retry.
+    #[error("aborted: {0}")]
+    Aborted(String),
     /// No database connection could be had within the acquire timeout.
     #[error("resource exhausted: {0}")]
     Exhausted(String),
@@ -51,9 +54,12 @@ impl Error {
         Self::Internal(format!("{context}: {cause}"))
     }
 
-    /// A tenant database failure: connection-level problems are UNAVAILABLE, the rest INTERNAL.
+    /// A tenant database failure: connection-level problems are UNAVAILABLE, transactions lost
+    /// to concurrent ones ABORTED, the rest INTERNAL.
     pub fn tenant_db(context: &str, e: &tokio_postgres::Error) -> Self {
-        if e.as_db_error().is_none() {
+        if clinic_shared::pg::is_transaction_conflict(e) {
+            Self::Aborted(format!("{context}: a concurrent change won; retry"))
+        } else if e.as_db_error().is_none() {
             Self::Unavailable { what: "tenant database", cause: format!("{context}: {e}") }
         } else {
             Self::Internal(format!("{context}: {}", describe_pg(e)))
@@ -79,11 +85,41 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Aborted(m) => Status::aborted(m),
             Error::Exhausted(m) => {
                 clinic_shared::error::throttled(&m, std::time::Duration::from_secs(1))
             }
             Error::Unavailable { what, cause } => unavailable(what, &cause),
             Error::Internal(cause) => internal(&cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clinic_shared::pg::{TestDatabase, connect, with_dbname};
+    use tonic::Code;
+
+    use super::Error;
+
+    /// Real errors from the server, raised with the SQLSTATE under test.
+    async fn raise(sqlstate: &str) -> tokio_postgres::Error {
+        let client = connect(&with_dbname(&TestDatabase::server(), "postgres")).await.unwrap();
+        let sql =
+            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
+        client.batch_execute(&sql).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn tenant_database_errors_map_to_codes() {
+        for (sqlstate, code) in [
+            ("40P01", Code::Aborted),  // deadlock detected
+            ("40001", Code::Aborted),  // serialization failure
+            ("23P01", Code::Internal), // an exclusion violation nobody mapped is a bug
+            ("XX000", Code::Internal),
+        ] {
+            let status = tonic::Status::from(Error::tenant_db("test", &raise(sqlstate).await));
+            assert_eq!(status.code(), code, "{sqlstate}");
         }
     }
 }

@@ -61,6 +61,17 @@ pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError>
     Ok(client)
 }
 
+/// Whether PostgreSQL aborted the transaction only because it ran into a concurrent one
+/// (deadlock detected, serialization failure): running the same transaction again is the
+/// documented remedy, and it then sees what the other one committed.
+pub fn is_transaction_conflict(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
 /// Whether database `name` exists on the server `client` is connected to.
 pub async fn database_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool, PgError> {
     let row = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?;

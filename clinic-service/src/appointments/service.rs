@@ -13,8 +13,40 @@ use super::{
     requests::{CreateAppointment, ListAppointments, Transition},
 };
 
+/// How often a transaction that PostgreSQL aborted because of a concurrent one is run in all.
+const ATTEMPTS: u32 = 4;
+
+/// Whether to run a transaction again that ended with `result` on try number `attempt`: only
+/// when PostgreSQL aborted it because of a concurrent transaction. Two bookings that overlap
+/// each other both insert, then each waits for the other's verdict on the exclusion
+/// constraint; PostgreSQL breaks that deadlock by aborting one, whose rerun then sees the
+/// committed row and gets a clean overlap error.
+fn run_again<T>(result: &Result<T, Error>, attempt: u32) -> bool {
+    let Err(Error::Database(e)) = result else { return false };
+    let again = attempt < ATTEMPTS && clinic_shared::pg::is_transaction_conflict(e);
+    if again {
+        tracing::debug!(attempt, sqlstate = ?e.code(), "transaction conflict; running it again");
+    }
+    again
+}
+
 /// Books a PENDING appointment and records the booking in its history.
 pub async fn create(
+    client: &mut Client,
+    actor: &Actor,
+    req: &CreateAppointment,
+) -> Result<Appointment, Error> {
+    let mut attempt = 1;
+    loop {
+        let result = create_once(client, actor, req).await;
+        if !run_again(&result, attempt) {
+            return result;
+        }
+        attempt += 1;
+    }
+}
+
+async fn create_once(
     client: &mut Client,
     actor: &Actor,
     req: &CreateAppointment,
@@ -77,6 +109,21 @@ pub async fn get(
 /// Applies a transition: locks the row, checks visibility, permission and the transition
 /// table, updates the state and appends to the history, all in one transaction.
 pub async fn transition(
+    client: &mut Client,
+    actor: &Actor,
+    req: &Transition,
+) -> Result<Appointment, Error> {
+    let mut attempt = 1;
+    loop {
+        let result = transition_once(client, actor, req).await;
+        if !run_again(&result, attempt) {
+            return result;
+        }
+        attempt += 1;
+    }
+}
+
+async fn transition_once(
     client: &mut Client,
     actor: &Actor,
     req: &Transition,

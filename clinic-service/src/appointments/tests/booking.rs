@@ -53,6 +53,45 @@ async fn fifty_concurrent_bookings_of_one_slot() {
     assert_eq!(t.count("appointment_status_history").await, 1);
 }
 
+/// A booking that PostgreSQL aborts to break a deadlock is run again, not reported as a
+/// failure. The deadlock is built step by step: another transaction holds a booking of the
+/// same doctor that the service's overlaps, so the service's insert waits for it; that
+/// transaction then books the doctor right after its first visit, overlapping the service's
+/// uncommitted row, so it waits for the service. The service's backend waited first, finds the
+/// cycle first and is aborted; once the other transaction rolls back, the rerun books the slot.
+#[tokio::test]
+async fn a_booking_aborted_to_break_a_deadlock_is_run_again() {
+    let t = Tenant::new().await;
+    let doctor = t.doctor().await;
+    let (p1, p2) = (t.patient().await, t.patient().await);
+    let start = hours_ahead(30);
+    let insert = "INSERT INTO appointment (patient_id, doctor_id, appointment_date_time) \
+                  VALUES ($1, $2, $3)";
+
+    let mut other = t.connect().await;
+    let other = other.transaction().await.unwrap();
+    other.execute(insert, &[&p1.member_id, &doctor.member_id, &start]).await.unwrap();
+
+    let mut conn = t.connect().await;
+    let req = booking(p2.member_id, doctor.member_id, start + Duration::minutes(15), 30);
+    let booked = tokio::spawn(async move { service::create(&mut conn, &p2, &req).await });
+    t.wait_for_lock_waiters(1).await;
+
+    // Back-to-back with its own first visit, overlapping the service's uncommitted one.
+    let second = start + Duration::minutes(30);
+    other
+        .execute(insert, &[&p1.member_id, &doctor.member_id, &second])
+        .await
+        .expect("the service's backend waited first, so it is the one PostgreSQL aborts");
+    t.wait_for_lock_waiters(1).await; // the rerun waits for `other` again
+    other.rollback().await.unwrap();
+
+    let booked = booked.await.unwrap().expect("the rerun books the slot");
+    assert_eq!(booked.parties.patient_id, Some(p2.member_id));
+    assert_eq!(t.count("appointment").await, 1);
+    assert_eq!(t.count("appointment_status_history").await, 1);
+}
+
 #[tokio::test]
 async fn overlap_rules() {
     let mut t = Tenant::new().await;

@@ -39,6 +39,20 @@ impl Tenant {
         Self { db, client }
     }
 
+    /// Waits until exactly `n` sessions of this database wait for a lock.
+    pub async fn wait_for_lock_waiters(&self, n: i64) {
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        for _ in 0..500 {
+            let row = self.client.query_one(sql, &[]).await.expect("pg_stat_activity");
+            if row.get::<_, i64>(0) == n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("never saw {n} sessions waiting for a lock");
+    }
+
     /// Another connection to the same database.
     pub async fn connect(&self) -> Client {
         connect(&self.db.config).await.expect("connect")
