@@ -18,7 +18,8 @@ log "building the service binaries (end-to-end tests run them)"
 cargo build --workspace --bins
 log "running the tests"
 # Every package unless the arguments name one (-p/--package); doc-tests are skipped (there are
-# none). The last line adds up the results of every test binary.
+# none). --no-fail-fast runs every test binary even after one fails, so the last line, which
+# adds up their results, covers the whole suite.
 scope=(--workspace)
 for arg in "$@"; do
     case "$arg" in -p | --package | -p?* | --package=*) scope=() ;; esac
@@ -26,7 +27,7 @@ done
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 status=0
-cargo test "${scope[@]}" --lib --bins --tests "$@" 2>&1 | tee "$results" || status=$?
+cargo test "${scope[@]}" --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$results" || status=$?
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\nsummary: %d passed, %d failed\n", p, f }' "$results"
 exit "$status"
