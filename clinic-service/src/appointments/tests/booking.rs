@@ -76,6 +76,9 @@ async fn a_booking_aborted_to_break_a_deadlock_is_run_again() {
     let req = booking(p2.member_id, doctor.member_id, start + Duration::minutes(15), 30);
     let booked = tokio::spawn(async move { service::create(&mut conn, &p2, &req).await });
     t.wait_for_lock_waiters(1).await;
+    // PostgreSQL looks for a cycle `deadlock_timeout` (1 s) after a backend starts waiting, and
+    // the backend that finds it is the one aborted; a head start keeps that the service's.
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
 
     // Back-to-back with its own first visit, overlapping the service's uncommitted one.
     let second = start + Duration::minutes(30);
