@@ -6,13 +6,10 @@
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
-use clinic_api::{
-    clinic::v1::{
-        self as pb, appointment_service_client::AppointmentServiceClient, member_profile::Kind,
-        member_service_client::MemberServiceClient,
-        organization_service_client::OrganizationServiceClient,
-    },
-    identity::v1::{self as ipb, auth_service_client::AuthServiceClient},
+use clinic_api::clinic::v1::{
+    self as pb, appointment_service_client::AppointmentServiceClient, member_profile::Kind,
+    member_service_client::MemberServiceClient,
+    organization_service_client::OrganizationServiceClient,
 };
 use clinic_shared::pg::TestDatabase;
 use tokio::{
@@ -21,7 +18,7 @@ use tokio::{
 };
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{TenantCleanup, bearer, first_server_url};
+use crate::helpers::{TenantCleanup, TestUser, bearer, first_server_url, sign_up};
 
 fn binary(name: &str) -> PathBuf {
     let clinic = PathBuf::from(env!("CARGO_BIN_EXE_clinic-service"));
@@ -58,37 +55,9 @@ async fn start(name: &str, env: &[(&str, String)]) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
-struct User {
-    email: String,
-    token: String,
-}
-
-async fn user(identity: &str, label: &str) -> User {
-    let mut auth = AuthServiceClient::connect(identity.to_owned()).await.expect("identity up");
-    let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "e2e password that is long enough".to_owned();
-    let reg = auth
-        .register(ipb::RegisterRequest {
-            email: email.clone(),
-            name: format!("{label} {}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
-            password: password.clone(),
-        })
-        .await
-        .expect("register")
-        .into_inner();
-    assert!(!reg.verification_code.is_empty(), "development mode returns the code");
-    auth.verify_email(ipb::VerifyEmailRequest {
-        email: email.clone(),
-        code: reg.verification_code,
-    })
-    .await
-    .expect("verify");
-    let login = auth
-        .login(ipb::LoginRequest { email: email.clone(), password })
-        .await
-        .expect("login")
-        .into_inner();
-    User { email, token: login.tokens.expect("tokens").access_token }
+async fn user(identity: &str, label: &str) -> TestUser {
+    let channel = Channel::from_shared(identity.to_owned()).expect("identity url").connect_lazy();
+    sign_up(channel, label, true).await
 }
 
 #[tokio::test]

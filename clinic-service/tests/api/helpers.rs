@@ -285,40 +285,7 @@ impl TestApp {
 
     /// Registers a user (optionally verifying the email) and logs in.
     pub async fn user_with(&self, label: &str, verify: bool) -> TestUser {
-        let mut auth = AuthServiceClient::new(self.identity_channel());
-        let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
-        let name = format!("{label} {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let password = "correct horse battery staple 42".to_owned();
-        let reg = auth
-            .register(ipb::RegisterRequest {
-                email: email.clone(),
-                name: name.clone(),
-                password: password.clone(),
-            })
-            .await
-            .expect("register")
-            .into_inner();
-        if verify {
-            auth.verify_email(ipb::VerifyEmailRequest {
-                email: email.clone(),
-                code: reg.verification_code,
-            })
-            .await
-            .expect("verify");
-        }
-        let login = auth
-            .login(ipb::LoginRequest { email: email.clone(), password })
-            .await
-            .expect("login")
-            .into_inner();
-        let tokens = login.tokens.expect("tokens");
-        TestUser {
-            id: login.user.expect("user").id,
-            email,
-            name,
-            token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-        }
+        sign_up(self.identity_channel(), label, verify).await
     }
 
     /// A verified, logged-in user.
@@ -424,4 +391,43 @@ pub struct Clinic {
     pub doctor_member: pb::Member,
     /// The patient's member row.
     pub patient_member: pb::Member,
+}
+
+/// Registers a user with identity-service at `identity` (optionally verifying the email; the
+/// code comes back in development mode) and logs in.
+pub async fn sign_up(identity: Channel, label: &str, verify: bool) -> TestUser {
+    let mut auth = AuthServiceClient::new(identity);
+    let email = format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
+    let name = format!("{label} {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let password = "correct horse battery staple 42".to_owned();
+    let reg = auth
+        .register(ipb::RegisterRequest {
+            email: email.clone(),
+            name: name.clone(),
+            password: password.clone(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    if verify {
+        auth.verify_email(ipb::VerifyEmailRequest {
+            email: email.clone(),
+            code: reg.verification_code,
+        })
+        .await
+        .expect("verify");
+    }
+    let login = auth
+        .login(ipb::LoginRequest { email: email.clone(), password })
+        .await
+        .expect("login")
+        .into_inner();
+    let tokens = login.tokens.expect("tokens");
+    TestUser {
+        id: login.user.expect("user").id,
+        email,
+        name,
+        token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+    }
 }
