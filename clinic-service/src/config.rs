@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clinic_shared::config::{self, ConfigError, Mode};
+use clinic_shared::{
+    config::{self, ConfigError, Mode},
+    limits::Limits,
+};
 use secrecy::SecretString;
 
 /// One PostgreSQL server that may hold tenant databases.
@@ -31,7 +34,8 @@ impl std::fmt::Debug for TenantServer {
 pub struct Config {
     /// `CLINIC_ADDR` (default `127.0.0.1:50052`): address to listen on; port 0 picks one.
     pub addr: SocketAddr,
-    /// `IDENTITY_URL` (default `http://127.0.0.1:50051`): identity-service's gRPC endpoint.
+    /// `IDENTITY_URL` (default `http://127.0.0.1:50061`): identity-service's internal listener
+    /// (`IDENTITY_INTERNAL_ADDR` there).
     pub identity_url: String,
     /// `SERVICE_TOKEN` (development default `dev-service-token`; required in production):
     /// the shared secret sent as `x-service-token` on identity-service's internal RPCs.
@@ -66,6 +70,9 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_SECS` (default 0 in development, 5 in production): how long health
     /// reports NOT_SERVING before the server stops accepting.
     pub shutdown_grace: Duration,
+    /// Server limits (`MAX_CONCURRENT_REQUESTS`, `MAX_CONCURRENT_STREAMS`,
+    /// `REQUEST_TIMEOUT_SECS`, `MAX_REQUEST_BYTES`): see [`Limits`].
+    pub limits: Limits,
     /// Name of the migrated template database cloned for new clinics on every server
     /// (`clinic_template`, reserved by the name mapping).
     pub template_database: String,
@@ -88,7 +95,8 @@ impl Config {
         let default_grace = if mode == Mode::Development { 0 } else { 5 };
         Ok(Self {
             addr: config::parse("CLINIC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
-            identity_url: config::string("IDENTITY_URL", "http://127.0.0.1:50051"),
+            identity_url: config::string("IDENTITY_URL", "http://127.0.0.1:50061"),
+            limits: Limits::from_env()?,
             service_token,
             mode,
             tenant_servers: parse_servers(&config::string(
@@ -118,6 +126,7 @@ impl Config {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             identity_url,
+            limits: Limits::default(),
             service_token: SecretString::from("test-service-token"),
             mode: Mode::Development,
             tenant_servers,
@@ -127,7 +136,9 @@ impl Config {
             application_name: format!("clinic-test-{}", uuid::Uuid::new_v4().simple()),
             token_cache_ttl: Duration::from_secs(5),
             token_cache_capacity: 1000,
-            identity_timeout: Duration::from_secs(2),
+            // Generous: creations reserve their names one at a time centrally, and tests create
+            // dozens at once on a loaded 2-core machine.
+            identity_timeout: Duration::from_secs(5),
             migration_concurrency: 4,
             migrate_on_start: false,
             shutdown_grace: Duration::ZERO,

@@ -30,6 +30,10 @@ pub enum Error {
     /// No database connection could be had within the acquire timeout.
     #[error("resource exhausted: {0}")]
     Exhausted(String),
+    /// identity-service refused with an answer meant for the caller as it is (RESOURCE_EXHAUSTED
+    /// with its `RetryInfo` or `QuotaFailure` details).
+    #[error("refused by identity-service: {}", .0.message())]
+    Refused(Box<Status>),
     /// A dependency (identity-service, a tenant server) is down.
     #[error("{what} unavailable: {cause}")]
     Unavailable {
@@ -47,6 +51,12 @@ impl Error {
     /// INVALID_ARGUMENT for one field.
     pub fn field(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// The one answer for a clinic that does not exist *or* that the caller is not an active
+    /// member of: the two must be indistinguishable.
+    pub fn organization_not_found() -> Self {
+        Self::NotFound("organization not found".into())
     }
 
     /// An unexpected failure with context.
@@ -89,6 +99,7 @@ impl From<Error> for Status {
             Error::Exhausted(m) => {
                 clinic_shared::error::throttled(&m, std::time::Duration::from_secs(1))
             }
+            Error::Refused(status) => *status,
             Error::Unavailable { what, cause } => unavailable(what, &cause),
             Error::Internal(cause) => internal(&cause),
         }

@@ -26,17 +26,3 @@ pub mod tenancy;
 pub use config::Config;
 pub use error::Error;
 pub use startup::Application;
-
-use tonic::transport::server::Router;
-use tower::layer::util::{Identity, Stack};
-
-/// Adds the services of other modules (appointments) to the router.
-fn extra_services(
-    router: Router<Stack<auth::AuthLayer, Identity>>,
-    access: &tenancy::TenantAccess,
-) -> Router<Stack<auth::AuthLayer, Identity>> {
-    use clinic_api::clinic::v1::appointment_service_server::AppointmentServiceServer;
-    router.add_service(AppointmentServiceServer::new(appointments::AppointmentHandler::new(
-        access.clone(),
-    )))
-}

@@ -4,15 +4,20 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use clinic_api::clinic::v1::{
+    appointment_service_server::AppointmentServiceServer,
     member_service_server::MemberServiceServer,
     organization_service_server::OrganizationServiceServer,
 };
-use clinic_shared::server::{self, ShutdownHandle};
+use clinic_shared::{
+    limits::ShedLayer,
+    server::{self, ShutdownHandle},
+};
 use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 use tower::layer::util::{Identity, Stack};
 
 use crate::{
+    appointments::AppointmentHandler,
     auth::{AuthLayer, TokenCache, TokenValidator},
     config::Config,
     error::Error,
@@ -30,7 +35,7 @@ const SERVICES: &[&str] =
 pub struct Application {
     address: SocketAddr,
     listener: TcpListener,
-    router: Router<Stack<AuthLayer, Identity>>,
+    router: Router<Stack<AuthLayer, Stack<ShedLayer, Identity>>>,
     health: tonic_health::server::HealthReporter,
     access: TenantAccess,
     config: Config,
@@ -57,14 +62,26 @@ impl Application {
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
-        let router = server::builder()
+        let limits = &config.limits;
+        let organizations =
+            OrganizationServiceServer::new(OrganizationHandler::new(access.clone()))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes);
+        let members = MemberServiceServer::new(MemberHandler::new(access.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
+        let appointments = AppointmentServiceServer::new(AppointmentHandler::new(access.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
+        // Requests beyond the limit are shed before their token is even checked.
+        let router = server::builder(limits)
             .layer(AuthLayer::new(Arc::new(validator)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(OrganizationServiceServer::new(OrganizationHandler::new(access.clone())))
-            .add_service(MemberServiceServer::new(MemberHandler::new(access.clone())));
-        let router = crate::extra_services(router, &access);
+            .add_service(organizations)
+            .add_service(members)
+            .add_service(appointments);
         let (listener, address) =
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
         let (shutdown, stopped) = ShutdownHandle::new();

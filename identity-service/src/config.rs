@@ -2,15 +2,43 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clinic_shared::config::{self as env, ConfigError, Mode};
+use clinic_shared::{
+    config::{self as env, ConfigError, Mode},
+    limits::Limits,
+};
 use secrecy::SecretString;
+
+use crate::peer::TrustedProxies;
 
 /// Everything identity-service needs to start. Every field has an environment variable; its
 /// default is given on the field.
 #[derive(Clone)]
 pub struct Config {
-    /// `IDENTITY_ADDR`, default `127.0.0.1:50051`: where the gRPC server listens.
+    /// `IDENTITY_ADDR`, default `127.0.0.1:50051`: the public listener (`AuthService`, health,
+    /// reflection), the one to publish.
     pub addr: SocketAddr,
+    /// `IDENTITY_INTERNAL_ADDR`, default `127.0.0.1:50061`: the internal listener
+    /// (`TokenService`, `DirectoryService`, health, reflection) for clinic-service only; never
+    /// publish it.
+    pub internal_addr: SocketAddr,
+    /// Server limits (`MAX_CONCURRENT_REQUESTS`, `MAX_CONCURRENT_STREAMS`,
+    /// `REQUEST_TIMEOUT_SECS`, `MAX_REQUEST_BYTES`): see [`Limits`].
+    pub limits: Limits,
+    /// `TRUSTED_PROXIES`, default none: comma-separated addresses or CIDR ranges of reverse
+    /// proxies whose `x-forwarded-for` is believed when counting attempts per client.
+    pub trusted_proxies: TrustedProxies,
+    /// `HASH_WORKERS`, default all cores but one (at least 1): password hashes running at once.
+    pub hash_workers: usize,
+    /// `HASH_QUEUE`, default 8: requests waiting for a hashing worker; beyond that
+    /// RESOURCE_EXHAUSTED at once.
+    pub hash_queue: usize,
+    /// `UNVERIFIED_ACCOUNT_TTL_SECS`, default 604800 (7 days): accounts not verified by then are
+    /// deleted, freeing their email and name.
+    pub unverified_account_ttl: Duration,
+    /// `MAX_CLINICS_PER_USER`, default 10: organizations one user may create.
+    pub max_clinics_per_user: u32,
+    /// `JANITOR_INTERVAL_SECS`, default 60: how often expired counters and accounts are swept.
+    pub janitor_interval: Duration,
     /// `IDENTITY_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/clinic_db`: the
     /// central database; created at start-up when missing.
     pub database: tokio_postgres::Config,
@@ -58,21 +86,27 @@ pub struct MailConfig {
     pub outbox_dir: PathBuf,
 }
 
-/// Limits on failed attempts, counted in fixed windows in memory.
+/// Abuse limits, counted in fixed windows in the central database (shared by every replica).
+/// None can be switched off: every limit and the window must be at least 1.
 #[derive(Clone, Debug)]
 pub struct ThrottleConfig {
     /// `THROTTLE_WINDOW_SECS`, default 900: length of a counting window.
     pub window: Duration,
-    /// `LOGIN_MAX_FAILURES_PER_ACCOUNT`, default 5: failed logins per email per window.
+    /// `LOGIN_MAX_FAILURES_PER_ACCOUNT`, default 5: login attempts per email per window (a
+    /// success clears the count).
     pub account_failures: u32,
-    /// `LOGIN_MAX_FAILURES_PER_PEER`, default 20: failed logins per peer IP per window.
+    /// `LOGIN_MAX_FAILURES_PER_PEER`, default 20: failed logins per client per window.
     pub peer_failures: u32,
     /// `VERIFY_MAX_FAILURES_PER_ACCOUNT`, default 5: wrong codes per email per window.
     pub verify_failures: u32,
     /// `RESEND_MAX_PER_ACCOUNT`, default 5: verification mails per email per window.
     pub resend_per_account: u32,
-    /// `THROTTLE_MAX_ENTRIES`, default 100000: bound on tracked keys (memory).
-    pub max_entries: usize,
+    /// `RESEND_MAX_PER_PEER`, default 20: ResendVerificationCode calls per client per window.
+    pub resend_per_peer: u32,
+    /// `REGISTER_MAX_PER_PEER`, default 10: registrations per client per window.
+    pub register_per_peer: u32,
+    /// `CREATE_ORGANIZATION_MAX_PER_USER`, default 5: clinics one user may create per window.
+    pub create_organization_per_user: u32,
 }
 
 impl Default for ThrottleConfig {
@@ -83,13 +117,28 @@ impl Default for ThrottleConfig {
             peer_failures: 20,
             verify_failures: 5,
             resend_per_account: 5,
-            max_entries: 100_000,
+            resend_per_peer: 20,
+            register_per_peer: 10,
+            create_organization_per_user: 5,
         }
     }
 }
 
 fn secs(name: &str, default: u64) -> Result<Duration, ConfigError> {
     env::parse(name, default).map(Duration::from_secs)
+}
+
+/// A limit that cannot be switched off: 0 is a start-up error, not "unlimited".
+fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
+    match env::parse(name, default)? {
+        0 => Err(ConfigError::new(name, "must be at least 1 (limits cannot be switched off)")),
+        n => Ok(n),
+    }
+}
+
+/// All cores but one, so reads keep a core while passwords are hashed.
+fn default_hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Config {
@@ -108,8 +157,27 @@ impl Config {
             return Err(ConfigError::new("JWT_PRIVATE_KEY_FILE", "required in production mode"));
         }
         let d = ThrottleConfig::default();
+        let window = secs("THROTTLE_WINDOW_SECS", d.window.as_secs())?;
+        if window.is_zero() {
+            return Err(ConfigError::new("THROTTLE_WINDOW_SECS", "must be at least 1"));
+        }
+        let hash_workers = env::parse("HASH_WORKERS", default_hash_workers())?;
+        if hash_workers == 0 {
+            return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
+        }
         Ok(Config {
             addr: env::parse("IDENTITY_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
+            internal_addr: env::parse(
+                "IDENTITY_INTERNAL_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 50061)),
+            )?,
+            limits: Limits::from_env()?,
+            trusted_proxies: env::parse("TRUSTED_PROXIES", TrustedProxies::default())?,
+            hash_workers,
+            hash_queue: env::parse("HASH_QUEUE", 8)?,
+            unverified_account_ttl: secs("UNVERIFIED_ACCOUNT_TTL_SECS", 7 * 24 * 3600)?,
+            max_clinics_per_user: limit("MAX_CLINICS_PER_USER", 10)?,
+            janitor_interval: secs("JANITOR_INTERVAL_SECS", 60)?.max(Duration::from_secs(1)),
             database,
             pool_size: env::parse("DATABASE_POOL_SIZE", 16)?,
             pool_wait: secs("DATABASE_POOL_WAIT_SECS", 5)?,
@@ -127,25 +195,38 @@ impl Config {
                 outbox_dir: PathBuf::from(env::string("MAIL_OUTBOX_DIR", ".dev/outbox")),
             },
             throttle: ThrottleConfig {
-                window: secs("THROTTLE_WINDOW_SECS", d.window.as_secs())?,
-                account_failures: env::parse("LOGIN_MAX_FAILURES_PER_ACCOUNT", d.account_failures)?,
-                peer_failures: env::parse("LOGIN_MAX_FAILURES_PER_PEER", d.peer_failures)?,
-                verify_failures: env::parse("VERIFY_MAX_FAILURES_PER_ACCOUNT", d.verify_failures)?,
-                resend_per_account: env::parse("RESEND_MAX_PER_ACCOUNT", d.resend_per_account)?,
-                max_entries: env::parse("THROTTLE_MAX_ENTRIES", d.max_entries)?,
+                window,
+                account_failures: limit("LOGIN_MAX_FAILURES_PER_ACCOUNT", d.account_failures)?,
+                peer_failures: limit("LOGIN_MAX_FAILURES_PER_PEER", d.peer_failures)?,
+                verify_failures: limit("VERIFY_MAX_FAILURES_PER_ACCOUNT", d.verify_failures)?,
+                resend_per_account: limit("RESEND_MAX_PER_ACCOUNT", d.resend_per_account)?,
+                resend_per_peer: limit("RESEND_MAX_PER_PEER", d.resend_per_peer)?,
+                register_per_peer: limit("REGISTER_MAX_PER_PEER", d.register_per_peer)?,
+                create_organization_per_user: limit(
+                    "CREATE_ORGANIZATION_MAX_PER_USER",
+                    d.create_organization_per_user,
+                )?,
             },
             shutdown_grace: secs("SHUTDOWN_GRACE_SECS", 5)?,
         })
     }
 
-    /// Settings for tests: development mode, `127.0.0.1:0`, service token
+    /// Settings for tests: development mode, `127.0.0.1:0` for both listeners, service token
     /// `test-service-token`, a generated signing key, an outbox in a fresh temporary directory,
-    /// default throttling, no shutdown grace.
+    /// default throttling except for creating clinics (tests create many), no shutdown grace.
     pub fn for_tests(database: tokio_postgres::Config) -> Config {
         let outbox_dir =
             std::env::temp_dir().join(format!("identity-outbox-{}", uuid::Uuid::new_v4().simple()));
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            internal_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: Limits::default(),
+            trusted_proxies: TrustedProxies::default(),
+            hash_workers: default_hash_workers(),
+            hash_queue: 8,
+            unverified_account_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_clinics_per_user: 1000,
+            janitor_interval: Duration::from_secs(60),
             database,
             pool_size: 8,
             pool_wait: Duration::from_secs(10),
@@ -162,7 +243,8 @@ impl Config {
                 from: "Clinic <no-reply@clinic.local>".to_owned(),
                 outbox_dir,
             },
-            throttle: ThrottleConfig::default(),
+            // Tests create many clinics per user; the quota tests set their own limits.
+            throttle: ThrottleConfig { create_organization_per_user: 1000, ..Default::default() },
             shutdown_grace: Duration::ZERO,
         }
     }

@@ -34,6 +34,16 @@ pub enum Error {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// A quota that waiting does not refill is used up.
+    #[error("quota exceeded: {message}")]
+    QuotaExceeded {
+        /// What ran out, for the caller.
+        message: &'static str,
+        /// Whose quota (`QuotaFailure` subject), e.g. `user:<id>`.
+        subject: String,
+        /// The limit, e.g. `at most 10 clinics per user`.
+        description: String,
+    },
     /// A PostgreSQL error.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
@@ -79,6 +89,9 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Throttled { message, retry_after } => error::throttled(message, retry_after),
+            Error::QuotaExceeded { message, subject, description } => {
+                error::quota_exceeded(message, &subject, &description)
+            }
             // No connection in time, or none could be opened: the database is down or saturated.
             Error::Pool(e) => error::unavailable("database", &e),
             Error::Database(e) if e.is_closed() => error::unavailable("database", &e),

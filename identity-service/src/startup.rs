@@ -1,7 +1,11 @@
-//! Building and running the server: bind first (port 0 allowed), then serve until a signal or
-//! the shutdown handle fires.
+//! Building and running the server: bind both listeners first (port 0 allowed), then serve until
+//! a signal or the shutdown handle fires.
+//!
+//! The public listener serves `AuthService` (the one port to publish); the internal listener
+//! serves `TokenService` and `DirectoryService` to clinic-service behind the service credential.
+//! Both serve health and reflection, each advertising only its own services.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clinic_api::identity::v1::{
     auth_service_server::{self, AuthServiceServer},
@@ -22,30 +26,29 @@ use crate::{
     db,
     error::Error,
     grpc::{auth::AuthApi, directory::DirectoryApi, token::TokenApi},
-    mail,
+    janitor, mail,
     state::AppState,
     throttle::Throttle,
     tokens::jwt::{self, AccessTokens},
 };
 
-/// The services whose health is reported.
-static SERVICE_NAMES: [&str; 3] = [
-    auth_service_server::SERVICE_NAME,
-    token_service_server::SERVICE_NAME,
-    directory_service_server::SERVICE_NAME,
-];
+/// The services of the public listener.
+static PUBLIC_SERVICES: [&str; 1] = [auth_service_server::SERVICE_NAME];
+
+/// The services of the internal listener.
+static INTERNAL_SERVICES: [&str; 2] =
+    [token_service_server::SERVICE_NAME, directory_service_server::SERVICE_NAME];
 
 /// A bound, ready-to-run identity-service.
 pub struct Application {
-    listener: TcpListener,
-    address: SocketAddr,
+    public: (TcpListener, SocketAddr),
+    internal: (TcpListener, SocketAddr),
     state: Arc<AppState>,
     shutdown: ShutdownHandle,
-    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Application {
-    /// Connects, migrates, loads keys and binds.
+    /// Connects, migrates, loads keys and binds both listeners.
     pub async fn build(config: Config) -> Result<Application, Error> {
         let pool = db::prepare(&config).await?;
         let key = match (&config.jwt_private_key_file, config.mode) {
@@ -64,11 +67,14 @@ impl Application {
         let access_tokens =
             AccessTokens::new(&key, config.jwt_issuer.clone(), config.access_token_ttl)?;
         let code_key = CodeKey::derive(key.as_bytes());
-        let passwords =
-            tokio::task::spawn_blocking(Passwords::new).await.map_err(Error::internal)??;
+        let (workers, queue) = (config.hash_workers, config.hash_queue);
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue))
+            .await
+            .map_err(Error::internal)??;
         let mailer = mail::from_config(&config.mail)?;
-        let (listener, address) = server::bind(config.addr).await?;
-        let (shutdown, fired) = ShutdownHandle::new();
+        let public = server::bind(config.addr).await?;
+        let internal = server::bind(config.internal_addr).await?;
+        let (shutdown, _) = ShutdownHandle::new();
         let state = AppState {
             db: pool,
             throttle: Throttle::new(config.throttle.clone()),
@@ -79,18 +85,17 @@ impl Application {
             mailer,
             background: Default::default(),
         };
-        Ok(Application {
-            listener,
-            address,
-            state: Arc::new(state),
-            shutdown,
-            stopped: Box::pin(fired),
-        })
+        Ok(Application { public, internal, state: Arc::new(state), shutdown })
     }
 
-    /// The bound address.
+    /// The public listener's address (`AuthService`).
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.public.1
+    }
+
+    /// The internal listener's address (`TokenService`, `DirectoryService`).
+    pub fn internal_address(&self) -> SocketAddr {
+        self.internal.1
     }
 
     /// A handle that stops the server like SIGTERM would.
@@ -98,45 +103,81 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM or the shutdown handle; then drains.
+    /// Serves until SIGINT/SIGTERM or the shutdown handle; then drains both listeners.
     pub async fn run_until_stopped(self) -> Result<(), Error> {
         let state = self.state;
+        let limits = &state.config.limits;
+        let grace = state.config.shutdown_grace;
+        let handle = self.shutdown.clone();
+        let signals = tokio::spawn({
+            let fired = handle.fired();
+            async move {
+                tokio::select! {
+                    _ = server::os_shutdown_signal() => handle.shutdown(),
+                    _ = fired => {}
+                }
+            }
+        });
+        let janitor = tokio::spawn(janitor::run(state.clone(), self.shutdown.fired()));
+
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
-            server::reflection(&SERVICE_NAMES).map_err(Error::internal)?;
-        let guard = RequireServiceToken::new(state.config.service_token.clone());
-        let router = server::builder()
+            server::reflection(&PUBLIC_SERVICES).map_err(Error::internal)?;
+        let auth = AuthServiceServer::new(AuthApi::new(state.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
+        let public = server::builder(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AuthServiceServer::new(AuthApi::new(state.clone())))
-            .add_service(InterceptedService::new(
-                TokenServiceServer::new(TokenApi::new(state.clone())),
-                guard.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                DirectoryServiceServer::new(DirectoryApi::new(state.clone())),
-                guard,
-            ));
-        let stopped = self.stopped;
-        let shutdown = async move {
-            tokio::select! {
-                _ = server::os_shutdown_signal() => {}
-                _ = stopped => {}
-            }
-        };
-        tracing::info!(address = %self.address, "identity-service serving");
-        server::serve(
-            router,
-            self.listener,
+            .add_service(auth);
+        let public = server::serve(
+            public,
+            self.public.0,
             health,
-            &SERVICE_NAMES,
-            state.config.shutdown_grace,
-            shutdown,
-        )
-        .await?;
+            &PUBLIC_SERVICES,
+            grace,
+            self.shutdown.fired(),
+        );
+
+        let (internal_health, internal_health_service) = tonic_health::server::health_reporter();
+        let (reflection_v1, reflection_v1alpha) =
+            server::reflection(&INTERNAL_SERVICES).map_err(Error::internal)?;
+        let guard = RequireServiceToken::new(state.config.service_token.clone());
+        let tokens = TokenServiceServer::new(TokenApi::new(state.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
+        let directory = DirectoryServiceServer::new(DirectoryApi::new(state.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
+        let internal = server::builder(limits)
+            .add_service(internal_health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(InterceptedService::new(tokens, guard.clone()))
+            .add_service(InterceptedService::new(directory, guard));
+        let internal = server::serve(
+            internal,
+            self.internal.0,
+            internal_health,
+            &INTERNAL_SERVICES,
+            grace,
+            self.shutdown.fired(),
+        );
+
+        tracing::info!(
+            public = %self.public.1,
+            internal = %self.internal.1,
+            "identity-service serving"
+        );
+        let served = tokio::try_join!(public, internal);
+        // Either listener failing stops the other too.
+        self.shutdown.shutdown();
+        signals.abort();
+        let _ = janitor.await;
         state.join_background(Duration::from_secs(10)).await;
         state.db.close();
+        served?;
         tracing::info!("identity-service stopped");
         Ok(())
     }

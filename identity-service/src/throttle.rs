@@ -1,52 +1,77 @@
-//! In-memory brute-force throttling: failures are counted per key in fixed windows; once a key
-//! reaches its limit, further attempts are refused until the window ends. Time is a parameter.
+//! Abuse limits kept in the central database, so every identity-service replica counts against
+//! one limit and a restart forgets nothing.
 //!
-//! The map is bounded: when full, expired windows are dropped first, then keys that are not
-//! currently blocking, so flooding with fresh keys cannot unblock a throttled account.
+//! An attempt is counted *before* the work it guards, in one atomic upsert that also returns the
+//! new count: N parallel attempts on one key see the counts 1..N, so at most the limit of them
+//! go on to be evaluated, whatever else is being counted. Counters live in fixed windows; a
+//! counter is never evicted before its window ends. Keys are stored as SHA-256 digests, never
+//! as emails or addresses in clear. Time is a parameter.
 
-use std::{collections::HashMap, net::IpAddr, sync::Mutex, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
-use crate::config::ThrottleConfig;
+use crate::{config::ThrottleConfig, error::Error, peer::Peer};
 
 /// What is being counted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    /// Failed logins (or password checks) for one normalised email.
+    /// Login (or password check) attempts for one normalised email; a success resets it.
     LoginAccount(String),
-    /// Failed logins from one peer address.
-    LoginPeer(IpAddr),
-    /// Wrong verification codes for one normalised email.
+    /// Failed login attempts from one client address.
+    LoginPeer(Peer),
+    /// Verification attempts for one normalised email; a success resets it.
     Verify(String),
     /// Verification mails requested for one normalised email.
-    Resend(String),
+    ResendAccount(String),
+    /// Verification mails requested from one client address.
+    ResendPeer(Peer),
+    /// Registrations from one client address.
+    RegisterPeer(Peer),
+    /// Organizations created (reserved) by one user.
+    CreateOrganization(Uuid),
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: DateTime<Utc>,
-    count: u32,
+impl Key {
+    /// The stored form: SHA-256 over a kind tag and the value.
+    fn digest(&self) -> Vec<u8> {
+        let text = match self {
+            Key::LoginAccount(email) => format!("login-account\0{email}"),
+            Key::LoginPeer(peer) => format!("login-peer\0{peer}"),
+            Key::Verify(email) => format!("verify\0{email}"),
+            Key::ResendAccount(email) => format!("resend-account\0{email}"),
+            Key::ResendPeer(peer) => format!("resend-peer\0{peer}"),
+            Key::RegisterPeer(peer) => format!("register-peer\0{peer}"),
+            Key::CreateOrganization(user) => format!("create-organization\0{user}"),
+        };
+        Sha256::digest(text.as_bytes()).to_vec()
+    }
 }
 
-/// Failure counters shared by all handlers.
+/// The counters and their limits.
 pub struct Throttle {
     config: ThrottleConfig,
-    windows: Mutex<HashMap<Key, Window>>,
 }
 
 impl Throttle {
     /// Counters with the given limits.
     pub fn new(config: ThrottleConfig) -> Self {
-        Self { config, windows: Mutex::new(HashMap::new()) }
+        Self { config }
     }
 
     fn limit(&self, key: &Key) -> u32 {
+        let c = &self.config;
         match key {
-            Key::LoginAccount(_) => self.config.account_failures,
-            Key::LoginPeer(_) => self.config.peer_failures,
-            Key::Verify(_) => self.config.verify_failures,
-            Key::Resend(_) => self.config.resend_per_account,
+            Key::LoginAccount(_) => c.account_failures,
+            Key::LoginPeer(_) => c.peer_failures,
+            Key::Verify(_) => c.verify_failures,
+            Key::ResendAccount(_) => c.resend_per_account,
+            Key::ResendPeer(_) => c.resend_per_peer,
+            Key::RegisterPeer(_) => c.register_per_peer,
+            Key::CreateOrganization(_) => c.create_organization_per_user,
         }
     }
 
@@ -54,91 +79,69 @@ impl Throttle {
         chrono::Duration::from_std(self.config.window).unwrap_or(chrono::Duration::MAX)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Window>> {
-        // A panic while holding the lock cannot leave the map inconsistent; keep going.
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// `Err(retry_after)` when `key` has reached its limit in the current window.
-    pub fn check(&self, key: &Key, now: DateTime<Utc>) -> Result<(), Duration> {
-        let limit = self.limit(key);
-        let map = self.lock();
-        match map.get(key) {
-            Some(w) if w.start + self.window() > now && w.count >= limit => {
-                let left = (w.start + self.window() - now).to_std().unwrap_or_default();
-                Err(left.max(Duration::from_secs(1)))
+    /// Counts one attempt on each of `keys` (one statement, so all or none are counted).
+    /// `Err(Throttled)` when any of them is now past its limit; the attempt stays counted.
+    pub async fn count(
+        &self,
+        db: &impl GenericClient,
+        keys: &[Key],
+        now: DateTime<Utc>,
+        message: &'static str,
+    ) -> Result<(), Error> {
+        // Sorted digests: concurrent upserts lock rows in one order and cannot deadlock.
+        let limits: BTreeMap<Vec<u8>, u32> =
+            keys.iter().map(|k| (k.digest(), self.limit(k))).collect();
+        let digests: Vec<&Vec<u8>> = limits.keys().collect();
+        let rows = db
+            .query(
+                "INSERT INTO throttle_counter AS t (key, window_start, count) \
+                 SELECT k, $2, 1 FROM unnest($1::bytea[]) AS k ORDER BY k \
+                 ON CONFLICT (key) DO UPDATE SET \
+                   window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END, \
+                   count = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.count + 1 END \
+                 RETURNING t.key, t.count, t.window_start",
+                &[&digests, &now, &(now - self.window())],
+            )
+            .await?;
+        let mut wait = None::<Duration>;
+        for row in rows {
+            let (key, count, start): (Vec<u8>, i32, DateTime<Utc>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let limit = limits.get(&key).copied().unwrap_or(0);
+            if u32::try_from(count).unwrap_or(u32::MAX) > limit {
+                let left = (start + self.window() - now).to_std().unwrap_or_default();
+                wait = Some(wait.unwrap_or_default().max(left.max(Duration::from_secs(1))));
             }
-            _ => Ok(()),
+        }
+        match wait {
+            Some(retry_after) => Err(Error::Throttled { message, retry_after }),
+            None => Ok(()),
         }
     }
 
-    /// Counts one failure (or one use) of `key`.
-    pub fn record(&self, key: Key, now: DateTime<Utc>) {
-        let window = self.window();
-        let mut map = self.lock();
-        if map.len() >= self.config.max_entries && !map.contains_key(&key) {
-            map.retain(|_, w| w.start + window > now);
-            if map.len() >= self.config.max_entries {
-                let limits = |k: &Key| self.limit(k);
-                map.retain(|k, w| w.count >= limits(k));
-            }
-            if map.len() >= self.config.max_entries {
-                return;
-            }
-        }
-        let entry = map.entry(key).or_insert(Window { start: now, count: 0 });
-        if entry.start + window <= now {
-            *entry = Window { start: now, count: 0 };
-        }
-        entry.count = entry.count.saturating_add(1);
+    /// Forgets `key` (a success clears an account's earlier failures).
+    pub async fn reset(&self, db: &impl GenericClient, key: &Key) -> Result<(), Error> {
+        db.execute("DELETE FROM throttle_counter WHERE key = $1", &[&key.digest()]).await?;
+        Ok(())
     }
 
-    /// Forgets `key` (after a success).
-    pub fn reset(&self, key: &Key) {
-        self.lock().remove(key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn throttle() -> Throttle {
-        Throttle::new(ThrottleConfig {
-            window: Duration::from_secs(60),
-            account_failures: 2,
-            max_entries: 3,
-            ..ThrottleConfig::default()
-        })
+    /// Takes back one counted attempt of `key` (an attempt that turned out not to be a failure).
+    pub async fn refund(&self, db: &impl GenericClient, key: &Key) -> Result<(), Error> {
+        db.execute(
+            "UPDATE throttle_counter SET count = count - 1 WHERE key = $1 AND count > 0",
+            &[&key.digest()],
+        )
+        .await?;
+        Ok(())
     }
 
-    #[test]
-    fn blocks_at_the_limit_until_the_window_ends() {
-        let t = throttle();
-        let now = Utc::now();
-        let key = Key::LoginAccount("a@b.c".into());
-        t.record(key.clone(), now);
-        assert!(t.check(&key, now).is_ok());
-        t.record(key.clone(), now);
-        let wait = t.check(&key, now + chrono::Duration::seconds(10)).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(50));
-        assert!(t.check(&key, now + chrono::Duration::seconds(60)).is_ok());
-        t.record(key.clone(), now);
-        t.reset(&key);
-        assert!(t.check(&key, now).is_ok());
-    }
-
-    #[test]
-    fn the_map_stays_bounded_and_keeps_blocked_keys() {
-        let t = throttle();
-        let now = Utc::now();
-        let blocked = Key::LoginAccount("x".into());
-        t.record(blocked.clone(), now);
-        t.record(blocked.clone(), now);
-        for i in 0..10 {
-            t.record(Key::LoginAccount(i.to_string()), now);
-        }
-        assert!(t.lock().len() <= 3);
-        assert!(t.check(&blocked, now).is_err());
+    /// Deletes counters whose window ended before `now`; returns how many.
+    pub async fn sweep(&self, db: &impl GenericClient, now: DateTime<Utc>) -> Result<u64, Error> {
+        Ok(db
+            .execute(
+                "DELETE FROM throttle_counter WHERE window_start <= $1",
+                &[&(now - self.window())],
+            )
+            .await?)
     }
 }

@@ -20,6 +20,7 @@ const PASSWORD: &str = "grpcurl-walkthrough-pw";
 struct Server {
     child: Child,
     addr: String,
+    internal: String,
     log: std::path::PathBuf,
     _dir: TempDir,
 }
@@ -84,10 +85,12 @@ fn call(addr: &str, method: &str, data: &str, headers: &[String]) -> Result<Valu
 fn start(db: &TestDatabase) -> Server {
     let dir = TempDir::new();
     let addr = format!("127.0.0.1:{}", free_port());
+    let internal = format!("127.0.0.1:{}", free_port());
     let log = dir.0.join("identity.log");
     let child = Command::new(env!("CARGO_BIN_EXE_identity-service"))
         .env("APP_MODE", "development")
         .env("IDENTITY_ADDR", &addr)
+        .env("IDENTITY_INTERNAL_ADDR", &internal)
         .env("IDENTITY_DATABASE_URL", db.url())
         .env("SERVICE_TOKEN", "grpcurl-test-service-token")
         .env("MAIL_OUTBOX_DIR", dir.0.join("outbox"))
@@ -97,7 +100,7 @@ fn start(db: &TestDatabase) -> Server {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start identity-service");
-    let mut server = Server { child, addr, log, _dir: dir };
+    let mut server = Server { child, addr, internal, log, _dir: dir };
     // Readiness: the health service answers once the server is up (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -123,21 +126,30 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
     let db = TestDatabase::create(&TestDatabase::server(), "identity_grpcurl").await;
     let mut server = tokio::task::block_in_place(|| start(&db));
     let addr = server.addr.clone();
+    let internal = server.internal.clone();
 
     tokio::task::block_in_place(|| {
-        // Reflection: list and describe.
-        let out = grpcurl(&["-plaintext", &addr, "list"]);
-        let services = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "list failed: {}", String::from_utf8_lossy(&out.stderr));
-        for s in [
-            "identity.v1.AuthService",
-            "identity.v1.TokenService",
-            "identity.v1.DirectoryService",
-            "grpc.health.v1.Health",
-        ] {
-            assert!(services.contains(s), "{s} missing from reflection: {services}");
+        // Reflection on each listener: list and describe. The public one serves AuthService
+        // only; the internal one TokenService and DirectoryService.
+        let list = |addr: &str| {
+            let out = grpcurl(&["-plaintext", addr, "list"]);
+            assert!(out.status.success(), "list failed: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let public = list(&addr);
+        for s in ["identity.v1.AuthService", "grpc.health.v1.Health"] {
+            assert!(public.contains(s), "{s} missing from reflection: {public}");
         }
-        assert!(!services.contains("clinic.v1"), "lists services it does not serve: {services}");
+        for s in ["identity.v1.TokenService", "identity.v1.DirectoryService", "clinic.v1"] {
+            assert!(!public.contains(s), "public listener lists {s}: {public}");
+        }
+        let internals = list(&internal);
+        for s in
+            ["identity.v1.TokenService", "identity.v1.DirectoryService", "grpc.health.v1.Health"]
+        {
+            assert!(internals.contains(s), "{s} missing from internal reflection: {internals}");
+        }
+        assert!(!internals.contains("AuthService"), "internal lists AuthService: {internals}");
         let out = grpcurl(&["-plaintext", &addr, "describe", "identity.v1.RegisterRequest"]);
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("password"));
@@ -205,9 +217,17 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
         let refresh2 = rotated["tokens"]["refreshToken"].as_str().expect("new refresh").to_owned();
         assert_ne!(refresh, refresh2);
 
-        // Internal RPCs need the service credential.
-        let denied = call(
+        // Internal RPCs are not served on the public listener, and need the credential.
+        let public_denied = call(
             &addr,
+            "identity.v1.TokenService/ValidateToken",
+            &format!(r#"{{"accessToken":"{access}"}}"#),
+            &["x-service-token: grpcurl-test-service-token".to_owned()],
+        )
+        .expect_err("ValidateToken is not served on the public listener");
+        assert!(public_denied.contains("Unimplemented"), "{public_denied}");
+        let denied = call(
+            &internal,
             "identity.v1.TokenService/ValidateToken",
             &format!(r#"{{"accessToken":"{access}"}}"#),
             &[],
@@ -215,7 +235,7 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
         .expect_err("ValidateToken without the service credential");
         assert!(denied.contains("Unauthenticated"), "{denied}");
         let valid = call(
-            &addr,
+            &internal,
             "identity.v1.TokenService/ValidateToken",
             &format!(r#"{{"accessToken":"{access}"}}"#),
             &["x-service-token: grpcurl-test-service-token".to_owned()],
@@ -231,7 +251,7 @@ async fn grpcurl_walks_through_reflection_health_and_the_account_flow() {
         )
         .expect("logout");
         let after = call(
-            &addr,
+            &internal,
             "identity.v1.TokenService/ValidateToken",
             &format!(r#"{{"accessToken":"{access}"}}"#),
             &["x-service-token: grpcurl-test-service-token".to_owned()],

@@ -48,6 +48,13 @@ pub fn throttled(message: &str, retry_after: Duration) -> Status {
     Status::with_error_details(Code::ResourceExhausted, message, details)
 }
 
+/// `RESOURCE_EXHAUSTED` for a quota that waiting will not refill, with a `QuotaFailure` naming
+/// what ran out (`subject`, e.g. `user:<id>`) and the limit (`description`).
+pub fn quota_exceeded(message: &str, subject: &str, description: &str) -> Status {
+    let details = ErrorDetails::with_quota_failure_violation(subject, description);
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
 /// `INTERNAL` with a generic message; the cause is logged here, never sent to the caller.
 pub fn internal(cause: &dyn std::fmt::Display) -> Status {
     tracing::error!(error = %cause, "internal error");

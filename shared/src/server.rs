@@ -7,6 +7,9 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::layer::util::{Identity, Stack};
+
+use crate::limits::{Limits, ShedLayer};
 
 /// Metadata key of the request id; generated when the caller sends none.
 pub const REQUEST_ID_KEY: &str = "x-request-id";
@@ -52,13 +55,18 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
 }
 
-/// A server's settings common to both services.
-pub fn builder() -> tonic::transport::Server {
+/// A server's settings common to both services, with explicit `limits`: requests in flight
+/// (shed beyond), streams per connection, time to answer, header size, keep-alive.
+pub fn builder(limits: &Limits) -> tonic::transport::Server<Stack<ShedLayer, Identity>> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(16 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .trace_fn(request_span)
+        .layer(limits.shed_layer())
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and the bound address.
@@ -105,6 +113,14 @@ impl ShutdownHandle {
     /// Starts a graceful shutdown.
     pub fn shutdown(&self) {
         let _ = self.0.send(true);
+    }
+
+    /// Another future that resolves once the handle fires (one per listener).
+    pub fn fired(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
     }
 }
 

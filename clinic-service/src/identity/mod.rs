@@ -181,6 +181,7 @@ pub fn map_status(status: Status) -> Error {
         Code::InvalidArgument => Error::field("name", status.message()),
         Code::PermissionDenied => Error::PermissionDenied(status.message().to_owned()),
         Code::FailedPrecondition => Error::FailedPrecondition(status.message().to_owned()),
+        Code::ResourceExhausted => Error::Refused(Box::new(status)),
         _ if is_outage(&status) => Error::Unavailable {
             what: "identity-service",
             cause: format!("{:?}: {}", status.code(), status.message()),

@@ -58,7 +58,7 @@ async fn load_visible(
 
 #[tonic::async_trait]
 impl MemberService for MemberHandler {
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn add_member(
         &self,
         request: Request<pb::AddMemberRequest>,
@@ -100,7 +100,7 @@ impl MemberService for MemberHandler {
         Ok(Response::new(pb::AddMemberResponse { member: Some(member) }))
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn get_member(
         &self,
         request: Request<pb::GetMemberRequest>,
@@ -114,7 +114,7 @@ impl MemberService for MemberHandler {
         Ok(Response::new(pb::GetMemberResponse { member: Some(member) }))
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn list_members(
         &self,
         request: Request<pb::ListMembersRequest>,
@@ -141,7 +141,7 @@ impl MemberService for MemberHandler {
         Ok(Response::new(pb::ListMembersResponse { members, next_page_token }))
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn update_member_profile(
         &self,
         request: Request<pb::UpdateMemberProfileRequest>,
@@ -190,7 +190,7 @@ impl MemberService for MemberHandler {
         Ok(Response::new(pb::UpdateMemberProfileResponse { member: Some(member) }))
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,

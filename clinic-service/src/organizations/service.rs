@@ -56,7 +56,7 @@ impl OrganizationService for OrganizationHandler {
         Ok(Response::new(pb::CreateOrganizationResponse { organization: Some(to_proto(&org)) }))
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = %request.get_ref().organization_id))]
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
     async fn get_organization(
         &self,
         request: Request<pb::GetOrganizationRequest>,

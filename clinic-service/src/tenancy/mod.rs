@@ -176,7 +176,11 @@ impl TenantAccess {
         if let Some(org) = self.inner.registry.get(id) {
             return Ok(org);
         }
-        let org = OrgRecord::try_from(self.inner.identity.get_organization(id).await?)?;
+        let org = match self.inner.identity.get_organization(id).await {
+            Ok(org) => OrgRecord::try_from(org)?,
+            Err(Error::NotFound(_)) => return Err(Error::organization_not_found()),
+            Err(e) => return Err(e),
+        };
         if org.status == OrgStatus::Active {
             self.inner.registry.insert(org.clone());
         }
@@ -229,15 +233,22 @@ impl TenantAccess {
     }
 
     /// Resolves an ACTIVE organization, takes a pooled connection to its database, and loads
-    /// the caller's membership. PROVISIONING → FAILED_PRECONDITION; no membership (or one
-    /// without a role) → PERMISSION_DENIED.
+    /// the caller's membership. A caller who is not an active member learns nothing: NOT_FOUND,
+    /// exactly as for an id that does not exist (also while the clinic is provisioned, except
+    /// for its creator, who is told FAILED_PRECONDITION so they retry CreateOrganization).
+    /// Records the (validated) organization id on the request's span.
     pub async fn acquire(
         &self,
         claims: &Claims,
         organization_id: Uuid,
     ) -> Result<(TenantConnection, Caller), Error> {
+        tracing::Span::current()
+            .record("organization_id", tracing::field::display(organization_id));
         let org = self.organization(organization_id).await?;
         if org.status != OrgStatus::Active {
+            if org.creator != Some(claims.user_id) {
+                return Err(Error::organization_not_found());
+            }
             return Err(Error::FailedPrecondition(
                 "the organization is still being provisioned; retry CreateOrganization".into(),
             ));
@@ -250,9 +261,9 @@ impl TenantAccess {
             )
             .await
             .map_err(|e| Error::tenant_db("load caller", &e))?;
-        let not_member = || Error::PermissionDenied("not a member of this organization".into());
-        let row = row.ok_or_else(not_member)?;
-        let role = Role::from_db(row.get::<_, Option<&str>>("role")).ok_or_else(not_member)?;
+        let row = row.ok_or_else(Error::organization_not_found)?;
+        let role = Role::from_db(row.get::<_, Option<&str>>("role"))
+            .ok_or_else(Error::organization_not_found)?;
         Ok((conn, Caller { member_id: row.get("id"), user_id: claims.user_id, role }))
     }
 }

@@ -34,8 +34,9 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Starts a binary and reads its `... listening on ADDR` line.
-async fn start(name: &str, env: &[(&str, String)]) -> (Child, String) {
+/// Starts a binary and reads the addresses its first `lines` lines end with (`... listening on
+/// ADDR`).
+async fn start(name: &str, env: &[(&str, String)], lines: usize) -> (Child, Vec<String>) {
     let mut child = Command::new(binary(name))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
@@ -45,14 +46,17 @@ async fn start(name: &str, env: &[(&str, String)]) -> (Child, String) {
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not start in time"))
-        .expect("read stdout")
-        .unwrap_or_else(|| panic!("{name} exited before listening"));
-    let addr = line.rsplit(' ').next().expect("address").to_owned();
-    (child, format!("http://{addr}"))
+    let mut output = BufReader::new(stdout).lines();
+    let mut urls = Vec::new();
+    for _ in 0..lines {
+        let line = tokio::time::timeout(Duration::from_secs(30), output.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not start in time"))
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("{name} exited before listening"));
+        urls.push(format!("http://{}", line.rsplit(' ').next().expect("address")));
+    }
+    (child, urls)
 }
 
 async fn user(identity: &str, label: &str) -> TestUser {
@@ -65,28 +69,32 @@ async fn both_binaries_end_to_end() {
     let central = TestDatabase::create(&TestDatabase::server(), "clinic_e2e_central").await;
     let token = format!("e2e-{}", uuid::Uuid::new_v4().simple());
     let outbox = std::env::temp_dir().join(format!("e2e-outbox-{}", uuid::Uuid::new_v4().simple()));
-    let (_identity, identity_url) = start(
+    let (_identity, identity_urls) = start(
         "identity-service",
         &[
             ("APP_MODE", "development".into()),
             ("IDENTITY_ADDR", "127.0.0.1:0".into()),
+            ("IDENTITY_INTERNAL_ADDR", "127.0.0.1:0".into()),
             ("IDENTITY_DATABASE_URL", central.url()),
             ("SERVICE_TOKEN", token.clone()),
             ("MAIL_OUTBOX_DIR", outbox.display().to_string()),
             ("SHUTDOWN_GRACE_SECS", "0".into()),
         ],
+        2,
     )
     .await;
+    let (identity_url, identity_internal_url) = (&identity_urls[0], &identity_urls[1]);
     let clinic_env = [
         ("APP_MODE", "development".to_owned()),
         ("CLINIC_ADDR", "127.0.0.1:0".into()),
-        ("IDENTITY_URL", identity_url.clone()),
+        ("IDENTITY_URL", identity_internal_url.clone()),
         ("SERVICE_TOKEN", token.clone()),
         ("TENANT_SERVERS", format!("main={}", first_server_url())),
         ("SHUTDOWN_GRACE_SECS", "0".into()),
     ];
-    let (_clinic, clinic_url) = start("clinic-service", &clinic_env).await;
-    let channel = Channel::from_shared(clinic_url).unwrap().connect().await.expect("clinic up");
+    let (_clinic, clinic_urls) = start("clinic-service", &clinic_env, 1).await;
+    let channel =
+        Channel::from_shared(clinic_urls[0].clone()).unwrap().connect().await.expect("clinic up");
 
     // Health and reflection need no token.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -98,9 +106,9 @@ async fn both_binaries_end_to_end() {
         .status;
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
-    let admin = user(&identity_url, "admin").await;
-    let doctor = user(&identity_url, "doctor").await;
-    let patient = user(&identity_url, "patient").await;
+    let admin = user(identity_url, "admin").await;
+    let doctor = user(identity_url, "doctor").await;
+    let patient = user(identity_url, "patient").await;
     let orgs = |t: &str| OrganizationServiceClient::with_interceptor(channel.clone(), bearer(t));
     let members = |t: &str| MemberServiceClient::with_interceptor(channel.clone(), bearer(t));
 

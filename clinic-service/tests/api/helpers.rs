@@ -110,8 +110,11 @@ impl Default for Options {
 pub struct TestApp {
     /// clinic-service's address.
     pub clinic_addr: SocketAddr,
-    /// identity-service's address.
+    /// identity-service's public listener (AuthService).
     pub identity_addr: SocketAddr,
+    /// identity-service's internal listener (TokenService, DirectoryService), the one
+    /// clinic-service calls.
+    pub identity_internal_addr: SocketAddr,
     /// Unique per test; every tenant database of this test starts with `clinic_<tag>`.
     pub tag: String,
     /// The clinic config used.
@@ -154,7 +157,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     ))
     .await
     .expect("build identity-service");
-    let identity_addr = identity.address();
+    let (identity_addr, identity_internal_addr) = (identity.address(), identity.internal_address());
     let identity_shutdown = identity.shutdown_handle();
     tokio::spawn(identity.run_until_stopped());
 
@@ -169,8 +172,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
         }
         servers.push(server("b", &url));
     }
-    let mut config =
-        clinic_service::Config::for_tests(format!("http://{identity_addr}"), servers.clone());
+    let mut config = clinic_service::Config::for_tests(
+        format!("http://{identity_internal_addr}"),
+        servers.clone(),
+    );
     (options.tweak)(&mut config);
     let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let cleanup = TenantCleanup { tag: tag.clone(), servers };
@@ -182,6 +187,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     TestApp {
         clinic_addr,
         identity_addr,
+        identity_internal_addr,
         tag,
         config,
         access,
@@ -275,7 +281,10 @@ impl TestApp {
     /// identity-service's internal DirectoryService, with the service credential.
     pub fn directory(&self) -> DirectoryServiceClient<Authed> {
         let meta = Meta("x-service-token", MetadataValue::from_static("test-service-token"));
-        DirectoryServiceClient::with_interceptor(self.identity_channel(), meta)
+        let channel = Channel::from_shared(format!("http://{}", self.identity_internal_addr))
+            .expect("url")
+            .connect_lazy();
+        DirectoryServiceClient::with_interceptor(channel, meta)
     }
 
     /// A unique organization name for this test (prefixed with the tag).

@@ -146,7 +146,7 @@ struct Ctx {
 
 #[tokio::test]
 async fn permission_matrix_role_by_rpc() {
-    use Code::{Ok as OK, PermissionDenied as PD};
+    use Code::{NotFound as NF, Ok as OK, PermissionDenied as PD};
     let app = spawn_app().await;
     let c = app.clinic("Matrix").await;
     let other_clinic = app.clinic("Elsewhere").await;
@@ -164,20 +164,21 @@ async fn permission_matrix_role_by_rpc() {
     };
     // Columns: stranger (verified, no membership), outsider (member of another clinic),
     // patient, doctor, admin. Admin runs last in each row, so destructive rows work once.
+    // Non-members learn nothing: NOT_FOUND, exactly as for a clinic that does not exist.
     #[rustfmt::skip]
     let matrix: &[(Rpc, [Code; 5])] = &[
-        (Rpc::GetOrganization,   [PD, PD, OK, OK, OK]),
+        (Rpc::GetOrganization,   [NF, NF, OK, OK, OK]),
         (Rpc::ListOrganizations, [OK, OK, OK, OK, OK]),
-        (Rpc::AddMember,         [PD, PD, PD, PD, OK]),
-        (Rpc::GetMe,             [PD, PD, OK, OK, OK]),
-        (Rpc::GetPatient,        [PD, PD, OK, PD, OK]),
-        (Rpc::GetDoctor,         [PD, PD, OK, OK, OK]),
-        (Rpc::GetAdmin,          [PD, PD, PD, PD, OK]),
-        (Rpc::ListMembers,       [PD, PD, OK, OK, OK]),
-        (Rpc::UpdateMe,          [PD, PD, OK, OK, OK]),
-        (Rpc::UpdateOther,       [PD, PD, PD, PD, OK]),
-        (Rpc::ChangeRole,        [PD, PD, PD, PD, OK]),
-        (Rpc::RemoveMember,      [PD, PD, PD, PD, OK]),
+        (Rpc::AddMember,         [NF, NF, PD, PD, OK]),
+        (Rpc::GetMe,             [NF, NF, OK, OK, OK]),
+        (Rpc::GetPatient,        [NF, NF, OK, PD, OK]),
+        (Rpc::GetDoctor,         [NF, NF, OK, OK, OK]),
+        (Rpc::GetAdmin,          [NF, NF, PD, PD, OK]),
+        (Rpc::ListMembers,       [NF, NF, OK, OK, OK]),
+        (Rpc::UpdateMe,          [NF, NF, OK, OK, OK]),
+        (Rpc::UpdateOther,       [NF, NF, PD, PD, OK]),
+        (Rpc::ChangeRole,        [NF, NF, PD, PD, OK]),
+        (Rpc::RemoveMember,      [NF, NF, PD, PD, OK]),
     ];
     let callers: [(&TestUser, &str); 5] = [
         (&stranger, "none"),
@@ -196,6 +197,38 @@ async fn permission_matrix_role_by_rpc() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_non_member_cannot_tell_a_clinic_from_an_unknown_id() {
+    let app = spawn_app().await;
+    let c = app.clinic("Hidden").await;
+    let stranger = app.user("stranger").await;
+    let get = |id: String| {
+        let mut orgs = app.orgs(&stranger.token);
+        async move {
+            orgs.get_organization(pb::GetOrganizationRequest { organization_id: id })
+                .await
+                .unwrap_err()
+        }
+    };
+    let existing = get(c.org.id.clone()).await;
+    let unknown = get(uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(existing.code(), Code::NotFound);
+    assert_eq!(
+        (existing.code(), existing.message(), existing.details()),
+        (unknown.code(), unknown.message(), unknown.details())
+    );
+    let list = |id: String| {
+        let mut members = app.members(&stranger.token);
+        async move {
+            let request = pb::ListMembersRequest { organization_id: id, ..Default::default() };
+            members.list_members(request).await.unwrap_err()
+        }
+    };
+    let (existing, unknown) =
+        (list(c.org.id.clone()).await, list(uuid::Uuid::new_v4().to_string()).await);
+    assert_eq!((existing.code(), existing.message()), (unknown.code(), unknown.message()));
 }
 
 #[tokio::test]
@@ -297,14 +330,14 @@ async fn ids_from_one_clinic_never_reach_another() {
         member_id: a.patient_member.id.clone(),
     };
     assert_eq!(admin_b.remove_member(remove).await.unwrap_err().code(), Code::NotFound);
-    // A's admin naming B's organization is refused.
+    // A's admin naming B's organization learns nothing: NOT_FOUND, as for an unknown clinic.
     let get = pb::GetMemberRequest {
         organization_id: b.org.id.clone(),
         member_id: b.patient_member.id.clone(),
     };
     assert_eq!(
         app.members(&a.admin.token).get_member(get).await.unwrap_err().code(),
-        Code::PermissionDenied
+        Code::NotFound
     );
     // A's patient is untouched.
     let still = app
@@ -585,7 +618,7 @@ async fn updates_role_changes_removal_and_pagination() {
         .get_organization(pb::GetOrganizationRequest { organization_id: c.org.id.clone() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound, "a removed member is a non-member");
     let orgs = app
         .orgs(&c.doctor.token)
         .list_organizations(pb::ListOrganizationsRequest::default())

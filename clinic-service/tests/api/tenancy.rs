@@ -200,7 +200,7 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
         ..Default::default()
     })
     .await;
-    let forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
     let owner = app.user("owner").await;
     let org = app.create_org(&owner, "Outage").await;
     let get = pb::GetMemberRequest { organization_id: org.id.clone(), member_id: "me".into() };
@@ -216,7 +216,7 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
     assert!(took < Duration::from_secs(3), "answered in {took:?}");
 
     let proxy = TcpListener::bind(proxy_addr).await.expect("rebind proxy port");
-    let _forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let _forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match app.members(&owner.token).get_member(get.clone()).await {
@@ -243,7 +243,7 @@ async fn remove_member_during_an_identity_outage_removes_nothing_and_a_retry_com
         ..Default::default()
     })
     .await;
-    let forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
     let admin = app.user("admin").await;
     let patient = app.user("patient").await;
     let org = app.create_org(&admin, "Removal").await;
@@ -261,7 +261,7 @@ async fn remove_member_during_an_identity_outage_removes_nothing_and_a_retry_com
     app.members(&admin.token).get_member(get.clone()).await.expect("still a member");
 
     let proxy = TcpListener::bind(proxy_addr).await.expect("rebind proxy port");
-    let _forwarder = tokio::spawn(forward(proxy, app.identity_addr));
+    let _forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match app.members(&admin.token).remove_member(remove.clone()).await {

@@ -1,12 +1,12 @@
-//! ChangePassword: the current password is checked (throttled like a login), the new one
-//! stored, and every other session of the caller revoked.
+//! ChangePassword: the current password is checked (counted like a login, before hashing), the
+//! new one stored, and every other session of the caller revoked.
 
 use chrono::{DateTime, Utc};
 
 use super::{Password, store};
 use crate::{
     error::Error,
-    sessions::{login::check_throttle, store as sessions},
+    sessions::{login::TOO_MANY_ATTEMPTS, store as sessions},
     state::AppState,
     throttle::Key,
     tokens::validate::Principal,
@@ -20,17 +20,19 @@ pub async fn change_password(
     new: Password,
     now: DateTime<Utc>,
 ) -> Result<u64, Error> {
+    let slot = state.passwords.admit()?;
     let key = Key::LoginAccount(caller.user.email.to_lowercase());
-    check_throttle(state, std::slice::from_ref(&key), now)?;
-    let stored = store::credentials_by_id(&**state.conn().await?, caller.user.id)
+    let mut conn = state.conn().await?;
+    state.throttle.count(&**conn, std::slice::from_ref(&key), now, TOO_MANY_ATTEMPTS).await?;
+    let stored = store::credentials_by_id(&**conn, caller.user.id)
         .await?
         .ok_or(Error::Unauthenticated("user no longer exists"))?;
-    if !state.passwords.verify(current.0, Some(stored.password_hash)).await? {
-        state.throttle.record(key, now);
+    if !slot.verify(current.0, Some(stored.password_hash)).await? {
         return Err(Error::invalid("current_password", "does not match"));
     }
-    let hash = state.passwords.hash(new.0).await?;
-    let mut conn = state.conn().await?;
+    state.throttle.reset(&**conn, &key).await?;
+    let hash = slot.hash(new.0).await?;
+    drop(slot);
     let tx = conn.transaction().await?;
     store::set_password_hash(&*tx, caller.user.id, &hash, now).await?;
     let revoked =

@@ -7,7 +7,7 @@ use super::{
     Email, Password, User, UserName, store,
     verification::{self, Check},
 };
-use crate::{error::Error, state::AppState, throttle::Key};
+use crate::{error::Error, peer::Peer, state::AppState, throttle::Key};
 
 /// A validated registration.
 pub struct NewAccount {
@@ -33,13 +33,21 @@ fn body(code: &str) -> String {
     format!("Your clinic verification code is {code}. It expires soon and works once.")
 }
 
-/// Creates an unverified user and mails a code.
+/// Creates an unverified user and mails a code. Registrations are counted per client.
 pub async fn register(
     state: &AppState,
     new: NewAccount,
+    peer: Option<Peer>,
     now: DateTime<Utc>,
 ) -> Result<Registered, Error> {
-    let hash = state.passwords.hash(new.password.0).await?;
+    let slot = state.passwords.admit()?;
+    if let Some(peer) = peer {
+        let conn = state.conn().await?;
+        let keys = [Key::RegisterPeer(peer)];
+        state.throttle.count(&**conn, &keys, now, "too many registrations").await?;
+    }
+    let hash = slot.hash(new.password.0).await?;
+    drop(slot);
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let user = store::insert(&*tx, new.email.as_str(), new.name.as_str(), &hash, now).await?;
@@ -54,7 +62,7 @@ pub async fn register(
     Ok(Registered { user, dev_code })
 }
 
-/// Checks a code and marks the user verified. Wrong codes are throttled per email.
+/// Checks a code and marks the user verified. Attempts are counted per email before the check.
 pub async fn verify_email(
     state: &AppState,
     email: Email,
@@ -62,10 +70,9 @@ pub async fn verify_email(
     now: DateTime<Utc>,
 ) -> Result<User, Error> {
     let key = Key::Verify(email.normalized());
-    if let Err(retry_after) = state.throttle.check(&key, now) {
-        return Err(Error::Throttled { message: "too many wrong verification codes", retry_after });
-    }
     let mut conn = state.conn().await?;
+    let keys = std::slice::from_ref(&key);
+    state.throttle.count(&**conn, keys, now, "too many wrong verification codes").await?;
     let tx = conn.transaction().await?;
     let user = store::by_email(&*tx, &email.normalized()).await?;
     let outcome = match &user {
@@ -86,28 +93,37 @@ pub async fn verify_email(
         (Check::Accepted, Some(user)) => {
             let user = store::mark_verified(&*tx, user.id, now).await?;
             tx.commit().await?;
-            state.throttle.reset(&key);
+            state.throttle.reset(&**conn, &key).await?;
             tracing::info!(user_id = %user.id, "email verified");
             Ok(user)
         }
         _ => {
             // Keep the attempt count even though the call fails.
             tx.commit().await?;
-            state.throttle.record(key, now);
             Err(Error::FailedPrecondition("invalid, expired or used verification code"))
         }
     }
 }
 
 /// Mails a fresh code when the email belongs to an unverified user; answers the same otherwise.
-pub async fn resend(state: &AppState, email: Email, now: DateTime<Utc>) -> Result<(), Error> {
-    let key = Key::Resend(email.normalized());
-    if state.throttle.check(&key, now).is_err() {
-        // Same answer as success: throttling must not reveal anything either.
-        return Ok(());
-    }
-    state.throttle.record(key, now);
+/// Counted per client (refused when over) and per email (then silently not sent).
+pub async fn resend(
+    state: &AppState,
+    email: Email,
+    peer: Option<Peer>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     let mut conn = state.conn().await?;
+    if let Some(peer) = peer {
+        let keys = [Key::ResendPeer(peer)];
+        state.throttle.count(&**conn, &keys, now, "too many requests").await?;
+    }
+    let keys = [Key::ResendAccount(email.normalized())];
+    match state.throttle.count(&**conn, &keys, now, "").await {
+        // Same answer as success: the limit per email must not reveal anything either.
+        Err(Error::Throttled { .. }) => return Ok(()),
+        other => other?,
+    }
     let tx = conn.transaction().await?;
     let Some(user) = store::by_email(&*tx, &email.normalized()).await? else {
         return Ok(());

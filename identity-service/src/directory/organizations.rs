@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Organization, domain::ORG_COLUMNS, paging::Page};
-use crate::{error::Error, state::AppState};
+use crate::{error::Error, state::AppState, throttle::Key};
 
 /// Serialises reservations so server placement counts are never stale.
 const RESERVE_LOCK: i64 = 0x1d_0c_0a_11;
@@ -53,6 +53,7 @@ pub async fn reserve(
     if let Some(org) = existing.into_iter().next() {
         return Ok((org, false));
     }
+    check_quota(state, &tx, r.creator, now).await?;
     let server: String = tx
         .query_one(
             "SELECT c.server FROM unnest($1::text[]) AS c(server) \
@@ -79,6 +80,32 @@ pub async fn reserve(
     tx.commit().await?;
     tracing::info!(organization_id = %org.id, server = %org.server, "organization reserved");
     Ok((org, true))
+}
+
+/// Refuses a new organization when its creator has created `MAX_CLINICS_PER_USER` already, or
+/// too many within the throttle window. Counted inside the reservation's transaction (under its
+/// lock, so concurrent reservations cannot both take the last place), so an attempt that fails
+/// (a taken name) is not counted, and neither is the retry of a reservation.
+async fn check_quota(
+    state: &AppState,
+    tx: &tokio_postgres::Transaction<'_>,
+    creator: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let created: i64 = tx
+        .query_one("SELECT count(*) FROM organization WHERE creator_user_id = $1", &[&creator])
+        .await?
+        .try_get(0)?;
+    let max = state.config.max_clinics_per_user;
+    if created >= i64::from(max) {
+        return Err(Error::QuotaExceeded {
+            message: "this user has created as many clinics as allowed",
+            subject: format!("user:{creator}"),
+            description: format!("at most {max} clinics per user (MAX_CLINICS_PER_USER)"),
+        });
+    }
+    let keys = [Key::CreateOrganization(creator)];
+    state.throttle.count(tx, &keys, now, "too many clinics created recently").await
 }
 
 /// Marks an organization ACTIVE (idempotent).

@@ -13,6 +13,7 @@ use crate::{
         registration::{self, NewAccount},
     },
     error::Error,
+    peer::{self, Peer},
     sessions::{
         login::{self, Credentials},
         rotation,
@@ -30,6 +31,13 @@ impl AuthApi {
     /// Serves from `state`.
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
+    }
+
+    /// The client as abuse limits count it (see [`peer::client_address`]).
+    fn peer<T>(&self, request: &Request<T>) -> Option<Peer> {
+        let direct = request.remote_addr().map(|a| a.ip());
+        peer::client_address(direct, request.metadata(), &self.state.config.trusted_proxies)
+            .map(Peer::of)
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
@@ -77,8 +85,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let peer = self.peer(&request);
         let new = NewAccount::try_from(request.into_inner())?;
-        let done = registration::register(&self.state, new, Utc::now()).await?;
+        let done = registration::register(&self.state, new, peer, Utc::now()).await?;
         tracing::Span::current().record("user_id", tracing::field::display(done.user.id));
         Ok(Response::new(pb::RegisterResponse {
             user: Some(done.user.into()),
@@ -107,8 +116,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ResendVerificationCodeRequest>,
     ) -> Result<Response<pb::ResendVerificationCodeResponse>, Status> {
+        let peer = self.peer(&request);
         let email = Email::parse("email", &request.into_inner().email)?;
-        registration::resend(&self.state, email, Utc::now()).await?;
+        registration::resend(&self.state, email, peer, Utc::now()).await?;
         Ok(Response::new(pb::ResendVerificationCodeResponse {}))
     }
 
@@ -117,7 +127,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = self.peer(&request);
         let credentials = Credentials::try_from(request.into_inner())?;
         let (tokens, user) = login::login(&self.state, credentials, peer, Utc::now()).await?;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));

@@ -1,7 +1,6 @@
-//! Login: throttled per account and per peer before any hashing; wrong email and wrong password
-//! answer identically and cost the same.
-
-use std::net::IpAddr;
+//! Login: a place in the hashing pool first, then the attempt is counted per account and per
+//! client (before any hashing, so parallel guesses evaluate at most the limit); wrong email and
+//! wrong password answer identically and cost the same.
 
 use chrono::{DateTime, Utc};
 
@@ -9,6 +8,7 @@ use super::{TokenPair, store};
 use crate::{
     accounts::{Email, Password, User, store as users},
     error::Error,
+    peer::Peer,
     state::AppState,
     throttle::Key,
 };
@@ -24,50 +24,43 @@ pub struct Credentials {
 /// The error every bad email/password combination gets.
 pub const BAD_CREDENTIALS: Error = Error::Unauthenticated("invalid email or password");
 
-/// Refuses when `keys` are throttled.
-pub fn check_throttle(state: &AppState, keys: &[Key], now: DateTime<Utc>) -> Result<(), Error> {
-    for key in keys {
-        if let Err(retry_after) = state.throttle.check(key, now) {
-            return Err(Error::Throttled { message: "too many failed attempts", retry_after });
-        }
-    }
-    Ok(())
-}
+/// What a throttled login is told.
+pub const TOO_MANY_ATTEMPTS: &str = "too many failed attempts";
 
 /// Opens a session for the owner of `credentials`.
 pub async fn login(
     state: &AppState,
     credentials: Credentials,
-    peer: Option<IpAddr>,
+    peer: Option<Peer>,
     now: DateTime<Utc>,
 ) -> Result<(TokenPair, User), Error> {
+    let slot = state.passwords.admit()?;
     let account = Key::LoginAccount(credentials.email.normalized());
-    let mut keys = vec![account.clone()];
-    keys.extend(peer.map(Key::LoginPeer));
-    check_throttle(state, &keys, now)?;
+    let peer = peer.map(Key::LoginPeer);
+    let conn = state.conn().await?;
+    let keys: Vec<Key> = std::iter::once(account.clone()).chain(peer.clone()).collect();
+    state.throttle.count(&**conn, &keys, now, TOO_MANY_ATTEMPTS).await?;
 
-    let found =
-        users::credentials_by_email(&**state.conn().await?, &credentials.email.normalized())
-            .await?;
+    let found = users::credentials_by_email(&**conn, &credentials.email.normalized()).await?;
+    drop(conn);
     let (user, hash) = match found {
         Some(c) => (Some(c.user), Some(c.password_hash)),
         None => (None, None),
     };
-    let ok = state.passwords.verify(credentials.password.0, hash).await?;
-    let user = match (ok, user) {
-        (true, Some(user)) => user,
-        _ => {
-            for key in keys {
-                state.throttle.record(key, now);
-            }
-            return Err(BAD_CREDENTIALS);
-        }
+    let ok = slot.verify(credentials.password.0, hash).await?;
+    drop(slot);
+    let (true, Some(user)) = (ok, user) else {
+        return Err(BAD_CREDENTIALS);
     };
-    state.throttle.reset(&account);
+    let mut conn = state.conn().await?;
+    // A success clears the account's failures; the client's count keeps its failures only.
+    state.throttle.reset(&**conn, &account).await?;
+    if let Some(peer) = &peer {
+        state.throttle.refund(&**conn, peer).await?;
+    }
     if !user.is_verified {
         return Err(Error::FailedPrecondition("email address not verified yet"));
     }
-    let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let pair = store::open(&*tx, state, user.id, now).await?;
     tx.commit().await?;

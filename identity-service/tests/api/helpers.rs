@@ -22,7 +22,10 @@ pub type Internal = InterceptedService<Channel, AttachServiceToken>;
 
 /// A running identity-service and clients for it.
 pub struct TestApp {
+    /// The public listener (AuthService, health, reflection).
     pub channel: Channel,
+    /// The internal listener (TokenService, DirectoryService, health, reflection).
+    pub internal: Channel,
     pub auth: AuthServiceClient<Channel>,
     pub tokens: TokenServiceClient<Internal>,
     pub directory: DirectoryServiceClient<Internal>,
@@ -64,27 +67,34 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let outbox = config.mail.outbox_dir.clone();
     let token = config.service_token.clone();
     let app = Application::build(config).await.expect("build identity-service");
-    let address = app.address();
+    let (address, internal) = (app.address(), app.internal_address());
     let shutdown = app.shutdown_handle();
     tokio::spawn(app.run_until_stopped());
-    let channel = Endpoint::from_shared(format!("http://{address}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to identity-service");
+    let channel = connect(address).await;
+    let internal = connect(internal).await;
     let attach = AttachServiceToken::new(&token.unwrap_or_else(|| SecretString::from("none")))
         .expect("ascii token");
     let db = clinic_shared::pg::connect(&database.config).await.expect("connect to test database");
     TestApp {
         auth: AuthServiceClient::new(channel.clone()),
-        tokens: TokenServiceClient::with_interceptor(channel.clone(), attach.clone()),
-        directory: DirectoryServiceClient::with_interceptor(channel.clone(), attach),
+        tokens: TokenServiceClient::with_interceptor(internal.clone(), attach.clone()),
+        directory: DirectoryServiceClient::with_interceptor(internal.clone(), attach),
         channel,
+        internal,
         db,
         outbox,
         shutdown,
         _database: database,
     }
+}
+
+/// A channel to a listener of the test's server.
+pub async fn connect(address: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to identity-service")
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";

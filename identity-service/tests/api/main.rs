@@ -6,6 +6,7 @@ mod login;
 mod organizations;
 mod passwords;
 mod registration;
+mod replicas;
 mod service_auth;
 mod sessions;
 mod startup;

@@ -200,3 +200,39 @@ async fn concurrent_reservations_spread_over_the_servers() {
     servers.sort();
     assert_eq!(servers, ["s1", "s1", "s2", "s2"]);
 }
+
+#[tokio::test]
+async fn clinics_per_user_are_capped_with_a_quota_failure() {
+    use tonic_types::StatusExt;
+    let app = crate::helpers::spawn_app_with(|c| c.max_clinics_per_user = 2).await;
+    let ann = app.verified_user("ann").await.user.id;
+    reserve(&app, "One", &ann, &["s1"]).await.unwrap();
+    reserve(&app, "Two", &ann, &["s1"]).await.unwrap();
+    // A retry of an earlier reservation is not a new clinic.
+    assert!(!reserve(&app, "Two", &ann, &["s1"]).await.unwrap().created);
+    let status = assert_code(reserve(&app, "Three", &ann, &["s1"]).await, Code::ResourceExhausted);
+    let quota = status.get_details_quota_failure().expect("QuotaFailure");
+    assert_eq!(quota.violations[0].subject, format!("user:{ann}"));
+    assert!(quota.violations[0].description.contains("at most 2"));
+    assert_eq!(app.count("organization").await, 2);
+    // Another user has a quota of their own.
+    let bob = app.verified_user("bob").await.user.id;
+    reserve(&app, "Three", &bob, &["s1"]).await.unwrap();
+}
+
+#[tokio::test]
+async fn creating_clinics_is_rate_limited_per_user() {
+    use tonic_types::StatusExt;
+    let app = crate::helpers::spawn_app_with(|c| c.throttle.create_organization_per_user = 2).await;
+    let ann = app.verified_user("ann").await.user.id;
+    reserve(&app, "One", &ann, &["s1"]).await.unwrap();
+    // A name taken by someone else is refused without using up the rate.
+    let bob = app.verified_user("bob").await.user.id;
+    reserve(&app, "Bobs", &bob, &["s1"]).await.unwrap();
+    assert_code(reserve(&app, "Bobs", &ann, &["s1"]).await, Code::AlreadyExists);
+    reserve(&app, "Two", &ann, &["s1"]).await.unwrap();
+    let status = assert_code(reserve(&app, "Three", &ann, &["s1"]).await, Code::ResourceExhausted);
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.is_some_and(|d| d.as_secs() >= 1));
+    assert_eq!(app.count("organization").await, 3);
+}

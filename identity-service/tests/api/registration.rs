@@ -183,3 +183,30 @@ async fn concurrent_registrations_of_one_email_create_one_user() {
     assert_eq!(failed.code(), Code::AlreadyExists);
     assert_eq!(app.count("app_user").await, 1);
 }
+
+#[tokio::test]
+async fn accounts_never_verified_expire_and_free_their_email_and_name() {
+    use identity_service::{config::ThrottleConfig, janitor, throttle::Throttle};
+    let app = spawn_app().await;
+    app.register("late@example.com", "late", PASSWORD).await.unwrap();
+    app.verified_user("kept").await;
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let throttle = Throttle::new(ThrottleConfig::default());
+
+    // Not yet expired a day before the end of the week.
+    let soon = chrono::Utc::now() + chrono::Duration::days(6);
+    let swept = janitor::sweep(&app.db, &throttle, week, soon).await.unwrap();
+    assert_eq!(swept.accounts, 0);
+
+    // A wrong login leaves a counter; a week later both are gone, the verified user stays.
+    let _ = app.login("late@example.com", "wrong password").await;
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    let swept = janitor::sweep(&app.db, &throttle, week, later).await.unwrap();
+    assert_eq!(swept.accounts, 1);
+    assert!(swept.counters >= 1);
+    assert_eq!(app.count("app_user").await, 1);
+    assert_eq!(app.count("throttle_counter").await, 0);
+
+    // The email and the name are free again.
+    app.register("late@example.com", "late", PASSWORD).await.expect("registers again");
+}

@@ -18,19 +18,32 @@ async fn internal_services_refuse_missing_or_wrong_credentials() {
     let validate = pb::ValidateTokenRequest { access_token: s.tokens.access_token.clone() };
     let lookup = pb::LookupUserRequest { email: s.user.email.clone() };
 
-    let mut tokens = TokenServiceClient::new(app.channel.clone());
+    let mut tokens = TokenServiceClient::new(app.internal.clone());
     assert_code(tokens.validate_token(validate.clone()).await, Code::Unauthenticated);
-    let mut directory = DirectoryServiceClient::new(app.channel.clone());
+    let mut directory = DirectoryServiceClient::new(app.internal.clone());
     assert_code(directory.lookup_user(lookup.clone()).await, Code::Unauthenticated);
 
     let wrong = AttachServiceToken::new(&SecretString::from("wrong-token")).unwrap();
-    let mut tokens = TokenServiceClient::with_interceptor(app.channel.clone(), wrong.clone());
+    let mut tokens = TokenServiceClient::with_interceptor(app.internal.clone(), wrong.clone());
     assert_code(tokens.validate_token(validate.clone()).await, Code::Unauthenticated);
-    let mut directory = DirectoryServiceClient::with_interceptor(app.channel.clone(), wrong);
+    let mut directory = DirectoryServiceClient::with_interceptor(app.internal.clone(), wrong);
     assert_code(directory.lookup_user(lookup.clone()).await, Code::Unauthenticated);
 
     assert!(app.tokens.clone().validate_token(validate).await.is_ok());
     assert!(app.directory.clone().lookup_user(lookup).await.is_ok());
+}
+
+#[tokio::test]
+async fn internal_services_are_not_served_on_the_public_listener() {
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let right = AttachServiceToken::new(&SecretString::from("test-service-token")).unwrap();
+    let validate = pb::ValidateTokenRequest { access_token: s.tokens.access_token.clone() };
+    let mut tokens = TokenServiceClient::with_interceptor(app.channel.clone(), right.clone());
+    assert_code(tokens.validate_token(validate).await, Code::Unimplemented);
+    let mut directory = DirectoryServiceClient::with_interceptor(app.channel.clone(), right);
+    let list = pb::ListOrganizationsRequest::default();
+    assert_code(directory.list_organizations(list).await, Code::Unimplemented);
 }
 
 #[tokio::test]
@@ -43,12 +56,16 @@ async fn without_a_configured_credential_internal_services_are_closed() {
 #[tokio::test]
 async fn health_and_reflection_are_open() {
     let app = spawn_app().await;
-    let mut health = HealthClient::new(app.channel.clone());
-    for service in
-        ["", "identity.v1.AuthService", "identity.v1.TokenService", "identity.v1.DirectoryService"]
-    {
-        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap();
-        assert_eq!(r.into_inner().status(), ServingStatus::Serving, "{service}");
+    let listeners = [
+        (app.channel.clone(), &["", "identity.v1.AuthService"][..]),
+        (app.internal.clone(), &["", "identity.v1.TokenService", "identity.v1.DirectoryService"]),
+    ];
+    for (channel, services) in listeners {
+        let mut health = HealthClient::new(channel);
+        for service in services {
+            let r = health.check(HealthCheckRequest { service: (*service).into() }).await.unwrap();
+            assert_eq!(r.into_inner().status(), ServingStatus::Serving, "{service}");
+        }
     }
 
     use tonic_reflection::pb::{v1, v1alpha};

@@ -1,4 +1,5 @@
-use tonic::{Code, Status};
+use clinic_api::identity::v1 as pb;
+use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use crate::helpers::{PASSWORD, assert_code, spawn_app_with};
@@ -63,4 +64,167 @@ async fn wrong_verification_codes_are_throttled() {
         assert_code(app.verify("ann@example.com", wrong).await, Code::FailedPrecondition);
     }
     assert_throttled(app.verify("ann@example.com", &r.verification_code).await);
+}
+
+/// A login request with an `x-forwarded-for` header.
+fn login_from(email: &str, password: &str, forwarded_for: &str) -> Request<pb::LoginRequest> {
+    let mut request =
+        Request::new(pb::LoginRequest { email: email.into(), password: password.into() });
+    request.metadata_mut().insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_flood_of_other_keys_does_not_make_the_limiter_forget_an_account() {
+    let app = spawn_app_with(|c| {
+        c.throttle.resend_per_peer = 10_000;
+        c.throttle.peer_failures = 10_000;
+        c.hash_queue = 64;
+    })
+    .await;
+    app.verified_user("ann").await;
+    // The probe that broke the in-memory map: many made-up emails, each at its limit.
+    for i in 0..100 {
+        for _ in 0..6 {
+            let email = format!("made-up-{i}@example.com");
+            let request = pb::ResendVerificationCodeRequest { email };
+            app.auth.clone().resend_verification_code(request).await.unwrap();
+        }
+    }
+    let mut evaluated = 0;
+    for _ in 0..40 {
+        match app.login("ann@example.com", "wrong password").await {
+            Err(s) if s.code() == Code::Unauthenticated => evaluated += 1,
+            other => {
+                assert_throttled(other);
+            }
+        }
+    }
+    assert_eq!(evaluated, 5, "the account limit (5) held after the flood");
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_evaluate_at_most_the_limit() {
+    let app = spawn_app_with(|c| {
+        c.throttle.account_failures = 5;
+        c.throttle.peer_failures = 10_000;
+        // Room for every caller in the hashing queue: only the counter may refuse them.
+        c.hash_queue = 64;
+    })
+    .await;
+    app.verified_user("ann").await;
+    let attempts = (0..40).map(|_| {
+        let mut auth = app.auth.clone();
+        async move {
+            let request = pb::LoginRequest {
+                email: "ann@example.com".into(),
+                password: "wrong password".into(),
+            };
+            auth.login(request).await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let evaluated =
+        results.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::Unauthenticated)).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert_eq!((evaluated, refused), (5, 35));
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_the_client_only_behind_a_trusted_proxy() {
+    let behind_proxy = spawn_app_with(|c| {
+        c.throttle.account_failures = 100;
+        c.throttle.peer_failures = 2;
+        c.trusted_proxies = "127.0.0.0/8".parse().unwrap();
+    })
+    .await;
+    let mut auth = behind_proxy.auth.clone();
+    for i in 0..2 {
+        let email = format!("u{i}@example.com");
+        assert_code(
+            auth.login(login_from(&email, "wrong", "198.51.100.7")).await,
+            Code::Unauthenticated,
+        );
+    }
+    assert_throttled(auth.login(login_from("x@example.com", "wrong", "198.51.100.7")).await);
+    // Another client behind the same proxy, and a client lying to the proxy on the left.
+    let other = login_from("x@example.com", "wrong", "198.51.100.8");
+    assert_code(auth.login(other).await, Code::Unauthenticated);
+    let spoofed = login_from("x@example.com", "wrong", "203.0.113.1, 198.51.100.7");
+    assert_throttled(auth.login(spoofed).await);
+
+    // Not behind a trusted proxy: the header is ignored, every call is the loopback peer.
+    let direct = spawn_app_with(|c| {
+        c.throttle.account_failures = 100;
+        c.throttle.peer_failures = 2;
+    })
+    .await;
+    let mut auth = direct.auth.clone();
+    for i in 0..2 {
+        let request = login_from(&format!("u{i}@example.com"), "wrong", &format!("198.51.100.{i}"));
+        assert_code(auth.login(request).await, Code::Unauthenticated);
+    }
+    assert_throttled(auth.login(login_from("x@example.com", "wrong", "198.51.100.99")).await);
+}
+
+#[tokio::test]
+async fn registrations_and_resends_are_limited_per_client() {
+    let app = spawn_app_with(|c| {
+        c.throttle.register_per_peer = 2;
+        c.throttle.resend_per_peer = 2;
+    })
+    .await;
+    app.register("a@example.com", "a", PASSWORD).await.unwrap();
+    app.register("b@example.com", "b", PASSWORD).await.unwrap();
+    assert_throttled(app.register("c@example.com", "c", PASSWORD).await);
+    assert_eq!(app.count("app_user").await, 2);
+    let mut auth = app.auth.clone();
+    for _ in 0..2 {
+        let request = pb::ResendVerificationCodeRequest { email: "a@example.com".into() };
+        auth.resend_verification_code(request).await.unwrap();
+    }
+    let request = pb::ResendVerificationCodeRequest { email: "nobody@example.com".into() };
+    assert_throttled(auth.resend_verification_code(request).await);
+}
+
+#[tokio::test]
+async fn a_full_hashing_pool_refuses_at_once_with_retry_info() {
+    let app = spawn_app_with(|c| {
+        c.hash_workers = 1;
+        c.hash_queue = 0;
+    })
+    .await;
+    app.verified_user("ann").await;
+    let started = std::time::Instant::now();
+    let attempts = (0..10).map(|_| app.login("ann@example.com", PASSWORD));
+    let results = futures::future::join_all(attempts).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert!(ok >= 1, "at least the caller with the worker succeeds");
+    for r in results.into_iter().filter(|r| r.is_err()) {
+        assert_throttled(r);
+    }
+    assert!(ok < 10, "with one worker and no queue, parallel logins are shed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn counters_are_kept_in_the_central_database() {
+    let app = spawn_app_with(|c| c.throttle.account_failures = 2).await;
+    for _ in 0..2 {
+        assert_code(app.login("ann@example.com", "wrong").await, Code::Unauthenticated);
+    }
+    // Stored hashed: neither the email nor the address appears in the table.
+    let rows = app
+        .db
+        .query("SELECT encode(key, 'escape'), count FROM throttle_counter", &[])
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let key: String = row.get(0);
+        assert!(!key.contains("ann@example.com") && !key.contains("127.0.0.1"));
+    }
 }

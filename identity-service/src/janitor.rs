@@ -1,0 +1,70 @@
+//! Periodic clean-up: counters whose window has ended, and accounts never verified within
+//! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again). Every statement is
+//! idempotent, so each replica may run it. Time is a parameter.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+
+use crate::{error::Error, state::AppState, throttle::Throttle};
+
+/// What one sweep deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired abuse-limit counters.
+    pub counters: u64,
+    /// Expired unverified accounts.
+    pub accounts: u64,
+}
+
+/// Deletes what has expired at `now`: `throttle`'s ended windows, and accounts unverified for
+/// `unverified_ttl` (unless they created an organization, which an unverified user cannot).
+pub async fn sweep(
+    db: &impl GenericClient,
+    throttle: &Throttle,
+    unverified_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<Swept, Error> {
+    let counters = throttle.sweep(db, now).await?;
+    let ttl = chrono::Duration::from_std(unverified_ttl).unwrap_or(chrono::Duration::MAX);
+    let accounts = db
+        .execute(
+            "DELETE FROM app_user u WHERE NOT u.is_verified AND u.created_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM organization o WHERE o.creator_user_id = u.id)",
+            &[&(now - ttl)],
+        )
+        .await?;
+    Ok(Swept { counters, accounts })
+}
+
+/// Sweeps every `JANITOR_INTERVAL_SECS` until `stop` resolves.
+pub async fn run(state: Arc<AppState>, stop: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(state.config.janitor_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        let swept = match state.conn().await {
+            Ok(conn) => {
+                let ttl = state.config.unverified_account_ttl;
+                sweep(&**conn, &state.throttle, ttl, Utc::now()).await
+            }
+            Err(e) => Err(e),
+        };
+        match swept {
+            Ok(s) if s != Swept::default() => {
+                tracing::info!(
+                    counters = s.counters,
+                    accounts = s.accounts,
+                    "expired rows deleted"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "janitor sweep failed; retrying next interval"),
+        }
+    }
+}
