@@ -1,102 +1,181 @@
 //! argon2id hashing (OWASP parameters: m = 19 MiB, t = 2, p = 1) in a bounded pool.
 //!
 //! Each hash takes a core and 19 MiB for ~30 ms, so unbounded hashing under a flood exhausts
-//! memory and starves every other call. At most `workers` hashes run at once (default: all cores
-//! but one, so reads keep a core), and at most `queue` more callers wait for a worker; anyone
-//! beyond that is refused at once with `RESOURCE_EXHAUSTED` and `RetryInfo`. Callers take their
-//! place ([`Passwords::admit`]) *before* any other work on the request, so a refused caller has
-//! cost nothing and counted nothing.
+//! memory and starves every other call. The pool is `workers` threads of its own (default: all
+//! cores but one, so reads keep a core), each with its argon2 memory allocated once, so hashing
+//! never allocates and memory stays flat however many requests arrive. At most `queue` more
+//! callers wait for a worker; anyone beyond that is refused at once with `RESOURCE_EXHAUSTED`
+//! and `RetryInfo`. Callers take their place ([`Passwords::admit`]) *before* any other work on
+//! the request, so a refused caller has cost nothing and counted nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    time::Duration,
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::Error;
 
-fn argon2() -> Result<Argon2<'static>, Error> {
-    let params = Params::new(19_456, 2, 1, None).map_err(Error::internal)?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+/// The parameters of new hashes.
+fn params() -> Result<Params, Error> {
+    Params::new(19_456, 2, 1, None).map_err(Error::internal)
 }
 
-fn hash_blocking(password: &SecretString) -> Result<String, Error> {
+/// Stored hashes asking for more memory than this are refused rather than allocated.
+const MAX_BLOCKS: u32 = 64 * 1024;
+
+/// Runs argon2id (or the algorithm a stored hash names) in a worker's own memory.
+fn compute(
+    memory: &mut Vec<Block>,
+    (algorithm, version, params): (Algorithm, Version, Params),
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), Error> {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+        .map_err(Error::internal)
+}
+
+fn hash_with(memory: &mut Vec<Block>, password: &SecretString) -> Result<String, Error> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let hash = argon2()?
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map_err(Error::internal)?;
-    Ok(hash.to_string())
+    let params = params()?;
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(Error::internal)?;
+    let setting = (Algorithm::Argon2id, Version::V0x13, params.clone());
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        compute(memory, setting, password.expose_secret().as_bytes(), salt_bytes, out)
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(Error::internal)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(Error::internal)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
-fn verify_blocking(password: &SecretString, hash: &str) -> Result<bool, Error> {
-    let parsed = PasswordHash::new(hash).map_err(Error::internal)?;
-    Ok(argon2()?.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok())
+fn verify_with(
+    memory: &mut Vec<Block>,
+    password: &SecretString,
+    stored: &str,
+) -> Result<bool, Error> {
+    let parsed = PasswordHash::new(stored).map_err(Error::internal)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(Error::internal("stored password hash has no salt or output"));
+    };
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(Error::internal)?;
+    let version = parsed.version.map(Version::try_from).transpose().map_err(Error::internal)?;
+    let params = Params::try_from(&parsed).map_err(Error::internal)?;
+    if params.m_cost() > MAX_BLOCKS {
+        return Err(Error::internal("stored password hash asks for too much memory"));
+    }
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(Error::internal)?;
+    let setting = (algorithm, version.unwrap_or_default(), params);
+    let computed = Output::init_with(expected.len(), |out| {
+        compute(memory, setting, password.expose_secret().as_bytes(), salt_bytes, out)
+            .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .map_err(Error::internal)?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == expected)
 }
 
 /// The answer to a caller who finds the pool and its queue full.
 pub const BUSY: Error =
     Error::Throttled { message: "server busy, retry shortly", retry_after: Duration::from_secs(1) };
 
+/// Work for a hashing thread: runs with the thread's memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 /// Hashes and verifies passwords in the bounded pool. Holds a dummy hash so a login for an
-/// unknown email costs the same as one for a known email.
+/// unknown email costs the same as one for a known email. The threads end when the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct Passwords {
     dummy: Arc<str>,
     /// Places for running and waiting callers together.
     places: Arc<Semaphore>,
-    /// Hashes running at once.
-    workers: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Passwords {
-    /// A pool of `workers` (at least 1) and `queue` waiting places; computes the dummy hash
-    /// (blocking; call at start-up).
+    /// A pool of `workers` threads (at least 1) and `queue` waiting places; computes the dummy
+    /// hash (blocking; call at start-up).
     pub fn new(workers: usize, queue: usize) -> Result<Self, Error> {
         let workers = workers.max(1);
-        let dummy = hash_blocking(&SecretString::from("not a real password, only for timing"))?;
-        Ok(Self {
-            dummy: dummy.into(),
-            places: Arc::new(Semaphore::new(workers + queue)),
-            workers: Arc::new(Semaphore::new(workers)),
-        })
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let blocks = params()?.block_count();
+        for i in 0..workers {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut memory = vec![Block::default(); blocks];
+                    loop {
+                        let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(Error::internal)?;
+        }
+        let mut memory = Vec::new();
+        let dummy = hash_with(&mut memory, &SecretString::from("not a real password, for timing"))?;
+        Ok(Self { dummy: dummy.into(), places: Arc::new(Semaphore::new(workers + queue)), jobs })
     }
 
     /// A place in the pool for one request, or [`BUSY`] at once when none is free.
     pub fn admit(&self) -> Result<HashSlot, Error> {
         let place = self.places.clone().try_acquire_owned().map_err(|_| BUSY)?;
-        Ok(HashSlot { passwords: self.clone(), _place: place })
+        Ok(HashSlot { passwords: self.clone(), place: Arc::new(place) })
     }
 }
 
-/// A request's place in the hashing pool; hashes run through it one at a time.
+/// A request's place in the hashing pool; its hashes run one at a time.
 pub struct HashSlot {
     passwords: Passwords,
-    _place: OwnedSemaphorePermit,
+    /// Shared with the running job, so a request dropped mid-hash keeps its place until the
+    /// hash is done: never more than `workers + queue` jobs exist.
+    place: Arc<OwnedSemaphorePermit>,
 }
 
 impl HashSlot {
-    /// Runs `work` on a worker. The worker permit moves into the blocking task, so a request
-    /// dropped mid-hash cannot let more than `workers` hashes run at once.
+    /// Runs `work` on a hashing thread and waits for its answer.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let worker =
-            self.passwords.workers.clone().acquire_owned().await.map_err(Error::internal)?;
-        tokio::task::spawn_blocking(move || {
-            let _worker = worker;
-            work()
-        })
-        .await
-        .map_err(Error::internal)?
+        let (answer, answered) = oneshot::channel();
+        let place = self.place.clone();
+        let job: Job = Box::new(move |memory| {
+            let _place = place;
+            let _ = answer.send(work(memory));
+        });
+        self.passwords.jobs.send(job).map_err(|_| Error::internal("hashing threads stopped"))?;
+        answered.await.map_err(|_| Error::internal("hashing thread dropped a job"))?
     }
 
     /// An argon2id PHC string for `password`.
     pub async fn hash(&self, password: SecretString) -> Result<String, Error> {
-        self.run(move || hash_blocking(&password)).await
+        self.run(move |memory| hash_with(memory, &password)).await
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) the dummy is checked
@@ -108,13 +187,15 @@ impl HashSlot {
     ) -> Result<bool, Error> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.passwords.dummy.to_string());
-        let ok = self.run(move || verify_blocking(&password, &hash)).await?;
+        let ok = self.run(move |memory| verify_with(memory, &password, &hash)).await?;
         Ok(ok && known)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use argon2::{PasswordHasher as _, PasswordVerifier as _};
+
     use super::*;
 
     #[tokio::test]
@@ -125,7 +206,26 @@ mod tests {
         drop(held);
         let slot = passwords.admit().unwrap();
         let hash = slot.hash(SecretString::from("correct horse")).await.unwrap();
-        assert!(slot.verify(SecretString::from("correct horse"), Some(hash)).await.unwrap());
+        assert!(
+            slot.verify(SecretString::from("correct horse"), Some(hash.clone())).await.unwrap()
+        );
+        assert!(!slot.verify(SecretString::from("wrong horse"), Some(hash)).await.unwrap());
         assert!(!slot.verify(SecretString::from("correct horse"), None).await.unwrap());
+    }
+
+    #[test]
+    fn hashes_interoperate_with_the_argon2_crate() {
+        let mut memory = Vec::new();
+        let ours = hash_with(&mut memory, &SecretString::from("pw one")).unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"pw one", &parsed).is_ok());
+
+        // Hashes stored by the first round (argon2's own hasher) still verify.
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params().unwrap());
+        let theirs = argon.hash_password(b"pw two", &salt).unwrap().to_string();
+        assert!(verify_with(&mut memory, &SecretString::from("pw two"), &theirs).unwrap());
+        assert!(!verify_with(&mut memory, &SecretString::from("pw one"), &theirs).unwrap());
     }
 }
