@@ -1,16 +1,19 @@
 //! PostgreSQL helpers: pools from URLs, creating databases by quoted name, and uniquely named
-//! per-test databases that drop themselves.
+//! per-test databases that drop themselves. Every connection goes through one connector,
+//! [`PgTls`]: plaintext unless the URL says `sslmode=require`, then TLS verified against a CA.
 
 use std::{str::FromStr, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
 
 use crate::slug::quote_ident;
 
 mod testing;
+mod tls;
 
 pub use testing::TestDatabase;
+pub use tls::{PgTls, PgTlsConnect};
 
 /// Errors of these helpers.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,12 @@ pub enum PgError {
     /// The pool could not be built or hand out a connection.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// The URL asks for TLS but no CA is configured to verify the server with.
+    #[error("sslmode asks for TLS but no CA is configured to verify the PostgreSQL server")]
+    TlsWithoutCa,
+    /// The CA file could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Parses a `postgres://` URL or key=value connection string.
@@ -38,11 +47,23 @@ pub fn with_dbname(config: &Config, dbname: &str) -> Config {
     config
 }
 
-/// A deadpool pool of at most `max_size` connections, waiting at most `wait` for one.
+/// A deadpool pool of at most `max_size` connections, waiting at most `wait` for one;
+/// plaintext only (see [`pool_with_tls`]).
 pub fn pool(config: Config, max_size: usize, wait: Duration) -> Result<Pool, PgError> {
+    pool_with_tls(config, max_size, wait, &PgTls::none())
+}
+
+/// [`pool`] connecting through `tls`. A URL asking for TLS without a CA in `tls` is an error
+/// here, before any connection is attempted.
+pub fn pool_with_tls(
+    config: Config,
+    max_size: usize,
+    wait: Duration,
+    tls: &PgTls,
+) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        tls.apply(&config)?,
+        tls.clone(),
         ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
     Pool::builder(manager)
@@ -54,9 +75,17 @@ pub fn pool(config: Config, max_size: usize, wait: Duration) -> Result<Pool, PgE
         .map_err(|e| PgError::Pool(e.to_string()))
 }
 
-/// Opens one connection, driving it on a background task.
+/// Opens one plaintext connection, driving it on a background task (see [`connect_with_tls`]).
 pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError> {
-    let (client, connection) = config.connect(NoTls).await?;
+    connect_with_tls(config, &PgTls::none()).await
+}
+
+/// [`connect`] through `tls`.
+pub async fn connect_with_tls(
+    config: &Config,
+    tls: &PgTls,
+) -> Result<tokio_postgres::Client, PgError> {
+    let (client, connection) = tls.apply(config)?.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -119,9 +148,15 @@ pub async fn drop_database(client: &tokio_postgres::Client, name: &str) -> Resul
 }
 
 /// Makes sure the database `config` names exists, creating it through the server's
-/// `postgres` maintenance database when missing.
+/// `postgres` maintenance database when missing; plaintext only (see
+/// [`ensure_database_with_tls`]).
 pub async fn ensure_database(config: &Config) -> Result<(), PgError> {
+    ensure_database_with_tls(config, &PgTls::none()).await
+}
+
+/// [`ensure_database`] through `tls`.
+pub async fn ensure_database_with_tls(config: &Config, tls: &PgTls) -> Result<(), PgError> {
     let name = config.get_dbname().unwrap_or("postgres").to_owned();
-    let admin = connect(&with_dbname(config, "postgres")).await?;
+    let admin = connect_with_tls(&with_dbname(config, "postgres"), tls).await?;
     create_database(&admin, &name, None).await
 }

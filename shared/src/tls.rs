@@ -1,10 +1,11 @@
-//! TLS for the services' listeners and their gRPC clients, with rustls and the `ring` provider
-//! only (no aws-lc, no OpenSSL).
+//! TLS for the services' listeners, their gRPC clients and their PostgreSQL connections, with
+//! rustls and the `ring` provider only (no aws-lc, no OpenSSL).
 //!
 //! Why here: both services serve gRPC and call each other, so the certificate handling (PEM
 //! files, hot reload, client certificates) is written once. Certificates are files that an
 //! operator (or cert-manager) rotates in place: servers pick up new ones without a restart and
-//! without dropping connections ([`ServerTls`]).
+//! without dropping connections ([`ServerTls`]). The PostgreSQL side lives in
+//! [`crate::pg::PgTls`] and uses the PEM helpers below.
 
 use std::{
     path::{Path, PathBuf},

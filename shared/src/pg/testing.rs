@@ -2,7 +2,7 @@
 
 use tokio_postgres::Config;
 
-use super::{connect, create_database, drop_database, parse_url, with_dbname};
+use super::{PgTls, connect_with_tls, create_database, drop_database, parse_url, with_dbname};
 
 /// A uniquely named database for one test, dropped (with `FORCE`) when this value is dropped,
 /// even when the test panics.
@@ -12,6 +12,7 @@ pub struct TestDatabase {
     /// Its name.
     pub name: String,
     server: Config,
+    tls: PgTls,
 }
 
 // Test support: failing to set up a test database should fail the test loudly.
@@ -24,13 +25,19 @@ impl TestDatabase {
         parse_url(&url).expect("TEST_DATABASE_URL must be a PostgreSQL URL")
     }
 
-    /// Creates `<prefix>_<random>` on `server`.
+    /// Creates `<prefix>_<random>` on `server`, connecting in plaintext.
     pub async fn create(server: &Config, prefix: &str) -> Self {
+        Self::create_with_tls(server, prefix, &PgTls::none()).await
+    }
+
+    /// Creates `<prefix>_<random>` on `server`, connecting through `tls` (also when dropping).
+    pub async fn create_with_tls(server: &Config, prefix: &str, tls: &PgTls) -> Self {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let admin =
-            connect(&with_dbname(server, "postgres")).await.expect("connect to test server");
+        let admin = connect_with_tls(&with_dbname(server, "postgres"), tls)
+            .await
+            .expect("connect to test server");
         create_database(&admin, &name, None).await.expect("create test database");
-        Self { config: with_dbname(server, &name), name, server: server.clone() }
+        Self { config: with_dbname(server, &name), name, server: server.clone(), tls: tls.clone() }
     }
 
     /// A `postgres://` URL of this database, for configuring a child process. Assumes a TCP
@@ -50,11 +57,13 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let server = with_dbname(&self.server, "postgres");
         let name = std::mem::take(&mut self.name);
+        let tls = self.tls.clone();
         // Drop may run inside a runtime, which must not block: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
-                let client = connect(&server).await.map_err(std::io::Error::other)?;
+                let client =
+                    connect_with_tls(&server, &tls).await.map_err(std::io::Error::other)?;
                 drop_database(&client, &name).await.map_err(std::io::Error::other)
             })
         })
