@@ -1,7 +1,8 @@
 //! What both services need, so each is written once: configuration from the environment,
 //! telemetry, gRPC server plumbing (reflection, health, request ids, graceful shutdown), error
-//! details for `tonic::Status`, auth metadata helpers, and PostgreSQL helpers (identifier quoting,
-//! the organization-name-to-database mapping, per-test databases).
+//! details for `tonic::Status`, auth metadata helpers, PostgreSQL helpers (identifier quoting,
+//! the organization-name-to-database mapping, per-test databases), and TLS for listeners, gRPC
+//! clients and PostgreSQL connections.
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -14,3 +15,4 @@ pub mod pg;
 pub mod server;
 pub mod slug;
 pub mod telemetry;
+pub mod tls;

@@ -1,12 +1,19 @@
 //! PostgreSQL helpers: pools from URLs, creating databases by quoted name, and uniquely named
-//! per-test databases that drop themselves.
+//! per-test databases that drop themselves. Every connection goes through one connector,
+//! [`PgTls`]: plaintext unless the URL says `sslmode=require`, then TLS verified against a CA.
 
 use std::{str::FromStr, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::Config;
 
 use crate::slug::quote_ident;
+
+mod testing;
+mod tls;
+
+pub use testing::TestDatabase;
+pub use tls::{PgTls, PgTlsConnect};
 
 /// Errors of these helpers.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,12 @@ pub enum PgError {
     /// The pool could not be built or hand out a connection.
     #[error("connection pool: {0}")]
     Pool(String),
+    /// The URL asks for TLS but no CA is configured to verify the server with.
+    #[error("sslmode asks for TLS but no CA is configured to verify the PostgreSQL server")]
+    TlsWithoutCa,
+    /// The CA file could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Parses a `postgres://` URL or key=value connection string.
@@ -34,11 +47,23 @@ pub fn with_dbname(config: &Config, dbname: &str) -> Config {
     config
 }
 
-/// A deadpool pool of at most `max_size` connections, waiting at most `wait` for one.
+/// A deadpool pool of at most `max_size` connections, waiting at most `wait` for one;
+/// plaintext only (see [`pool_with_tls`]).
 pub fn pool(config: Config, max_size: usize, wait: Duration) -> Result<Pool, PgError> {
+    pool_with_tls(config, max_size, wait, &PgTls::none())
+}
+
+/// [`pool`] connecting through `tls`. A URL asking for TLS without a CA in `tls` is an error
+/// here, before any connection is attempted.
+pub fn pool_with_tls(
+    config: Config,
+    max_size: usize,
+    wait: Duration,
+    tls: &PgTls,
+) -> Result<Pool, PgError> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        tls.apply(&config)?,
+        tls.clone(),
         ManagerConfig { recycling_method: RecyclingMethod::Fast },
     );
     Pool::builder(manager)
@@ -50,9 +75,17 @@ pub fn pool(config: Config, max_size: usize, wait: Duration) -> Result<Pool, PgE
         .map_err(|e| PgError::Pool(e.to_string()))
 }
 
-/// Opens one connection, driving it on a background task.
+/// Opens one plaintext connection, driving it on a background task (see [`connect_with_tls`]).
 pub async fn connect(config: &Config) -> Result<tokio_postgres::Client, PgError> {
-    let (client, connection) = config.connect(NoTls).await?;
+    connect_with_tls(config, &PgTls::none()).await
+}
+
+/// [`connect`] through `tls`.
+pub async fn connect_with_tls(
+    config: &Config,
+    tls: &PgTls,
+) -> Result<tokio_postgres::Client, PgError> {
+    let (client, connection) = tls.apply(config)?.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -115,67 +148,15 @@ pub async fn drop_database(client: &tokio_postgres::Client, name: &str) -> Resul
 }
 
 /// Makes sure the database `config` names exists, creating it through the server's
-/// `postgres` maintenance database when missing.
+/// `postgres` maintenance database when missing; plaintext only (see
+/// [`ensure_database_with_tls`]).
 pub async fn ensure_database(config: &Config) -> Result<(), PgError> {
+    ensure_database_with_tls(config, &PgTls::none()).await
+}
+
+/// [`ensure_database`] through `tls`.
+pub async fn ensure_database_with_tls(config: &Config, tls: &PgTls) -> Result<(), PgError> {
     let name = config.get_dbname().unwrap_or("postgres").to_owned();
-    let admin = connect(&with_dbname(config, "postgres")).await?;
+    let admin = connect_with_tls(&with_dbname(config, "postgres"), tls).await?;
     create_database(&admin, &name, None).await
-}
-
-/// A uniquely named database for one test, dropped (with `FORCE`) when this value is dropped,
-/// even when the test panics.
-pub struct TestDatabase {
-    /// Connection settings of the new database.
-    pub config: Config,
-    /// Its name.
-    pub name: String,
-    server: Config,
-}
-
-// Test support: failing to set up a test database should fail the test loudly.
-#[allow(clippy::expect_used)]
-impl TestDatabase {
-    /// The server tests use: `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`.
-    pub fn server() -> Config {
-        let url = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        parse_url(&url).expect("TEST_DATABASE_URL must be a PostgreSQL URL")
-    }
-
-    /// Creates `<prefix>_<random>` on `server`.
-    pub async fn create(server: &Config, prefix: &str) -> Self {
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let admin =
-            connect(&with_dbname(server, "postgres")).await.expect("connect to test server");
-        create_database(&admin, &name, None).await.expect("create test database");
-        Self { config: with_dbname(server, &name), name, server: server.clone() }
-    }
-
-    /// A `postgres://` URL of this database, for configuring a child process. Assumes a TCP
-    /// host and no password, as test servers here use trust authentication.
-    pub fn url(&self) -> String {
-        let host = match self.config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        let user = self.config.get_user().unwrap_or("postgres");
-        format!("postgres://{user}@{host}:{port}/{}", self.name)
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let server = with_dbname(&self.server, "postgres");
-        let name = std::mem::take(&mut self.name);
-        // Drop may run inside a runtime, which must not block: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let client = connect(&server).await.map_err(std::io::Error::other)?;
-                drop_database(&client, &name).await.map_err(std::io::Error::other)
-            })
-        })
-        .join();
-    }
 }

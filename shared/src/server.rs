@@ -1,8 +1,9 @@
 //! gRPC server plumbing shared by both services: reflection (v1 and v1alpha, so both current
 //! grpcurl and grpcurl 1.8 work), `grpc.health.v1`, a tracing span per request carrying a request
-//! id, and graceful shutdown (health NOT_SERVING first, then stop accepting and drain).
+//! id, graceful shutdown (health NOT_SERVING first, then stop accepting and drain), on plaintext
+//! or TLS listeners.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::{Router, TcpIncoming};
@@ -124,12 +125,36 @@ impl ShutdownHandle {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then marks every service in
+/// Where [`serve`] accepts connections. A bare `TcpListener` converts into `Plain`.
+#[derive(Debug)]
+pub enum Listener {
+    /// Plaintext HTTP/2.
+    Plain(TcpListener),
+    /// TLS with this configuration (see [`crate::tls::ServerTls::server_config`]).
+    Tls(TcpListener, Arc<rustls::ServerConfig>),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Self::Plain(listener)
+    }
+}
+
+/// Accepted TCP connections of `listener`, with TCP_NODELAY and keepalive set.
+pub fn tcp_incoming(listener: TcpListener) -> TcpIncoming {
+    // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming stream, or
+    // Nagle's algorithm and delayed ACKs add ~40 ms to every multi-frame response.
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// Serves `router` on `listener` (plaintext or TLS) until `shutdown` resolves; then marks every service in
 /// `services` (and the server as a whole) NOT_SERVING, waits `drain_grace` so load balancers
 /// see it, stops accepting and waits for in-flight calls.
 pub async fn serve<L>(
     router: Router<L>,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     health: HealthReporter,
     services: &'static [&'static str],
     drain_grace: Duration,
@@ -159,10 +184,13 @@ where
         tokio::time::sleep(drain_grace).await;
         tracing::info!("draining in-flight requests");
     };
-    // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming stream, or
-    // Nagle's algorithm and delayed ACKs add ~40 ms to every multi-frame response.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
-    router.serve_with_incoming_shutdown(incoming, signal).await
+    match listener.into() {
+        Listener::Plain(listener) => {
+            router.serve_with_incoming_shutdown(tcp_incoming(listener), signal).await
+        }
+        Listener::Tls(listener, config) => {
+            let incoming = crate::tls::TlsIncoming::new(listener, config);
+            router.serve_with_incoming_shutdown(incoming, signal).await
+        }
+    }
 }

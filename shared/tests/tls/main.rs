@@ -1,0 +1,8 @@
+//! TLS over real sockets: gRPC listeners (trust, client certificates, hot reload, stalled
+//! clients) and PostgreSQL (verified TLS against a private cluster started with `ssl=on`).
+//! Certificates are made here with rcgen, in a temporary directory per test.
+
+mod grpc;
+mod helpers;
+mod postgres;
+mod reload;
