@@ -40,7 +40,7 @@ impl TestServer {
             Ok(request)
         });
         let (listener, addr) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let router = server::builder().add_service(service);
+        let router = server::builder(&Default::default()).add_service(service);
         let (shutdown, fired) = ShutdownHandle::new();
         let listener = Listener::Tls(listener, config);
         let task =
