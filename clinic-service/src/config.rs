@@ -5,6 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use clinic_shared::{
     config::{self, ConfigError, Mode},
     limits::Limits,
+    pg::PgTls,
+    tls::{ClientTls, ServerTls, settings as tls},
 };
 use secrecy::SecretString;
 
@@ -35,11 +37,24 @@ pub struct Config {
     /// `CLINIC_ADDR` (default `127.0.0.1:50052`): address to listen on; port 0 picks one.
     pub addr: SocketAddr,
     /// `IDENTITY_URL` (default `http://127.0.0.1:50061`): identity-service's internal listener
-    /// (`IDENTITY_INTERNAL_ADDR` there).
+    /// (`IDENTITY_INTERNAL_ADDR` there). `https://` needs `IDENTITY_CA_FILE`; production mode
+    /// requires `https://` unless `TLS_DISABLED=true`.
     pub identity_url: String,
-    /// `SERVICE_TOKEN` (development default `dev-service-token`; required in production):
-    /// the shared secret sent as `x-service-token` on identity-service's internal RPCs.
-    pub service_token: SecretString,
+    /// TLS towards identity-service: `IDENTITY_CA_FILE` (the CA its certificate must chain to),
+    /// optionally `TLS_CLIENT_CERT_FILE` + `TLS_CLIENT_KEY_FILE` (this service's client
+    /// certificate, the service credential under mutual TLS) and `IDENTITY_TLS_DOMAIN` (the
+    /// name to verify instead of the URL's host).
+    pub identity_tls: Option<ClientTls>,
+    /// `SERVICE_TOKEN` (development default `dev-service-token`): the shared secret sent as
+    /// `x-service-token` on identity-service's internal RPCs. Required in production unless a
+    /// client certificate is configured.
+    pub service_token: Option<SecretString>,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (re-read when they change): the listener serves TLS.
+    /// Required in production unless `TLS_DISABLED=true` (TLS ends in front of the service).
+    pub tls: Option<ServerTls>,
+    /// `DATABASE_CA_FILE`: CA for tenant server URLs with `sslmode=require` (certificate and
+    /// host name verified; without a CA such a URL is refused).
+    pub database_tls: PgTls,
     /// `APP_MODE` (default `production`).
     pub mode: Mode,
     /// `TENANT_SERVERS` (default `main=postgres://postgres@127.0.0.1:5432/postgres`):
@@ -78,6 +93,60 @@ pub struct Config {
     pub template_database: String,
 }
 
+/// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
+/// `https://`, and production mode needs `https://` unless `TLS_DISABLED=true`.
+fn identity_tls(url: &str, mode: Mode) -> Result<Option<ClientTls>, ConfigError> {
+    let https = url.starts_with("https://");
+    let cert = tls::path("TLS_CLIENT_CERT_FILE");
+    let key = tls::path("TLS_CLIENT_KEY_FILE");
+    let Some(ca) = tls::path("IDENTITY_CA_FILE") else {
+        if https {
+            return Err(ConfigError::new(
+                "IDENTITY_CA_FILE",
+                "required for an https:// IDENTITY_URL",
+            ));
+        }
+        if cert.is_some() {
+            return Err(ConfigError::new("TLS_CLIENT_CERT_FILE", "needs IDENTITY_CA_FILE"));
+        }
+        if mode == Mode::Production && !tls::disabled_from_env()? {
+            return Err(ConfigError::new(
+                "IDENTITY_URL",
+                "production mode reaches identity-service over TLS: use https:// and \
+                 IDENTITY_CA_FILE, or TLS_DISABLED=true when TLS ends in front of it",
+            ));
+        }
+        return Ok(None);
+    };
+    if !https {
+        return Err(ConfigError::new(
+            "IDENTITY_URL",
+            "must be https:// when IDENTITY_CA_FILE is set",
+        ));
+    }
+    let mut client = ClientTls::new(ca);
+    match (cert, key) {
+        (Some(cert), Some(key)) => client = client.with_identity(cert, key),
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "TLS_CLIENT_KEY_FILE",
+                "required with TLS_CLIENT_CERT_FILE",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "TLS_CLIENT_CERT_FILE",
+                "required with TLS_CLIENT_KEY_FILE",
+            ));
+        }
+    }
+    if let Some(domain) = config::var("IDENTITY_TLS_DOMAIN") {
+        client = client.with_domain(domain);
+    }
+    Ok(Some(client))
+}
+
 /// Default tenant server list.
 pub const DEFAULT_TENANT_SERVERS: &str = "main=postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -85,24 +154,40 @@ impl Config {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         let mode = config::mode()?;
+        let identity_url = config::string("IDENTITY_URL", "http://127.0.0.1:50061");
+        let identity_tls = identity_tls(&identity_url, mode)?;
+        let has_client_cert = identity_tls.as_ref().is_some_and(|t| t.identity.is_some());
         let service_token = match (config::secret("SERVICE_TOKEN"), mode) {
-            (Some(token), _) => token,
-            (None, Mode::Development) => SecretString::from("dev-service-token"),
+            (Some(token), _) => Some(token),
+            (None, Mode::Development) => Some(SecretString::from("dev-service-token")),
+            (None, Mode::Production) if has_client_cert => None,
             (None, Mode::Production) => {
-                return Err(ConfigError::new("SERVICE_TOKEN", "required in production"));
+                return Err(ConfigError::new(
+                    "SERVICE_TOKEN",
+                    "required in production unless TLS_CLIENT_CERT_FILE is set",
+                ));
             }
         };
         let default_grace = if mode == Mode::Development { 0 } else { 5 };
+        let database_tls = tls::database_from_env()?;
+        let tenant_servers =
+            parse_servers(&config::string("TENANT_SERVERS", DEFAULT_TENANT_SERVERS))?;
+        for server in &tenant_servers {
+            // A URL asking for TLS without a CA to verify it against is refused now, not later.
+            database_tls
+                .apply(&server.config)
+                .map_err(|e| ConfigError::new("TENANT_SERVERS", format!("{}: {e}", server.key)))?;
+        }
         Ok(Self {
             addr: config::parse("CLINIC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
-            identity_url: config::string("IDENTITY_URL", "http://127.0.0.1:50061"),
+            identity_url,
+            identity_tls,
+            tls: tls::server_from_env(mode)?,
+            database_tls,
             limits: Limits::from_env()?,
             service_token,
             mode,
-            tenant_servers: parse_servers(&config::string(
-                "TENANT_SERVERS",
-                DEFAULT_TENANT_SERVERS,
-            ))?,
+            tenant_servers,
             connection_budget: positive("DB_CONNECTION_BUDGET", 40)?,
             tenant_pool_size: positive("TENANT_POOL_SIZE", 5)?,
             acquire_timeout: Duration::from_millis(config::parse("DB_ACQUIRE_TIMEOUT_MS", 2000)?),
@@ -126,8 +211,11 @@ impl Config {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             identity_url,
+            identity_tls: None,
+            tls: None,
+            database_tls: PgTls::none(),
             limits: Limits::default(),
-            service_token: SecretString::from("test-service-token"),
+            service_token: Some(SecretString::from("test-service-token")),
             mode: Mode::Development,
             tenant_servers,
             connection_budget: 20,

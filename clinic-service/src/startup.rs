@@ -10,9 +10,8 @@ use clinic_api::clinic::v1::{
 };
 use clinic_shared::{
     limits::ShedLayer,
-    server::{self, ShutdownHandle},
+    server::{self, Listener, ShutdownHandle},
 };
-use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 use tower::layer::util::{Identity, Stack};
 
@@ -34,7 +33,7 @@ const SERVICES: &[&str] =
 /// A bound, ready-to-run clinic-service.
 pub struct Application {
     address: SocketAddr,
-    listener: TcpListener,
+    listener: Listener,
     router: Router<Stack<AuthLayer, Stack<ShedLayer, Identity>>>,
     health: tonic_health::server::HealthReporter,
     access: TenantAccess,
@@ -45,9 +44,13 @@ pub struct Application {
 
 /// Builds the shared state every service uses.
 pub fn tenant_access(config: &Config) -> Result<TenantAccess, Error> {
-    let identity =
-        IdentityClient::new(&config.identity_url, &config.service_token, config.identity_timeout)
-            .map_err(Error::Internal)?;
+    let identity = IdentityClient::new(
+        &config.identity_url,
+        config.identity_tls.as_ref(),
+        config.service_token.as_ref(),
+        config.identity_timeout,
+    )
+    .map_err(Error::Internal)?;
     Ok(TenantAccess::new(config, identity))
 }
 
@@ -84,6 +87,8 @@ impl Application {
             .add_service(appointments);
         let (listener, address) =
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
+        let listener = Listener::new(listener, config.tls.as_ref())
+            .map_err(|e| Error::internal("TLS_CERT_FILE", e))?;
         let (shutdown, stopped) = ShutdownHandle::new();
         Ok(Self {
             address,

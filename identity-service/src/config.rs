@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clinic_shared::{
     config::{self as env, ConfigError, Mode},
     limits::Limits,
+    pg::PgTls,
+    tls::{ServerTls, settings as tls},
 };
 use secrecy::SecretString;
 
@@ -21,6 +23,19 @@ pub struct Config {
     /// (`TokenService`, `DirectoryService`, health, reflection) for clinic-service only; never
     /// publish it.
     pub internal_addr: SocketAddr,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (re-read when they change): both listeners serve TLS.
+    /// Required in production unless `TLS_DISABLED=true` (TLS ends in front of the service).
+    pub tls: Option<ServerTls>,
+    /// `TLS_CLIENT_CA_FILE`, default unset: the internal listener then requires client
+    /// certificates issued by this CA (mutual TLS); needs `TLS_CERT_FILE`.
+    pub internal_client_ca: Option<PathBuf>,
+    /// `INTERNAL_CLIENT_NAMES`, default `clinic-service`: comma-separated certificate names (DNS
+    /// SAN, or CN without one) accepted as the service credential on the internal listener,
+    /// instead of `SERVICE_TOKEN`.
+    pub internal_client_names: Vec<String>,
+    /// `DATABASE_CA_FILE`, default unset: CA for a database URL with `sslmode=require` (the
+    /// server certificate and host name are verified; without a CA such a URL is refused).
+    pub database_tls: PgTls,
     /// Server limits (`MAX_CONCURRENT_REQUESTS`, `MAX_CONCURRENT_STREAMS`,
     /// `REQUEST_TIMEOUT_SECS`, `MAX_REQUEST_BYTES`): see [`Limits`].
     pub limits: Limits,
@@ -165,8 +180,24 @@ impl Config {
         if hash_workers == 0 {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
         }
+        let server_tls = tls::server_from_env(mode)?;
+        let internal_client_ca = tls::path("TLS_CLIENT_CA_FILE");
+        if internal_client_ca.is_some() && server_tls.is_none() {
+            return Err(ConfigError::new(
+                "TLS_CLIENT_CA_FILE",
+                "needs TLS_CERT_FILE and TLS_KEY_FILE",
+            ));
+        }
         Ok(Config {
             addr: env::parse("IDENTITY_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
+            tls: server_tls,
+            internal_client_ca,
+            internal_client_names: env::string("INTERNAL_CLIENT_NAMES", "clinic-service")
+                .split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            database_tls: tls::database_from_env()?,
             internal_addr: env::parse(
                 "IDENTITY_INTERNAL_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 50061)),
@@ -220,6 +251,10 @@ impl Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             internal_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            internal_client_ca: None,
+            internal_client_names: vec!["clinic-service".to_owned()],
+            database_tls: PgTls::none(),
             limits: Limits::default(),
             trusted_proxies: TrustedProxies::default(),
             hash_workers: default_hash_workers(),

@@ -12,8 +12,9 @@ const MIGRATION_LOCK: i64 = 0x1d_0c_0a_01;
 
 /// Creates the database if needed, applies pending migrations and returns a pool.
 pub async fn prepare(config: &Config) -> Result<Pool, Error> {
-    clinic_shared::pg::ensure_database(&config.database).await?;
-    let mut client = clinic_shared::pg::connect(&config.database).await?;
+    let tls = &config.database_tls;
+    clinic_shared::pg::ensure_database_with_tls(&config.database, tls).await?;
+    let mut client = clinic_shared::pg::connect_with_tls(&config.database, tls).await?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let outcome = migrations::runner().run_async(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
@@ -21,5 +22,11 @@ pub async fn prepare(config: &Config) -> Result<Pool, Error> {
     for m in report.applied_migrations() {
         tracing::info!(migration = %m, "migration applied");
     }
-    Ok(clinic_shared::pg::pool(config.database.clone(), config.pool_size, config.pool_wait)?)
+    let pool = clinic_shared::pg::pool_with_tls(
+        config.database.clone(),
+        config.pool_size,
+        config.pool_wait,
+        tls,
+    )?;
+    Ok(pool)
 }

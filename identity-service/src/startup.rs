@@ -13,11 +13,10 @@ use clinic_api::identity::v1::{
     token_service_server::{self, TokenServiceServer},
 };
 use clinic_shared::{
-    auth::RequireServiceToken,
+    auth::RequireServiceCredential,
     config::Mode,
-    server::{self, ShutdownHandle},
+    server::{self, Listener, ShutdownHandle},
 };
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
@@ -41,8 +40,8 @@ static INTERNAL_SERVICES: [&str; 2] =
 
 /// A bound, ready-to-run identity-service.
 pub struct Application {
-    public: (TcpListener, SocketAddr),
-    internal: (TcpListener, SocketAddr),
+    public: (Listener, SocketAddr),
+    internal: (Listener, SocketAddr),
     state: Arc<AppState>,
     shutdown: ShutdownHandle,
 }
@@ -72,8 +71,16 @@ impl Application {
             .await
             .map_err(Error::internal)??;
         let mailer = mail::from_config(&config.mail)?;
-        let public = server::bind(config.addr).await?;
-        let internal = server::bind(config.internal_addr).await?;
+        // The internal listener may also require client certificates (mutual TLS).
+        let internal_tls = match (&config.tls, &config.internal_client_ca) {
+            (Some(tls), Some(ca)) => Some(tls.clone().with_client_ca(ca)),
+            (tls, _) => tls.clone(),
+        };
+        let (listener, public_address) = server::bind(config.addr).await?;
+        let public = Listener::new(listener, config.tls.as_ref()).map_err(Error::internal)?;
+        let (listener, internal_address) = server::bind(config.internal_addr).await?;
+        let internal = Listener::new(listener, internal_tls.as_ref()).map_err(Error::internal)?;
+        let (public, internal) = ((public, public_address), (internal, internal_address));
         let (shutdown, _) = ShutdownHandle::new();
         let state = AppState {
             db: pool,
@@ -143,7 +150,10 @@ impl Application {
         let (internal_health, internal_health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(&INTERNAL_SERVICES).map_err(Error::internal)?;
-        let guard = RequireServiceToken::new(state.config.service_token.clone());
+        let guard = RequireServiceCredential::new(
+            state.config.service_token.clone(),
+            state.config.internal_client_names.clone(),
+        );
         let tokens = TokenServiceServer::new(TokenApi::new(state.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);

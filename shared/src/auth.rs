@@ -1,5 +1,8 @@
 //! Auth metadata: bearer tokens from callers, and the service credential that internal RPCs
-//! (identity-service's `TokenService` and `DirectoryService`) require.
+//! (identity-service's `TokenService` and `DirectoryService`) require: a client certificate or
+//! the shared token.
+
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -25,25 +28,33 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
     Ok(token)
 }
 
-/// Server side: refuses requests without the configured service credential. Fails closed: with
-/// no credential configured every request is refused.
+/// Server side: refuses requests without a service credential. Two are accepted: a verified
+/// client certificate (mutual TLS) naming one of `allowed_names` (a DNS SAN, or the CN when the
+/// certificate has no DNS SAN), or the shared token in `x-service-token`. Fails closed: with
+/// neither configured, every request is refused.
 #[derive(Clone)]
-pub struct RequireServiceToken {
-    expected: Option<SecretString>,
+pub struct RequireServiceCredential {
+    token: Option<SecretString>,
+    allowed_names: Arc<[String]>,
 }
 
-impl RequireServiceToken {
-    /// Requires `expected`; `None` refuses everything.
-    pub fn new(expected: Option<SecretString>) -> Self {
-        Self { expected }
+impl RequireServiceCredential {
+    /// Accepts `token` (if any) and client certificates naming one of `allowed_names`.
+    pub fn new(token: Option<SecretString>, allowed_names: Vec<String>) -> Self {
+        Self { token, allowed_names: allowed_names.into() }
     }
 }
 
-impl Interceptor for RequireServiceToken {
+impl Interceptor for RequireServiceCredential {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
+        if !self.allowed_names.is_empty()
+            && crate::tls::peer_names(&request).iter().any(|n| self.allowed_names.contains(n))
+        {
+            return Ok(request);
+        }
+        let Some(expected) = &self.token else {
             return Err(Status::unauthenticated(
-                "internal API disabled: no service credential configured",
+                "internal API: no service credential presented (client certificate or token)",
             ));
         };
         let presented = request
@@ -59,18 +70,24 @@ impl Interceptor for RequireServiceToken {
     }
 }
 
-/// Client side: attaches the service credential to every request.
+/// Client side: attaches the service credential to every request (nothing when the caller
+/// authenticates with a client certificate instead).
 #[derive(Clone)]
 pub struct AttachServiceToken {
-    value: tonic::metadata::AsciiMetadataValue,
+    value: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl AttachServiceToken {
     /// Attaches `token`; fails when it is not valid ASCII metadata.
     pub fn new(token: &SecretString) -> Result<Self, Status> {
+        Self::optional(Some(token))
+    }
+
+    /// Attaches `token` when there is one.
+    pub fn optional(token: Option<&SecretString>) -> Result<Self, Status> {
         let value = token
-            .expose_secret()
-            .parse()
+            .map(|t| t.expose_secret().parse())
+            .transpose()
             .map_err(|_| Status::invalid_argument("service credential is not ASCII"))?;
         Ok(Self { value })
     }
@@ -78,7 +95,9 @@ impl AttachServiceToken {
 
 impl Interceptor for AttachServiceToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert(SERVICE_TOKEN_KEY, self.value.clone());
+        if let Some(value) = &self.value {
+            request.metadata_mut().insert(SERVICE_TOKEN_KEY, value.clone());
+        }
         Ok(request)
     }
 }
@@ -106,14 +125,14 @@ mod tests {
     #[test]
     fn service_token_is_required_and_compared() {
         let secret = SecretString::from("s3cret");
-        let mut check = RequireServiceToken::new(Some(secret.clone()));
+        let mut check = RequireServiceCredential::new(Some(secret.clone()), vec![]);
         assert!(check.call(Request::new(())).is_err());
         let mut attach = AttachServiceToken::new(&secret).unwrap();
         let req = attach.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let mut wrong = AttachServiceToken::new(&SecretString::from("nope")).unwrap();
         assert!(check.call(wrong.call(Request::new(())).unwrap()).is_err());
-        let mut closed = RequireServiceToken::new(None);
+        let mut closed = RequireServiceCredential::new(None, vec!["clinic-service".into()]);
         assert!(closed.call(attach.call(Request::new(())).unwrap()).is_err());
     }
 }

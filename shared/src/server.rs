@@ -140,6 +140,20 @@ impl From<TcpListener> for Listener {
     }
 }
 
+impl Listener {
+    /// `listener`, serving TLS with `tls` when given (its files are read now: a missing or
+    /// mismatched certificate is a start-up error).
+    pub fn new(
+        listener: TcpListener,
+        tls: Option<&crate::tls::ServerTls>,
+    ) -> Result<Self, crate::tls::TlsError> {
+        Ok(match tls {
+            Some(tls) => Self::Tls(listener, tls.server_config()?),
+            None => Self::Plain(listener),
+        })
+    }
+}
+
 /// Accepted TCP connections of `listener`, with TCP_NODELAY and keepalive set.
 pub fn tcp_incoming(listener: TcpListener) -> TcpIncoming {
     // serve_with_incoming ignores the builder's tcp_nodelay: set it on the incoming stream, or

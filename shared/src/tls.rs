@@ -23,6 +23,9 @@ mod incoming;
 mod names;
 mod reload;
 mod server;
+pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use client::{ClientIdentity, ClientTls};
 pub use incoming::{HANDSHAKE_TIMEOUT, TlsIncoming};

@@ -5,7 +5,7 @@
 use std::{future::Future, time::Duration};
 
 use clinic_api::identity::v1 as pb;
-use clinic_shared::auth::AttachServiceToken;
+use clinic_shared::{auth::AttachServiceToken, tls::ClientTls};
 use pb::{
     directory_service_client::DirectoryServiceClient, token_service_client::TokenServiceClient,
 };
@@ -25,14 +25,23 @@ pub struct IdentityClient {
 }
 
 impl IdentityClient {
-    /// A client of `url` that connects on first use.
-    pub fn new(url: &str, service_token: &SecretString, timeout: Duration) -> Result<Self, String> {
-        let channel = Channel::from_shared(url.to_owned())
-            .map_err(|e| format!("IDENTITY_URL: {e}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
-        let attach = AttachServiceToken::new(service_token).map_err(|e| e.message().to_owned())?;
+    /// A client of `url` that connects on first use, over TLS when `tls` is given (the
+    /// configuration checked that it is for an `https://` URL).
+    pub fn new(
+        url: &str,
+        tls: Option<&ClientTls>,
+        service_token: Option<&SecretString>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let endpoint = match tls {
+            Some(tls) => tls.endpoint(url).map_err(|e| format!("IDENTITY_URL: {e}"))?,
+            None => {
+                Channel::from_shared(url.to_owned()).map_err(|e| format!("IDENTITY_URL: {e}"))?
+            }
+        };
+        let channel = endpoint.connect_timeout(timeout).timeout(timeout).connect_lazy();
+        let attach =
+            AttachServiceToken::optional(service_token).map_err(|e| e.message().to_owned())?;
         Ok(Self {
             tokens: TokenServiceClient::with_interceptor(channel.clone(), attach.clone()),
             directory: DirectoryServiceClient::with_interceptor(channel, attach),

@@ -145,6 +145,7 @@ impl TenantAccess {
                     config.connection_budget,
                     config.tenant_pool_size,
                     config.acquire_timeout,
+                    config.database_tls.clone(),
                 ),
                 server_keys: config.tenant_servers.iter().map(|s| s.key.clone()).collect(),
                 servers,

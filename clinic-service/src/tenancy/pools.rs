@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use clinic_shared::pg::PgTls;
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
@@ -40,6 +41,8 @@ pub struct Pools {
 
 struct Shared {
     permits: Arc<Semaphore>,
+    /// TLS where a server's URL asks for it.
+    tls: PgTls,
     budget: usize,
     pool_size: usize,
     acquire_timeout: Duration,
@@ -68,7 +71,7 @@ impl managed::Manager for TenantManager {
             self.shared.upgrade().ok_or_else(|| Error::Internal("pools dropped".into()))?;
         let deadline = Instant::now() + shared.acquire_timeout;
         let permit = shared.permit(Some(self.organization_id), deadline).await?;
-        Ok(open(&self.config, permit).await?.0)
+        Ok(open(&self.config, &shared.tls, permit).await?.0)
     }
 
     async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<Error> {
@@ -83,9 +86,10 @@ impl managed::Manager for TenantManager {
 /// closed the socket (see `socket.rs`).
 async fn open(
     config: &tokio_postgres::Config,
+    tls: &PgTls,
     permit: OwnedSemaphorePermit,
 ) -> Result<(Client, JoinHandle<()>), Error> {
-    let (client, connection) = super::socket::connect(config, CONNECT_TIMEOUT).await?;
+    let (client, connection) = super::socket::connect(config, tls, CONNECT_TIMEOUT).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "tenant connection ended");
@@ -151,10 +155,11 @@ impl Shared {
 
 impl Pools {
     /// Pools sharing `budget` connections, each tenant holding at most `pool_size`.
-    pub fn new(budget: usize, pool_size: usize, acquire_timeout: Duration) -> Self {
+    pub fn new(budget: usize, pool_size: usize, acquire_timeout: Duration, tls: PgTls) -> Self {
         Self {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(budget)),
+                tls,
                 budget,
                 pool_size: pool_size.clamp(1, budget.max(1)),
                 acquire_timeout,
@@ -215,7 +220,7 @@ impl Pools {
     pub async fn connect(&self, config: &tokio_postgres::Config) -> Result<RawConnection, Error> {
         let deadline = Instant::now() + self.shared.acquire_timeout;
         let permit = self.shared.permit(None, deadline).await?;
-        let (client, task) = open(config, permit).await?;
+        let (client, task) = open(config, &self.shared.tls, permit).await?;
         Ok(RawConnection { client, task })
     }
 

@@ -12,11 +12,12 @@ use std::{
     time::Duration,
 };
 
+use clinic_shared::pg::PgTls;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_postgres::{Client, Config, NoTls, config::Host};
+use tokio_postgres::{Client, Config, config::Host, tls::MakeTlsConnect};
 
 use crate::error::Error;
 
@@ -72,14 +73,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for CloseAware<S> {
     }
 }
 
-/// Connects to the first TCP host of `config` and returns the client and its driver future.
+/// The stream of a tenant connection: TLS where the server's URL asks for it.
+type TlsStream = <PgTls as MakeTlsConnect<CloseAware<TcpStream>>>::Stream;
+
+/// Connects to the first TCP host of `config` (TLS, verified, where its `sslmode` asks for it)
+/// and returns the client and its driver future.
 pub async fn connect(
     config: &Config,
+    tls: &PgTls,
     timeout: Duration,
-) -> Result<
-    (Client, tokio_postgres::Connection<CloseAware<TcpStream>, tokio_postgres::tls::NoTlsStream>),
-    Error,
-> {
+) -> Result<(Client, tokio_postgres::Connection<CloseAware<TcpStream>, TlsStream>), Error> {
     let unavailable = |cause: String| Error::Unavailable {
         what: "tenant database",
         cause: format!("connect: {cause}"),
@@ -95,7 +98,8 @@ pub async fn connect(
         .map_err(|e| unavailable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let stream = CloseAware { inner: stream, write_closed: false };
-    tokio::time::timeout(timeout, config.connect_raw(stream, NoTls))
+    let config = tls.apply(config).map_err(|e| unavailable(e.to_string()))?;
+    tokio::time::timeout(timeout, config.connect_raw(stream, tls.tls_connect(&host)))
         .await
         .map_err(|_| unavailable("timed out".into()))?
         .map_err(|e| unavailable(e.to_string()))

@@ -7,3 +7,4 @@ mod logs;
 mod members;
 mod organizations;
 mod tenancy;
+mod tls;

@@ -78,7 +78,7 @@ async fn two_replicas_enforce_one_limit_that_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn settings_that_would_weaken_a_limit_refuse_to_start() {
+async fn settings_that_would_weaken_a_limit_or_transport_refuse_to_start() {
     let db = TestDatabase::create(&TestDatabase::server(), "identity_bad_limits").await;
     for (name, value) in [
         ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "0"),
@@ -88,14 +88,20 @@ async fn settings_that_would_weaken_a_limit_refuse_to_start() {
         ("HASH_WORKERS", "0"),
         ("MAX_CONCURRENT_REQUESTS", "0"),
         ("MAX_CLINICS_PER_USER", "lots"),
+        // Production serves TLS unless told that TLS ends in front of the service.
+        ("APP_MODE", "production"),
+        ("TLS_CLIENT_CA_FILE", "/etc/clinic/ca.pem"),
     ] {
-        let output =
-            tokio::time::timeout(Duration::from_secs(30), command(&db, &[(name, value)]).output())
-                .await
-                .expect("exits promptly")
-                .expect("run identity-service");
+        // Production also needs a signing key; its file is only read once the rest is valid.
+        let env = [(name, value), ("JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem")];
+        let env = if name == "APP_MODE" { &env[..] } else { &env[..1] };
+        let output = tokio::time::timeout(Duration::from_secs(30), command(&db, env).output())
+            .await
+            .expect("exits promptly")
+            .expect("run identity-service");
         assert!(!output.status.success(), "{name}={value} must not start");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(name), "{name}={value}: error does not name it: {stderr}");
+        let named = if name == "APP_MODE" { "TLS_CERT_FILE" } else { name };
+        assert!(stderr.contains(named), "{name}={value}: error does not name {named}: {stderr}");
     }
 }

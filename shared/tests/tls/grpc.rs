@@ -16,7 +16,7 @@ use tokio::{net::TcpStream, task::JoinHandle};
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{Ca, TempDir};
+use clinic_shared::tls::testing::{Ca, TempDir};
 
 /// What the server saw of one request: the client certificate's names and the peer address.
 pub type Seen = (Vec<String>, Option<SocketAddr>);

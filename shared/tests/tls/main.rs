@@ -3,6 +3,5 @@
 //! Certificates are made here with rcgen, in a temporary directory per test.
 
 mod grpc;
-mod helpers;
 mod postgres;
 mod reload;

@@ -9,7 +9,7 @@ use std::{
 
 use clinic_shared::pg::{self, PgError, PgTls};
 
-use crate::helpers::{Ca, TempDir};
+use clinic_shared::tls::testing::{Ca, TempDir};
 
 /// A PostgreSQL cluster of its own in a temporary directory, stopped and removed on drop
 /// (also when the test fails).

@@ -9,10 +9,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::{
-    grpc::{Fixture, TestServer},
-    helpers::Leaf,
-};
+use clinic_shared::tls::testing::Leaf;
+
+use crate::grpc::{Fixture, TestServer};
 
 /// The names in the certificate the server presents to a new connection.
 async fn presented_names(addr: SocketAddr, ca_pem: &str) -> Vec<String> {
@@ -39,7 +38,7 @@ fn certs_of(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes()).map(Result::unwrap).collect()
 }
 
-fn install(dir: &crate::helpers::TempDir, leaf: &Leaf) {
+fn install(dir: &clinic_shared::tls::testing::TempDir, leaf: &Leaf) {
     dir.write("server.pem", &leaf.cert_pem);
     dir.write("server.key", &leaf.key_pem);
 }

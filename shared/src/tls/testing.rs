@@ -1,4 +1,6 @@
-//! Certificates made on the spot, and a directory that removes itself.
+//! Test support (feature `testing`): certificates made on the spot, and a directory that
+//! removes itself. Panics on failure, as test set-up should.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,12 @@ impl TempDir {
         std::fs::write(&temporary, contents).unwrap();
         std::fs::rename(&temporary, &path).unwrap();
         path
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
