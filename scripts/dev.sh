@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the whole stack in development mode on the fixed default ports:
-# identity-service on 127.0.0.1:50051 and clinic-service on 127.0.0.1:50052, against the
+# identity-service on 127.0.0.1:50051 (public) and 127.0.0.1:50061 (internal), clinic-service on
+# 127.0.0.1:50052, all plaintext on loopback, against the
 # PostgreSQL on 127.0.0.1:5432 (a private one is started when none is reachable).
 # Development mode: verification codes come back in Register responses (and land in
 # .dev/outbox), a signing key is generated at start, the service credential is a fixed dev value.
@@ -18,8 +19,9 @@ cargo build --workspace --bins
 export APP_MODE=development
 export SERVICE_TOKEN="${SERVICE_TOKEN:-dev-service-token}"
 export IDENTITY_ADDR="${IDENTITY_ADDR:-127.0.0.1:50051}"
+export IDENTITY_INTERNAL_ADDR="${IDENTITY_INTERNAL_ADDR:-127.0.0.1:50061}"
 export CLINIC_ADDR="${CLINIC_ADDR:-127.0.0.1:50052}"
-export IDENTITY_URL="${IDENTITY_URL:-http://$IDENTITY_ADDR}"
+export IDENTITY_URL="${IDENTITY_URL:-http://$IDENTITY_INTERNAL_ADDR}"
 export MAIL_OUTBOX_DIR="${MAIL_OUTBOX_DIR:-$DEV_DIR/outbox}"
 export RUST_LOG="${RUST_LOG:-info}"
 mkdir -p "$MAIL_OUTBOX_DIR"
@@ -46,12 +48,14 @@ wait_for_port() {
 
 target/debug/identity-service & pids+=($!)
 wait_for_port "$IDENTITY_ADDR"
+wait_for_port "$IDENTITY_INTERNAL_ADDR"
 target/debug/clinic-service & pids+=($!)
 wait_for_port "$CLINIC_ADDR"
 
 cat <<TXT
 
   identity-service  $IDENTITY_ADDR   (identity.v1.AuthService, reflection, health)
+                    $IDENTITY_INTERNAL_ADDR   (internal: TokenService, DirectoryService)
   clinic-service    $CLINIC_ADDR   (clinic.v1.*, reflection, health)
   PostgreSQL        127.0.0.1:5432 (central database clinic_db, tenants clinic_<slug>)
   outbox            $MAIL_OUTBOX_DIR

@@ -92,7 +92,7 @@ pub struct Config {
 #[derive(Clone)]
 pub struct MailConfig {
     /// `SMTP_URL`, default unset: e.g. `smtps://user:pass@smtp.example.com`; when set, mail is
-    /// sent over SMTP, otherwise written to the outbox directory.
+    /// sent over SMTP, otherwise written to the outbox directory. Required in production.
     pub smtp_url: Option<SecretString>,
     /// `MAIL_FROM`, default `Clinic <no-reply@clinic.local>`: the sender address.
     pub from: String,
@@ -181,6 +181,13 @@ impl Config {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
         }
         let server_tls = tls::server_from_env(mode)?;
+        let smtp_url = env::secret("SMTP_URL");
+        if mode == Mode::Production && smtp_url.is_none() {
+            return Err(ConfigError::new(
+                "SMTP_URL",
+                "required in production mode (without it mail goes to a local outbox)",
+            ));
+        }
         let internal_client_ca = tls::path("TLS_CLIENT_CA_FILE");
         if internal_client_ca.is_some() && server_tls.is_none() {
             return Err(ConfigError::new(
@@ -221,7 +228,7 @@ impl Config {
             verification_code_ttl: secs("VERIFICATION_CODE_TTL_SECS", 900)?,
             verification_max_attempts: env::parse("VERIFICATION_MAX_ATTEMPTS", 5)?,
             mail: MailConfig {
-                smtp_url: env::secret("SMTP_URL"),
+                smtp_url,
                 from: env::string("MAIL_FROM", "Clinic <no-reply@clinic.local>"),
                 outbox_dir: PathBuf::from(env::string("MAIL_OUTBOX_DIR", ".dev/outbox")),
             },

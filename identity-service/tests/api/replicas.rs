@@ -88,20 +88,30 @@ async fn settings_that_would_weaken_a_limit_or_transport_refuse_to_start() {
         ("HASH_WORKERS", "0"),
         ("MAX_CONCURRENT_REQUESTS", "0"),
         ("MAX_CLINICS_PER_USER", "lots"),
-        // Production serves TLS unless told that TLS ends in front of the service.
+        // Production serves TLS unless told that TLS ends in front of the service, and sends
+        // real mail.
         ("APP_MODE", "production"),
+        ("TLS_DISABLED", "true"),
         ("TLS_CLIENT_CA_FILE", "/etc/clinic/ca.pem"),
     ] {
         // Production also needs a signing key; its file is only read once the rest is valid.
-        let env = [(name, value), ("JWT_PRIVATE_KEY_FILE", "/nonexistent/key.pem")];
-        let env = if name == "APP_MODE" { &env[..] } else { &env[..1] };
-        let output = tokio::time::timeout(Duration::from_secs(30), command(&db, env).output())
+        let production = [("APP_MODE", "production"), ("JWT_PRIVATE_KEY_FILE", "/nonexistent")];
+        let env: Vec<(&str, &str)> = match name {
+            "APP_MODE" => production.to_vec(),
+            "TLS_DISABLED" => [(name, value)].into_iter().chain(production).collect(),
+            _ => vec![(name, value)],
+        };
+        let output = tokio::time::timeout(Duration::from_secs(30), command(&db, &env).output())
             .await
             .expect("exits promptly")
             .expect("run identity-service");
         assert!(!output.status.success(), "{name}={value} must not start");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let named = if name == "APP_MODE" { "TLS_CERT_FILE" } else { name };
+        let named = match name {
+            "APP_MODE" => "TLS_CERT_FILE",
+            "TLS_DISABLED" => "SMTP_URL",
+            _ => name,
+        };
         assert!(stderr.contains(named), "{name}={value}: error does not name {named}: {stderr}");
     }
 }
