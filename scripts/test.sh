@@ -9,6 +9,8 @@ cd "$ROOT"
 ensure_cargo
 ensure_postgres 5432 main
 ensure_postgres 5433 second
+ensure_bootstrap 5432
+ensure_bootstrap 5433
 ensure_grpcurl
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -77,7 +77,8 @@ async fn provisioning() {
 
         let name = format!("clinic_{}_clone_{i}", app.tag);
         let started = Instant::now();
-        create_database(&server, &name, Some("clinic_template")).await.expect("clone template");
+        let template = Some(app.config.template_database.as_str());
+        create_database(&server, &name, template).await.expect("clone template");
         cloned.push(started.elapsed());
         created.push(name);
     }
@@ -90,7 +91,7 @@ async fn provisioning() {
     let cloned = Figures::new(cloned);
     println!("\n== provisioning: a new clinic vs plain CREATE DATABASE");
     println!("{}", plain.line("baseline: CREATE DATABASE (empty)"));
-    println!("{}", cloned.line("CREATE DATABASE ... TEMPLATE clinic_template"));
+    println!("{}", cloned.line("CREATE DATABASE ... TEMPLATE (the clinic template)"));
     println!("{}", clinic.line("CreateOrganization (gRPC, end to end)"));
     println!(
         "ratio (median): {:.2}x the baseline",

@@ -52,6 +52,11 @@ pub struct Config {
     /// `TLS_CERT_FILE` + `TLS_KEY_FILE` (re-read when they change): the listener serves TLS.
     /// Required in production unless `TLS_DISABLED=true` (TLS ends in front of the service).
     pub tls: Option<ServerTls>,
+    /// `TENANT_ROLE_SECRET`: each tenant database is served through a login role of its own
+    /// (created through deploy/bootstrap.sql's function), whose password is derived from this
+    /// secret. Required in production; in development, unset serves requests as the servers'
+    /// configured user.
+    pub tenant_role_secret: Option<SecretString>,
     /// `DATABASE_CA_FILE`: CA for tenant server URLs with `sslmode=require` (certificate and
     /// host name verified; without a CA such a URL is refused).
     pub database_tls: PgTls,
@@ -178,8 +183,16 @@ impl Config {
                 .apply(&server.config)
                 .map_err(|e| ConfigError::new("TENANT_SERVERS", format!("{}: {e}", server.key)))?;
         }
+        let tenant_role_secret = config::secret("TENANT_ROLE_SECRET");
+        if mode == Mode::Production && tenant_role_secret.is_none() {
+            return Err(ConfigError::new(
+                "TENANT_ROLE_SECRET",
+                "required in production (each tenant is served through a login role of its own)",
+            ));
+        }
         Ok(Self {
             addr: config::parse("CLINIC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50052)))?,
+            tenant_role_secret,
             identity_url,
             identity_tls,
             tls: tls::server_from_env(mode)?,
@@ -213,6 +226,7 @@ impl Config {
             identity_url,
             identity_tls: None,
             tls: None,
+            tenant_role_secret: Some(SecretString::from("test-tenant-role-secret")),
             database_tls: PgTls::none(),
             limits: Limits::default(),
             service_token: Some(SecretString::from("test-service-token")),
@@ -230,7 +244,12 @@ impl Config {
             migration_concurrency: 4,
             migrate_on_start: false,
             shutdown_grace: Duration::ZERO,
-            template_database: "clinic_template".to_owned(),
+            // Named after the newest migration, so checkouts with other migrations (another branch
+            // testing against the same server) never share a template.
+            template_database: format!(
+                "clinic_template_test_v{}",
+                crate::tenancy::migrations::latest_version()
+            ),
         }
     }
 }

@@ -106,9 +106,15 @@ pub async fn migrate_all(
 
 #[tracing::instrument(skip_all, fields(organization_id = %location.organization_id))]
 async fn migrate_one(access: &TenantAccess, location: &Location) -> Result<usize, Error> {
-    let config = access.tenant_config(location)?;
+    let config = access.owner_config(location)?;
     let mut conn = access.pools().connect(&config).await?;
-    let result = migrate(&mut conn.client).await;
+    let mut result = migrate(&mut conn.client).await;
+    // Also gives tenants made before login roles existed theirs, and new tables their grants.
+    if result.is_ok()
+        && let Err(e) = access.grant_login(location, &conn.client).await
+    {
+        result = Err(e);
+    }
     conn.close().await;
     match &result {
         Ok(n) => tracing::info!(applied = n, "tenant migrated"),

@@ -4,6 +4,7 @@
 //! [`TenantAccess::acquire`] is what every clinic RPC starts with: it resolves the organization,
 //! takes a pooled connection to its database and loads the caller's membership there.
 
+pub mod login;
 pub mod migrations;
 pub mod pools;
 pub mod provisioning;
@@ -129,6 +130,9 @@ struct Inner {
     application_name: String,
     template: String,
     templates_ready: HashMap<String, tokio::sync::OnceCell<()>>,
+    /// Each tenant's own login role (`None`: the servers' configured user serves requests too,
+    /// which only development allows).
+    logins: Option<login::TenantLogins>,
 }
 
 impl TenantAccess {
@@ -153,6 +157,7 @@ impl TenantAccess {
                 application_name: config.application_name.clone(),
                 template: config.template_database.clone(),
                 templates_ready,
+                logins: config.tenant_role_secret.clone().map(login::TenantLogins::new),
             }),
         }
     }
@@ -202,9 +207,33 @@ impl TenantAccess {
         Ok(config)
     }
 
-    /// Connection settings for a tenant database.
+    /// Connection settings serving requests on a tenant database: its own login role.
     pub fn tenant_config(&self, location: &Location) -> Result<tokio_postgres::Config, Error> {
+        let config = self.owner_config(location)?;
+        match &self.inner.logins {
+            Some(logins) => logins.apply(config, &location.database),
+            None => Ok(config),
+        }
+    }
+
+    /// Connection settings of a tenant database as its owner (clinic-service's own role), for
+    /// migrations and grants; never for requests.
+    pub fn owner_config(&self, location: &Location) -> Result<tokio_postgres::Config, Error> {
         self.database_config(&location.server, &location.database)
+    }
+
+    /// Gives a tenant database its login role (see [`login`]); a no-op without one configured.
+    /// `owner` is a connection to the tenant database as its owner.
+    pub async fn grant_login(
+        &self,
+        location: &Location,
+        owner: &tokio_postgres::Client,
+    ) -> Result<(), Error> {
+        let Some(logins) = &self.inner.logins else { return Ok(()) };
+        let maintenance = self.pools().connect(&self.maintenance_config(&location.server)?).await?;
+        let granted = logins.grant(&maintenance.client, owner, &location.database).await;
+        tokio::spawn(maintenance.close());
+        granted
     }
 
     /// Connection settings of a server's maintenance database.

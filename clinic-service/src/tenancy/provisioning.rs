@@ -5,7 +5,8 @@
 //!    — before any database exists, so no database is ever without its organization;
 //! 2. the database is cloned from `clinic_template`, a database kept at the latest migration
 //!    (cloning costs about one `CREATE DATABASE`);
-//! 3. migrations run on it (a no-op for a fresh clone; repairs a database created without them);
+//! 3. migrations run on it (a no-op for a fresh clone; repairs a database created without them),
+//!    and it gets its own login role, the only one besides its owner that may connect to it;
 //! 4. the creator becomes its admin (once);
 //! 5. the membership is recorded centrally and the organization marked ACTIVE.
 
@@ -42,11 +43,18 @@ pub async fn create_organization(
         return Ok(org);
     }
     create_database(access, &org.location).await?;
-    let mut conn = access.connect(&org.location).await?;
-    let applied = migrations::migrate(&mut conn).await?;
-    if applied > 0 {
-        tracing::info!(applied, "repaired a tenant database created without its schema");
+    let mut owner = access.pools().connect(&access.owner_config(&org.location)?).await?;
+    let prepared = async {
+        let applied = migrations::migrate(&mut owner.client).await?;
+        if applied > 0 {
+            tracing::info!(applied, "repaired a tenant database created without its schema");
+        }
+        access.grant_login(&org.location, &owner.client).await
     }
+    .await;
+    tokio::spawn(owner.close());
+    prepared?;
+    let mut conn = access.connect(&org.location).await?;
     insert_admin(&mut conn, claims).await?;
     drop(conn);
     access

@@ -23,6 +23,7 @@ use clinic_service::config::TenantServer;
 use clinic_shared::{
     pg::{TestDatabase, connect, drop_database, parse_url, with_dbname},
     server::ShutdownHandle,
+    slug::quote_ident,
 };
 use tonic::{
     Request, Status,
@@ -229,13 +230,18 @@ impl Drop for TenantCleanup {
                     let rows = client
                         .query(
                             "SELECT datname FROM pg_database \
-                             WHERE datname LIKE $1 AND datname <> 'clinic_template'",
+                             WHERE datname LIKE $1 AND datname NOT LIKE 'clinic\\_template%'",
                             &[&pattern],
                         )
                         .await
                         .unwrap_or_default();
                     for row in rows {
-                        let _ = drop_database(&client, row.get(0)).await;
+                        let database: &str = row.get(0);
+                        let _ = drop_database(&client, database).await;
+                        // Its login role goes with it (roles are server-wide).
+                        let role = clinic_service::tenancy::login::TenantLogins::role(database);
+                        let drop_role = format!("DROP ROLE IF EXISTS {}", quote_ident(&role));
+                        let _ = client.batch_execute(&drop_role).await;
                     }
                 }
                 Ok::<_, std::io::Error>(())
@@ -307,7 +313,11 @@ impl TestApp {
         self.orgs(&owner.token)
             .create_organization(pb::CreateOrganizationRequest { name: self.org_name(base) })
             .await
-            .expect("create organization")
+            .unwrap_or_else(|e| {
+                let logs = captured_logs();
+                let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+                panic!("create organization: {e:?}\n{}", errors.join("\n"))
+            })
             .into_inner()
             .organization
             .expect("organization")

@@ -6,5 +6,6 @@ mod helpers;
 mod logs;
 mod members;
 mod organizations;
+mod privileges;
 mod tenancy;
 mod tls;

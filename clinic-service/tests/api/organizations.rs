@@ -136,7 +136,7 @@ async fn hostile_names_give_safe_databases_or_clear_errors() {
     assert!(db.len() <= 63 && db.starts_with(&format!("clinic_{tag}")));
     // clinic_db and the template still exist and nothing else was dropped.
     let server = connect(&parse_url(&first_server_url()).unwrap()).await.unwrap();
-    assert!(database_exists(&server, "clinic_template").await.unwrap());
+    assert!(database_exists(&server, &app.config.template_database).await.unwrap());
     orgs.list_organizations(pb::ListOrganizationsRequest::default()).await.unwrap();
 }
 
@@ -182,7 +182,8 @@ async fn retry_after_a_crash_at_any_step_completes_provisioning() {
     create_database(&maintenance, &empty.database_name, None).await.unwrap();
     // 3. crashed after cloning the template but before the admin row.
     let cloned = reserve(app.org_name("Crash three")).await;
-    create_database(&maintenance, &cloned.database_name, Some("clinic_template")).await.unwrap();
+    let template = Some(app.config.template_database.as_str());
+    create_database(&maintenance, &cloned.database_name, template).await.unwrap();
 
     for (base, org) in [("Crash one", reserved), ("Crash two", empty), ("Crash three", cloned)] {
         let done = app.create_org(&owner, base).await;

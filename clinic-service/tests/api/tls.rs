@@ -142,11 +142,17 @@ fn production_refuses_plaintext_unless_told_tls_ends_in_front() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         // Plaintext towards identity-service.
         (&[("APP_MODE", "production"), ("SERVICE_TOKEN", "t")], "IDENTITY_URL"),
+        // Tenants served by clinic-service's own role.
+        (
+            &[("APP_MODE", "production"), ("SERVICE_TOKEN", "t"), ("TLS_DISABLED", "true")],
+            "TENANT_ROLE_SECRET",
+        ),
         // TLS towards identity-service, but a plaintext listener.
         (
             &[
                 ("APP_MODE", "production"),
                 ("SERVICE_TOKEN", "t"),
+                ("TENANT_ROLE_SECRET", "s"),
                 ("IDENTITY_URL", "https://identity:50061"),
                 ("IDENTITY_CA_FILE", ca.to_str().unwrap()),
             ],
@@ -157,6 +163,7 @@ fn production_refuses_plaintext_unless_told_tls_ends_in_front() {
             &[
                 ("APP_MODE", "production"),
                 ("SERVICE_TOKEN", "t"),
+                ("TENANT_ROLE_SECRET", "s"),
                 ("TLS_DISABLED", "true"),
                 ("TENANT_SERVERS", "main=postgres://clinic@db:5432/postgres?sslmode=require"),
             ],
