@@ -159,6 +159,7 @@ impl IdentityClient {
             user_id: user_id.to_string(),
             page_size,
             page_token,
+            include_invitations: false,
         });
         let mut client = self.directory.clone();
         self.call(client.list_user_memberships(req)).await.map_err(map_status)
