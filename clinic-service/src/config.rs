@@ -76,7 +76,17 @@ pub struct Config {
     /// Name of the migrated template database cloned for new clinics on every server
     /// (`clinic_template`, reserved by the name mapping).
     pub template_database: String,
+    /// `INVITATION_TTL_SECS` (default 1209600, 14 days): how long an invitation (AddMember)
+    /// may be accepted.
+    pub invitation_ttl: Duration,
 }
+
+/// Default lifetime of an invitation, in seconds: 14 days.
+const DEFAULT_INVITATION_TTL_SECS: usize = 14 * 24 * 3600;
+
+/// Default lifetime of an invitation.
+pub const DEFAULT_INVITATION_TTL: Duration =
+    Duration::from_secs(DEFAULT_INVITATION_TTL_SECS as u64);
 
 /// Default tenant server list.
 pub const DEFAULT_TENANT_SERVERS: &str = "main=postgres://postgres@127.0.0.1:5432/postgres";
@@ -117,6 +127,10 @@ impl Config {
                 default_grace,
             )?),
             template_database: "clinic_template".to_owned(),
+            invitation_ttl: Duration::from_secs(positive(
+                "INVITATION_TTL_SECS",
+                DEFAULT_INVITATION_TTL_SECS,
+            )? as u64),
         })
     }
 
@@ -143,6 +157,7 @@ impl Config {
             migrate_on_start: false,
             shutdown_grace: Duration::ZERO,
             template_database: "clinic_template".to_owned(),
+            invitation_ttl: DEFAULT_INVITATION_TTL,
         }
     }
 }
