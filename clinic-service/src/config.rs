@@ -96,6 +96,9 @@ pub struct Config {
     /// Name of the migrated template database cloned for new clinics on every server
     /// (`clinic_template`, reserved by the name mapping).
     pub template_database: String,
+    /// `INVITATION_TTL_SECS` (default 1209600, 14 days): how long an invitation (AddMember)
+    /// may be accepted.
+    pub invitation_ttl: Duration,
 }
 
 /// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
@@ -151,6 +154,13 @@ fn identity_tls(url: &str, mode: Mode) -> Result<Option<ClientTls>, ConfigError>
     }
     Ok(Some(client))
 }
+
+/// Default lifetime of an invitation, in seconds: 14 days.
+const DEFAULT_INVITATION_TTL_SECS: usize = 14 * 24 * 3600;
+
+/// Default lifetime of an invitation.
+pub const DEFAULT_INVITATION_TTL: Duration =
+    Duration::from_secs(DEFAULT_INVITATION_TTL_SECS as u64);
 
 /// Default tenant server list.
 pub const DEFAULT_TENANT_SERVERS: &str = "main=postgres://postgres@127.0.0.1:5432/postgres";
@@ -215,6 +225,10 @@ impl Config {
                 default_grace,
             )?),
             template_database: "clinic_template".to_owned(),
+            invitation_ttl: Duration::from_secs(positive(
+                "INVITATION_TTL_SECS",
+                DEFAULT_INVITATION_TTL_SECS,
+            )? as u64),
         })
     }
 
@@ -250,6 +264,7 @@ impl Config {
                 "clinic_template_test_v{}",
                 crate::tenancy::migrations::latest_version()
             ),
+            invitation_ttl: DEFAULT_INVITATION_TTL,
         }
     }
 }

@@ -70,9 +70,10 @@ impl Application {
             OrganizationServiceServer::new(OrganizationHandler::new(access.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
-        let members = MemberServiceServer::new(MemberHandler::new(access.clone()))
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_response_bytes);
+        let members =
+            MemberServiceServer::new(MemberHandler::new(access.clone(), config.invitation_ttl))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes);
         let appointments = AppointmentServiceServer::new(AppointmentHandler::new(access.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);

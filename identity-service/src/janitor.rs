@@ -1,5 +1,6 @@
-//! Periodic clean-up: counters whose window has ended, and accounts never verified within
-//! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again). Every statement is
+//! Periodic clean-up: counters whose window has ended, accounts never verified within
+//! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again), and expired
+//! invitations. Every statement is
 //! idempotent, so each replica may run it. Time is a parameter.
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -16,10 +17,13 @@ pub struct Swept {
     pub counters: u64,
     /// Expired unverified accounts.
     pub accounts: u64,
+    /// Expired invitations (the tenant keeps its invited member; AddMember renews both).
+    pub invitations: u64,
 }
 
-/// Deletes what has expired at `now`: `throttle`'s ended windows, and accounts unverified for
-/// `unverified_ttl` (unless they created an organization, which an unverified user cannot).
+/// Deletes what has expired at `now`: `throttle`'s ended windows, accounts unverified for
+/// `unverified_ttl` (unless they created an organization, which an unverified user cannot),
+/// and invitations past their expiry.
 pub async fn sweep(
     db: &impl GenericClient,
     throttle: &Throttle,
@@ -35,7 +39,9 @@ pub async fn sweep(
             &[&(now - ttl)],
         )
         .await?;
-    Ok(Swept { counters, accounts })
+    let invitations =
+        db.execute("DELETE FROM organization_invitation WHERE expires_at <= $1", &[&now]).await?;
+    Ok(Swept { counters, accounts, invitations })
 }
 
 /// Sweeps every `JANITOR_INTERVAL_SECS` until `stop` resolves.
@@ -60,6 +66,7 @@ pub async fn run(state: Arc<AppState>, stop: impl Future<Output = ()>) {
                 tracing::info!(
                     counters = s.counters,
                     accounts = s.accounts,
+                    invitations = s.invitations,
                     "expired rows deleted"
                 );
             }

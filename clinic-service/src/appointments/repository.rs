@@ -51,8 +51,9 @@ pub fn map_write_error(e: tokio_postgres::Error) -> Error {
     }
 }
 
-/// Checks that `member_id` exists with `role`, and keeps it so (FOR SHARE) until the
-/// transaction ends, so a concurrent role change or removal cannot slip in between.
+/// Checks that `member_id` is an active member with `role`, and keeps it so (FOR SHARE) until
+/// the transaction ends, so a concurrent role change or removal cannot slip in between. An
+/// invited member who has not accepted yet is not found, like an unknown id.
 pub async fn require_member(
     client: &impl GenericClient,
     member_id: Uuid,
@@ -60,7 +61,10 @@ pub async fn require_member(
     party: Party,
 ) -> Result<(), Error> {
     let row = client
-        .query_opt("SELECT role FROM organization_user WHERE id = $1 FOR SHARE", &[&member_id])
+        .query_opt(
+            "SELECT role FROM organization_user WHERE id = $1 AND status = 'active' FOR SHARE",
+            &[&member_id],
+        )
         .await?;
     let Some(row) = row else { return Err(Error::MemberNotFound(party)) };
     let actual: Option<String> = row.try_get(0)?;

@@ -4,6 +4,7 @@
 
 use std::{future::Future, time::Duration};
 
+use chrono::{DateTime, Utc};
 use clinic_api::identity::v1 as pb;
 use clinic_shared::{auth::AttachServiceToken, tls::ClientTls};
 use pb::{
@@ -157,7 +158,8 @@ impl IdentityClient {
         Ok(())
     }
 
-    /// `DirectoryService.ListUserMemberships`: one page.
+    /// `DirectoryService.ListUserMemberships`: one page of the user's memberships and pending
+    /// invitations.
     pub async fn list_user_memberships(
         &self,
         user_id: uuid::Uuid,
@@ -168,9 +170,45 @@ impl IdentityClient {
             user_id: user_id.to_string(),
             page_size,
             page_token,
+            include_invitations: true,
         });
         let mut client = self.directory.clone();
         self.call(client.list_user_memberships(req)).await.map_err(map_status)
+    }
+
+    /// `DirectoryService.SendInvitation`: records the invitation centrally and has the person
+    /// mailed. The answer does not tell whether the email has an account.
+    pub async fn send_invitation(
+        &self,
+        organization_id: uuid::Uuid,
+        email: &str,
+        role: pb::MembershipRole,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let req = self.request(pb::SendInvitationRequest {
+            organization_id: organization_id.to_string(),
+            email: email.to_owned(),
+            role: role as i32,
+            expire_time: Some(crate::grpc::timestamp(expires_at)),
+        });
+        let mut client = self.directory.clone();
+        self.call(client.send_invitation(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.RemoveInvitation` (idempotent).
+    pub async fn remove_invitation(
+        &self,
+        organization_id: uuid::Uuid,
+        email: &str,
+    ) -> Result<(), Error> {
+        let req = self.request(pb::RemoveInvitationRequest {
+            organization_id: organization_id.to_string(),
+            email: email.to_owned(),
+        });
+        let mut client = self.directory.clone();
+        self.call(client.remove_invitation(req)).await.map_err(map_status)?;
+        Ok(())
     }
 }
 

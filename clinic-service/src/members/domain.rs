@@ -109,7 +109,7 @@ impl Profile {
 pub struct NewMember {
     /// The clinic.
     pub organization_id: Uuid,
-    /// The user's email.
+    /// The email address to invite (trimmed, as given).
     pub email: String,
     /// The profile (and so the role).
     pub profile: Profile,
@@ -122,10 +122,7 @@ impl NewMember {
         let organization_id = parse_uuid("organization_id", &req.organization_id)
             .map_err(|e| v.0.extend(violations(e)))
             .unwrap_or_default();
-        let email = req.email.trim().to_owned();
-        if email.is_empty() || email.len() > 254 || !email.contains('@') {
-            v.add("email", "must be an email address");
-        }
+        let email = v.email("email", &req.email);
         let profile = match Role::from_proto(req.role) {
             Some(role) => parse_profile(req.profile.as_ref(), role, today, &mut v),
             None => {

@@ -8,17 +8,37 @@ use uuid::Uuid;
 use super::domain::{DoctorFields, PatientFields, Profile};
 use crate::{error::Error, roles::Role, tenancy::Caller};
 
+/// Whether a member has joined or is only invited (`organization_user.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A user with access to the clinic.
+    Active,
+    /// An email invited by an admin; no user and no access until accepted.
+    Invited,
+}
+
+impl Status {
+    fn from_db(value: &str) -> Self {
+        // The CHECK constraint allows these two only; anything else is denied like an invitation.
+        if value == "active" { Status::Active } else { Status::Invited }
+    }
+}
+
 /// One member as stored.
 #[derive(Debug, Clone)]
 pub struct MemberRow {
     /// `organization_user.id`.
     pub id: Uuid,
-    /// Central user id.
-    pub user_id: Uuid,
-    /// Email copy.
+    /// Central user id; `None` while invited.
+    pub user_id: Option<Uuid>,
+    /// Email copy; while invited, the invited address.
     pub email: String,
-    /// Name copy.
+    /// Name copy (empty while invited).
     pub name: String,
+    /// Active or invited.
+    pub status: Status,
+    /// When the invitation expires (invited members only).
+    pub invite_expires_at: Option<DateTime<Utc>>,
     /// Role (`None`: incomplete registration).
     pub role: Option<Role>,
     /// The profile of the role.
@@ -29,21 +49,23 @@ pub struct MemberRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "ou.id, ou.user_id, ou.email, ou.name, ou.role, ou.created_at, \
-    ou.updated_at, d.specialization, d.license_number, d.phone_number AS d_phone, \
-    p.date_of_birth, p.phone_number AS p_phone, p.address, p.emergency_contact_name, \
-    p.emergency_contact_phone, p.blood_type, p.allergies, p.chronic_conditions";
+const COLUMNS: &str = "ou.id, ou.user_id, ou.email, ou.name, ou.role, ou.status, \
+    ou.invite_expires_at, ou.created_at, ou.updated_at, d.specialization, d.license_number, \
+    d.phone_number AS d_phone, p.date_of_birth, p.phone_number AS p_phone, p.address, \
+    p.emergency_contact_name, p.emergency_contact_phone, p.blood_type, p.allergies, \
+    p.chronic_conditions";
 
 const FROM: &str = "FROM organization_user ou \
     LEFT JOIN doctor_profile d ON d.id = ou.doctor_profile_id \
     LEFT JOIN patient_profile p ON p.id = ou.patient_profile_id";
 
-/// Who the caller ($1 member id, $2 role) may see: admins everyone; everyone themselves and
-/// the doctors; doctors also the patients they have appointments with.
-const VISIBLE: &str = "($2 = 'admin' OR ou.id = $1 \
+/// Who the caller ($1 member id, $2 role) may see: admins everyone (invited members included);
+/// everyone themselves and the active doctors; doctors also the patients they have appointments
+/// with. Invited members are seen by admins only.
+const VISIBLE: &str = "($2 = 'admin' OR (ou.status = 'active' AND (ou.id = $1 \
     OR (ou.role = 'doctor' AND $2 IN ('doctor', 'patient')) \
     OR ($2 = 'doctor' AND ou.role = 'patient' AND EXISTS \
-        (SELECT 1 FROM appointment a WHERE a.doctor_id = $1 AND a.patient_id = ou.id)))";
+        (SELECT 1 FROM appointment a WHERE a.doctor_id = $1 AND a.patient_id = ou.id)))))";
 /// Maps a tenant database error with context.
 pub(super) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| Error::tenant_db(context, &e)
@@ -80,6 +102,8 @@ fn from_row(row: &Row) -> MemberRow {
         user_id: row.get("user_id"),
         email: row.get("email"),
         name: row.get("name"),
+        status: Status::from_db(row.get("status")),
+        invite_expires_at: row.get("invite_expires_at"),
         role,
         profile,
         created_at: row.get("created_at"),

@@ -1,5 +1,7 @@
 //! The `MemberService` handlers: parse, authorize against the caller's role in the tenant, run
-//! the queries, record membership changes centrally.
+//! the queries, record membership changes (and invitations) centrally.
+
+use std::time::Duration;
 
 use chrono::Utc;
 use clinic_api::clinic::v1::{self as pb, member_service_server::MemberService};
@@ -8,10 +10,11 @@ use uuid::Uuid;
 
 use super::{
     domain::{MemberRef, NewMember},
-    read,
+    invitation, joining,
+    read::{self, Status as MemberStatus},
     update::{Change, ProfileUpdate},
     view::member_for,
-    write,
+    write::{self, Departed},
 };
 use crate::{
     auth::Claims,
@@ -27,12 +30,13 @@ const PAGE_KIND: &str = "members";
 /// Serves `clinic.v1.MemberService`.
 pub struct MemberHandler {
     access: TenantAccess,
+    invitation_ttl: Duration,
 }
 
 impl MemberHandler {
-    /// Handlers over `access`.
-    pub fn new(access: TenantAccess) -> Self {
-        Self { access }
+    /// Handlers over `access`; invitations expire after `invitation_ttl`.
+    pub fn new(access: TenantAccess, invitation_ttl: Duration) -> Self {
+        Self { access, invitation_ttl }
     }
 }
 
@@ -50,7 +54,11 @@ async fn load_visible(
     id: Uuid,
 ) -> Result<pb::Member, Error> {
     match read::get(client, caller, id).await? {
+        // Invited members do not appear to anyone but admins, not even as refusals.
         None => Err(Error::NotFound("no such member".into())),
+        Some((row, false)) if row.status == MemberStatus::Invited => {
+            Err(Error::NotFound("no such member".into()))
+        }
         Some((_, false)) => Err(Error::PermissionDenied("you may not see this member".into())),
         Some((row, true)) => Ok(member_for(caller, row)),
     }
@@ -64,38 +72,13 @@ impl MemberService for MemberHandler {
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let new = NewMember::parse(request.get_ref(), Utc::now().date_naive())?;
+        let now = Utc::now();
+        let new = NewMember::parse(request.get_ref(), now.date_naive())?;
         let (mut conn, caller) = self.access.acquire(&claims, new.organization_id).await?;
         require_admin(&caller)?;
-        let user = self.access.identity().lookup_user(&new.email).await.map_err(|e| match e {
-            Error::NotFound(_) => Error::NotFound("no user with that email".into()),
-            other => other,
-        })?;
-        let user_id = parse_uuid("user", &user.id)
-            .map_err(|_| Error::Internal("directory returned a malformed user id".into()))?;
-        let role = new.profile.role();
-        let id = match write::insert(&mut conn, user_id, &user.email, &user.name, &new.profile)
-            .await
-        {
-            Ok(id) => id,
-            Err(Error::AlreadyExists(m)) => {
-                // A previous AddMember may have stopped before recording centrally: repair.
-                if let Some(existing) = role_of(&conn, user_id).await? {
-                    let _ = self
-                        .access
-                        .identity()
-                        .record_membership(new.organization_id, user_id, existing.to_membership())
-                        .await;
-                }
-                return Err(Error::AlreadyExists(m).into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.access
-            .identity()
-            .record_membership(new.organization_id, user_id, role.to_membership())
-            .await?;
-        tracing::info!(member_id = %id, role = role.as_db(), "member added");
+        let expires_at = invitation::expiry(now, self.invitation_ttl)?;
+        let id = invitation::invite(&mut conn, self.access.identity(), &new, expires_at).await?;
+        tracing::info!(member_id = %id, role = new.profile.role().as_db(), "member invited");
         let member = load_visible(&conn, &caller, id).await?;
         Ok(Response::new(pb::AddMemberResponse { member: Some(member) }))
     }
@@ -176,14 +159,9 @@ impl MemberService for MemberHandler {
         }
         write::update(&mut conn, target, &update.change).await?;
         if let Change::Role(profile) = &update.change {
-            self.access
-                .identity()
-                .record_membership(
-                    update.organization_id,
-                    row.user_id,
-                    profile.role().to_membership(),
-                )
-                .await?;
+            let identity = self.access.identity();
+            let (organization_id, role) = (update.organization_id, profile.role());
+            invitation::publish_role(identity, organization_id, &row, role, Utc::now()).await?;
             tracing::info!(member_id = %target, role = profile.role().as_db(), "role changed");
         }
         let member = load_visible(&conn, &caller, target).await?;
@@ -206,21 +184,53 @@ impl MemberService for MemberHandler {
             return Err(Error::FailedPrecondition("admins cannot remove themselves".into()).into());
         }
         let identity = self.access.identity();
-        write::remove(&mut conn, target, |user_id| {
-            identity.remove_membership(organization_id, user_id)
+        let removed = write::remove(&mut conn, target, |departed| async move {
+            match departed {
+                Departed::Member(user_id) => {
+                    identity.remove_membership(organization_id, user_id).await
+                }
+                Departed::Invitation(email) => {
+                    identity.remove_invitation(organization_id, &email).await
+                }
+            }
         })
-        .await?
-        .ok_or_else(|| Error::NotFound("no such member".into()))?;
+        .await?;
+        if !removed {
+            return Err(Error::NotFound("no such member".into()).into());
+        }
         tracing::info!(member_id = %target, "member removed");
         Ok(Response::new(pb::RemoveMemberResponse {}))
     }
-}
 
-/// The role of `user_id`'s member row, if any.
-async fn role_of(client: &tokio_postgres::Client, user_id: Uuid) -> Result<Option<Role>, Error> {
-    let row = client
-        .query_opt("SELECT role FROM organization_user WHERE user_id = $1", &[&user_id])
-        .await
-        .map_err(|e| Error::tenant_db("member of user", &e))?;
-    Ok(row.and_then(|r| Role::from_db(r.get::<_, Option<&str>>(0))))
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
+    async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
+        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
+        let identity = self.access.identity();
+        let (member_id, role) =
+            joining::accept(&mut conn, identity, organization_id, &claims, Utc::now()).await?;
+        tracing::info!(%member_id, role = role.as_db(), "invitation accepted");
+        let caller = Caller { member_id, user_id: claims.user_id, role };
+        let member = load_visible(&conn, &caller, member_id).await?;
+        Ok(Response::new(pb::AcceptInvitationResponse { member: Some(member) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
+    async fn decline_invitation(
+        &self,
+        request: Request<pb::DeclineInvitationRequest>,
+    ) -> Result<Response<pb::DeclineInvitationResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
+        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
+        let identity = self.access.identity();
+        let member_id =
+            joining::decline(&mut conn, identity, organization_id, &claims, Utc::now()).await?;
+        tracing::info!(%member_id, "invitation declined");
+        Ok(Response::new(pb::DeclineInvitationResponse {}))
+    }
 }

@@ -37,6 +37,21 @@ impl Violations {
         value.to_owned()
     }
 
+    /// An email address, checked as identity-service checks it (at most 254 bytes, no spaces
+    /// or control characters, one `@` between a local part and a domain), so an address this
+    /// service accepts is never refused when the invitation is sent.
+    pub fn email(&mut self, field: &str, value: &str) -> String {
+        let value = value.trim();
+        let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+        let clean = !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        if value.is_empty() || value.len() > 254 || !well_formed || !clean {
+            self.add(field, "must be an email address");
+        }
+        value.to_owned()
+    }
+
     /// A phone number: digits, spaces and `+-()`, at most 32 characters, empty allowed.
     pub fn phone(&mut self, field: &str, value: &str) -> String {
         let value = value.trim();
@@ -181,6 +196,18 @@ mod tests {
             ]
         );
         assert!(v.0.iter().all(|f| !f.description.contains("Z+")));
+    }
+
+    #[test]
+    fn emails_are_checked_like_identity_service_does() {
+        for bad in ["", "no-at", "@example.com", "a@", "a@b@c", "a b@example.com", "a\n@x.y"] {
+            let mut v = Violations::default();
+            v.email("email", bad);
+            assert_eq!(v.0.len(), 1, "{bad:?}");
+        }
+        let mut v = Violations::default();
+        assert_eq!(v.email("email", " Ann@Example.com "), "Ann@Example.com");
+        assert!(v.0.is_empty());
     }
 
     #[test]

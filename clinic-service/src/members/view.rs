@@ -5,7 +5,7 @@ use clinic_api::clinic::v1 as pb;
 
 use super::{
     domain::{DoctorFields, PatientFields, Profile},
-    read::MemberRow,
+    read::{MemberRow, Status},
 };
 use crate::{grpc::timestamp, roles::Role, tenancy::Caller};
 
@@ -27,18 +27,26 @@ pub fn member_for(caller: &Caller, row: MemberRow) -> pb::Member {
                 specialization,
                 ..Default::default()
             }))),
+            // Only active doctors are visible to patients.
+            status: pb::MembershipStatus::Active as i32,
             ..Default::default()
         };
     }
+    let status = match row.status {
+        Status::Active => pb::MembershipStatus::Active,
+        Status::Invited => pb::MembershipStatus::Invited,
+    };
     pb::Member {
         id: row.id.to_string(),
-        user_id: row.user_id.to_string(),
+        user_id: row.user_id.map(|id| id.to_string()).unwrap_or_default(),
         email: row.email,
         name: row.name,
         role: row.role.map_or(pb::Role::Unspecified, Role::to_proto) as i32,
         profile: row.profile.map(profile),
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
+        status: status as i32,
+        invite_expire_time: row.invite_expires_at.map(timestamp),
     }
 }
 

@@ -1,14 +1,17 @@
-//! Writing members: adding (profile + member row in one transaction), field and role changes,
-//! removal. Column names come from fixed lists, never from input.
+//! Writing members: profiles, field and role changes, removal. Column names come from fixed
+//! lists, never from input. Inviting and joining are in `invitation.rs` and `joining.rs`.
 
-use tokio_postgres::{Client, GenericClient, error::SqlState};
+use tokio_postgres::{Client, GenericClient, Transaction};
 use uuid::Uuid;
 
 use super::{domain::Profile, read::db, update::Change};
 use crate::{error::Error, roles::Role};
 
 /// Inserts a profile row and returns its id.
-async fn insert_profile(client: &impl GenericClient, profile: &Profile) -> Result<Uuid, Error> {
+pub(super) async fn insert_profile(
+    client: &impl GenericClient,
+    profile: &Profile,
+) -> Result<Uuid, Error> {
     let row = match profile {
         Profile::Admin => {
             client.query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[]).await
@@ -46,7 +49,7 @@ async fn insert_profile(client: &impl GenericClient, profile: &Profile) -> Resul
 }
 
 /// The profile-id column of a role.
-fn column(role: Role) -> &'static str {
+pub(super) fn column(role: Role) -> &'static str {
     match role {
         Role::Admin => "admin_profile_id",
         Role::Doctor => "doctor_profile_id",
@@ -54,36 +57,15 @@ fn column(role: Role) -> &'static str {
     }
 }
 
-/// Adds a member with their profile in one transaction. ALREADY_EXISTS when the user is one.
-pub async fn insert(
-    client: &mut Client,
-    user_id: Uuid,
-    email: &str,
-    name: &str,
-    profile: &Profile,
-) -> Result<Uuid, Error> {
-    let tx = client.transaction().await.map_err(db("begin"))?;
-    let profile_id = insert_profile(&tx, profile).await?;
-    // The column name comes from a fixed list, never from input.
-    let sql = format!(
-        "INSERT INTO organization_user (user_id, email, name, {}) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
-        column(profile.role())
-    );
-    let row = tx.query_one(&sql, &[&user_id, &email, &name, &profile_id]).await.map_err(|e| {
-        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            Error::AlreadyExists("the user is already a member".into())
-        } else {
-            Error::tenant_db("insert member", &e)
-        }
-    })?;
-    tx.commit().await.map_err(db("commit"))?;
-    Ok(row.get(0))
-}
-
 /// Applies a field change or a role change to member `id`, in one transaction.
 pub async fn update(client: &mut Client, id: Uuid, change: &Change) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
+    apply(&tx, id, change).await?;
+    tx.commit().await.map_err(db("commit"))
+}
+
+/// [`update`]'s work, inside the caller's transaction.
+pub(super) async fn apply(tx: &Transaction<'_>, id: Uuid, change: &Change) -> Result<(), Error> {
     match change {
         Change::Admin => {}
         Change::Doctor { mask, values } => {
@@ -142,7 +124,7 @@ pub async fn update(client: &mut Client, id: Uuid, change: &Change) -> Result<()
             .map_err(db("update patient"))?;
         }
         Change::Role(profile) => {
-            let new_id = insert_profile(&tx, profile).await?;
+            let new_id = insert_profile(tx, profile).await?;
             let old: Option<(Option<Uuid>, Option<Uuid>, Option<Uuid>)> = tx
                 .query_opt(
                     "SELECT admin_profile_id, doctor_profile_id, patient_profile_id \
@@ -179,38 +161,54 @@ pub async fn update(client: &mut Client, id: Uuid, change: &Change) -> Result<()
     tx.execute("UPDATE organization_user SET updated_at = now() WHERE id = $1", &[&id])
         .await
         .map_err(db("touch member"))?;
-    tx.commit().await.map_err(db("commit"))
+    Ok(())
+}
+
+/// Who a deleted member row was, so its central counterpart can go too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Departed {
+    /// An active member: the user's central membership goes.
+    Member(Uuid),
+    /// An invited email: the central invitation goes.
+    Invitation(String),
 }
 
 /// Removes member `id` and its profile; their appointments keep their rows (FK set null).
-/// `forget` runs after the delete and before the commit
-/// (it removes the central membership): if it fails, nothing is removed; if the commit fails
-/// after it, the member is still here and a retry completes both. Returns the removed member's
-/// user id, or `None` when there is no such member.
-pub async fn remove<F, Fut>(client: &mut Client, id: Uuid, forget: F) -> Result<Option<Uuid>, Error>
+/// `forget` runs after the delete and before the commit (it removes the central membership or
+/// invitation): if it fails, nothing is removed; if the commit fails after it, the member is
+/// still here and a retry completes both. Returns false when there is no such member.
+pub async fn remove<F, Fut>(client: &mut Client, id: Uuid, forget: F) -> Result<bool, Error>
 where
-    F: FnOnce(Uuid) -> Fut,
+    F: FnOnce(Departed) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
 {
     let tx = client.transaction().await.map_err(db("begin"))?;
+    let Some(departed) = delete(&tx, id).await? else { return Ok(false) };
+    forget(departed).await?;
+    tx.commit().await.map_err(db("commit"))?;
+    Ok(true)
+}
+
+/// Deletes member `id` and its profile inside `tx`: who it was, or `None` when there is none.
+pub(super) async fn delete(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Departed>, Error> {
     let row = tx
         .query_opt(
             "DELETE FROM organization_user WHERE id = $1 \
-             RETURNING user_id, admin_profile_id, doctor_profile_id, patient_profile_id",
+             RETURNING user_id, email, admin_profile_id, doctor_profile_id, patient_profile_id",
             &[&id],
         )
         .await
         .map_err(db("remove member"))?;
     let Some(row) = row else { return Ok(None) };
-    for (i, table) in [(1, "admin_profile"), (2, "doctor_profile"), (3, "patient_profile")] {
+    for (i, table) in [(2, "admin_profile"), (3, "doctor_profile"), (4, "patient_profile")] {
         if let Some(profile) = row.get::<_, Option<Uuid>>(i) {
             tx.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&profile])
                 .await
                 .map_err(db("remove profile"))?;
         }
     }
-    let user_id: Uuid = row.get(0);
-    forget(user_id).await?;
-    tx.commit().await.map_err(db("commit"))?;
-    Ok(Some(user_id))
+    Ok(Some(match row.get::<_, Option<Uuid>>(0) {
+        Some(user_id) => Departed::Member(user_id),
+        None => Departed::Invitation(row.get(1)),
+    }))
 }

@@ -1,6 +1,9 @@
 //! The `OrganizationService` handlers.
 
-use clinic_api::clinic::v1::{self as pb, organization_service_server::OrganizationService};
+use clinic_api::{
+    clinic::v1::{self as pb, organization_service_server::OrganizationService},
+    identity::v1 as ipb,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -90,12 +93,19 @@ impl OrganizationService for OrganizationHandler {
             })?;
         let mut organizations = Vec::with_capacity(page.memberships.len());
         for m in page.memberships {
+            // An identity-service that predates invitations sends UNSPECIFIED: a membership.
+            let status = match m.status() {
+                ipb::MembershipStatus::Invited => pb::MembershipStatus::Invited,
+                _ => pb::MembershipStatus::Active,
+            };
             let Some(org) = m.organization else { continue };
             let org = OrgRecord::try_from(org)?;
             let role = Role::from_membership(m.role).map_or(pb::Role::Unspecified, Role::to_proto);
             organizations.push(pb::OrganizationMembership {
                 organization: Some(to_proto(&org)),
                 role: role as i32,
+                status: status as i32,
+                invite_expire_time: m.invite_expire_time,
             });
         }
         Ok(Response::new(pb::ListOrganizationsResponse {

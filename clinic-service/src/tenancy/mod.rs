@@ -262,16 +262,16 @@ impl TenantAccess {
         self.inner.pools.get(location.organization_id, &config).await
     }
 
-    /// Resolves an ACTIVE organization, takes a pooled connection to its database, and loads
-    /// the caller's membership. A caller who is not an active member learns nothing: NOT_FOUND,
-    /// exactly as for an id that does not exist (also while the clinic is provisioned, except
-    /// for its creator, who is told FAILED_PRECONDITION so they retry CreateOrganization).
-    /// Records the (validated) organization id on the request's span.
-    pub async fn acquire(
+    /// Resolves an ACTIVE organization and takes a pooled connection to its database, without
+    /// looking at the caller's membership (see [`Self::acquire`] for that). NOT_FOUND for an
+    /// unknown organization and, while it is provisioned, for anyone but its creator (who is told
+    /// FAILED_PRECONDITION so they retry CreateOrganization). Records the (validated)
+    /// organization id on the request's span.
+    pub async fn open(
         &self,
         claims: &Claims,
         organization_id: Uuid,
-    ) -> Result<(TenantConnection, Caller), Error> {
+    ) -> Result<TenantConnection, Error> {
         tracing::Span::current()
             .record("organization_id", tracing::field::display(organization_id));
         let org = self.organization(organization_id).await?;
@@ -283,10 +283,21 @@ impl TenantAccess {
                 "the organization is still being provisioned; retry CreateOrganization".into(),
             ));
         }
-        let conn = self.connect(&org.location).await?;
+        self.connect(&org.location).await
+    }
+
+    /// [`Self::open`], then loads the caller's membership. A caller who is not an active
+    /// member (an invited one who has not accepted included: their row has no user yet) learns
+    /// nothing: NOT_FOUND, exactly as for an id that does not exist.
+    pub async fn acquire(
+        &self,
+        claims: &Claims,
+        organization_id: Uuid,
+    ) -> Result<(TenantConnection, Caller), Error> {
+        let conn = self.open(claims, organization_id).await?;
         let row = conn
             .query_opt(
-                "SELECT id, role FROM organization_user WHERE user_id = $1",
+                "SELECT id, role FROM organization_user WHERE user_id = $1 AND status = 'active'",
                 &[&claims.user_id],
             )
             .await

@@ -286,6 +286,27 @@ async fn refusals_over_grpc() {
     assert_eq!(count_rows(&app, &c).await, (1, 1), "only the one booking");
 }
 
+/// An invited member who has not accepted is no participant: booking them answers NOT_FOUND
+/// naming the field, as for an unknown member.
+#[tokio::test]
+async fn invited_members_cannot_be_booked() {
+    let app = spawn_app().await;
+    let c = app.clinic("appt-invited").await;
+    let email = |label: &str| format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple());
+    let patient = app.invite(&c.admin, &c.org.id, &email("p"), pb::Role::Patient, None).await;
+    let doctor = app.invite(&c.admin, &c.org.id, &email("d"), pb::Role::Doctor, None).await;
+    let mut admin = client(&app, &c.admin);
+    let status = book(&mut admin, booking(&c, &patient.id, hours_ahead(30), "")).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("patient_id"), "{status:?}");
+    let mut request = booking(&c, &c.patient_member.id, hours_ahead(30), "");
+    request.doctor_id = doctor.id.clone();
+    let status = book(&mut admin, request).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("doctor_id"), "{status:?}");
+    assert_eq!(count_rows(&app, &c).await, (0, 0), "nothing written");
+}
+
 /// Who may do what, through the auth layer: the clinic's roles, a member of another clinic and
 /// a user with no membership.
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! End to end: both real binaries, each on a free port with a fresh central database. Three
-//! users register and verify, one creates a clinic and adds a doctor and a patient; each reads
-//! what they may and is refused what they may not; the patient books three visits, which are
-//! approved and completed, cancelled and declined. `clinic-service migrate` then reports the
+//! users register and verify, one creates a clinic and invites a doctor and a patient, who
+//! accept; each reads what they may and is refused what they may not; the patient books three
+//! visits, which are approved and completed, cancelled and declined. `clinic-service migrate` then reports the
 //! clinic. Needs `cargo build --workspace --bins` first (the test script does it).
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -154,6 +154,21 @@ async fn both_binaries_end_to_end() {
         .into_inner()
         .member
         .unwrap();
+    // Members join by invitation: each accepts and becomes ACTIVE.
+    for (user, invited) in [(&doctor, &doctor_member), (&patient, &patient_member)] {
+        assert_eq!(invited.status(), pb::MembershipStatus::Invited);
+        let accepted = members(&user.token)
+            .accept_invitation(pb::AcceptInvitationRequest { organization_id: org_id.clone() })
+            .await
+            .expect("accept invitation")
+            .into_inner()
+            .member
+            .unwrap();
+        assert_eq!(
+            (accepted.id.as_str(), accepted.user_id.as_str()),
+            (invited.id.as_str(), user.id.as_str())
+        );
+    }
     let get =
         |id: &str| pb::GetMemberRequest { organization_id: org_id.clone(), member_id: id.into() };
     let list = || pb::ListMembersRequest { organization_id: org_id.clone(), ..Default::default() };

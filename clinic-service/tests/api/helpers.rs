@@ -6,6 +6,7 @@
 use std::{
     io::Write,
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -116,6 +117,8 @@ pub struct TestApp {
     /// identity-service's internal listener (TokenService, DirectoryService), the one
     /// clinic-service calls.
     pub identity_internal_addr: SocketAddr,
+    /// identity-service's development mailer writes one file per message here.
+    pub outbox: PathBuf,
     /// Unique per test; every tenant database of this test starts with `clinic_<tag>`.
     pub tag: String,
     /// The clinic config used.
@@ -153,11 +156,11 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(options: Options) -> TestApp {
     log_buffer();
     let central = TestDatabase::create(&TestDatabase::server(), "clinic_it_central").await;
-    let identity = identity_service::Application::build(identity_service::Config::for_tests(
-        central.config.clone(),
-    ))
-    .await
-    .expect("build identity-service");
+    let identity_config = identity_service::Config::for_tests(central.config.clone());
+    let outbox = identity_config.mail.outbox_dir.clone();
+    let identity = identity_service::Application::build(identity_config)
+        .await
+        .expect("build identity-service");
     let (identity_addr, identity_internal_addr) = (identity.address(), identity.internal_address());
     let identity_shutdown = identity.shutdown_handle();
     tokio::spawn(identity.run_until_stopped());
@@ -189,6 +192,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         clinic_addr,
         identity_addr,
         identity_internal_addr,
+        outbox,
         tag,
         config,
         access,
@@ -323,7 +327,9 @@ impl TestApp {
             .expect("organization")
     }
 
-    /// Adds `user` to `org` with `role` (and an optional profile) as `admin`.
+    /// Makes `user` an active member of `org` with `role` (and an optional profile): `admin`
+    /// invites them (AddMember) and they accept (AcceptInvitation). Returns the member as the
+    /// new member sees it.
     pub async fn add_member(
         &self,
         admin: &TestUser,
@@ -332,10 +338,23 @@ impl TestApp {
         role: pb::Role,
         profile: Option<pb::MemberProfile>,
     ) -> pb::Member {
+        self.invite(admin, org, &user.email, role, profile).await;
+        self.accept(user, org).await.expect("accept invitation")
+    }
+
+    /// `admin` invites `email` to `org` with `role` (AddMember); the member is INVITED.
+    pub async fn invite(
+        &self,
+        admin: &TestUser,
+        org: &str,
+        email: &str,
+        role: pb::Role,
+        profile: Option<pb::MemberProfile>,
+    ) -> pb::Member {
         self.members(&admin.token)
             .add_member(pb::AddMemberRequest {
                 organization_id: org.to_owned(),
-                email: user.email.clone(),
+                email: email.to_owned(),
                 role: role as i32,
                 profile,
             })
@@ -344,6 +363,27 @@ impl TestApp {
             .into_inner()
             .member
             .expect("member")
+    }
+
+    /// `user` accepts their invitation to `org`.
+    pub async fn accept(&self, user: &TestUser, org: &str) -> Result<pb::Member, Status> {
+        let request = pb::AcceptInvitationRequest { organization_id: org.to_owned() };
+        let response = self.members(&user.token).accept_invitation(request).await?;
+        Ok(response.into_inner().member.expect("member"))
+    }
+
+    /// The invitation mails sent to `email`, oldest first, once there are at least `n` (the
+    /// mail goes out in the background). Panics when they do not arrive within 10 seconds.
+    pub async fn invitation_mails(&self, email: &str, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mails = invitation_mails_in(&self.outbox, email);
+            if mails.len() >= n {
+                return mails;
+            }
+            assert!(std::time::Instant::now() < deadline, "{n} mails to {email} never came");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// A clinic with an admin, a doctor and a patient.
@@ -410,6 +450,23 @@ pub struct Clinic {
     pub doctor_member: pb::Member,
     /// The patient's member row.
     pub patient_member: pb::Member,
+}
+
+/// The invitation mails (subject `You are invited to a clinic`) to `email` in `outbox`, oldest
+/// first.
+fn invitation_mails_in(outbox: &Path, email: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(outbox) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    // File names start with the time they were written.
+    files.sort();
+    let to = format!("To: {email}\n");
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter(|text| text.contains(&to) && text.contains("Subject: You are invited to a clinic"))
+        // A file being written may be read half-way: count it once its last sentence is there.
+        .filter(|text| text.contains("ignore this message."))
+        .collect()
 }
 
 /// Registers a user with identity-service at `identity` (optionally verifying the email; the

@@ -92,9 +92,14 @@ async fn patient_fields_and_tokens_never_appear_in_logs() {
         .await
         .unwrap();
     let logs = captured_logs();
-    assert!(logs.contains("member added"), "the capture works");
+    assert!(logs.contains("member invited"), "the capture works");
+    assert!(logs.contains("invitation accepted"), "the capture works");
     assert!(logs.contains(&c.org.id), "the tenant is in the spans");
     for value in secret_values.iter().chain([&phone, &bad, &patient.token, &c.admin.token]) {
         assert!(!logs.contains(value.as_str()), "logs leak a seeded value");
+    }
+    // Invitations are logged by ids only: neither service logs who was invited.
+    for value in [&patient.email, &patient.name] {
+        assert!(!logs.contains(value.as_str()), "logs leak the invited person");
     }
 }

@@ -3,6 +3,7 @@
 mod appointments;
 mod e2e;
 mod helpers;
+mod invitations;
 mod logs;
 mod members;
 mod organizations;

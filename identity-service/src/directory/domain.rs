@@ -94,11 +94,13 @@ impl Organization {
     }
 }
 
-/// One organization a user belongs to.
+/// One organization a user belongs to, or is invited to.
 #[derive(Debug, Clone)]
 pub struct Membership {
     /// The organization.
     pub organization: Organization,
-    /// The role in it.
+    /// The role in it (for an invitation, the role offered).
     pub role: Role,
+    /// `Some(expiry)` for a pending invitation, `None` for a membership.
+    pub invited_until: Option<DateTime<Utc>>,
 }

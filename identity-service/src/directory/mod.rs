@@ -1,7 +1,8 @@
 //! The directory clinic-service relies on: user lookup, the central register of organizations
-//! (name, tenant database, server, status) and memberships.
+//! (name, tenant database, server, status), memberships and pending invitations.
 
 pub mod domain;
+pub mod invitations;
 pub mod memberships;
 pub mod organizations;
 pub mod paging;

@@ -5,8 +5,8 @@ use clinic_api::identity::v1 as pb;
 use uuid::Uuid;
 
 use crate::{
-    accounts::User,
-    directory::{OrgStatus, Organization, Role},
+    accounts::{Email, User},
+    directory::{Membership, OrgStatus, Organization, Role, invitations::Invitation},
     error::Error,
     sessions::TokenPair,
 };
@@ -117,6 +117,46 @@ impl From<Role> for pb::MembershipRole {
             Role::Doctor => pb::MembershipRole::Doctor,
             Role::Patient => pb::MembershipRole::Patient,
         }
+    }
+}
+
+impl From<Membership> for pb::Membership {
+    fn from(m: Membership) -> Self {
+        let status = match m.invited_until {
+            Some(_) => pb::MembershipStatus::Invited,
+            None => pb::MembershipStatus::Active,
+        };
+        pb::Membership {
+            organization: Some(m.organization.into()),
+            role: pb::MembershipRole::from(m.role).into(),
+            status: status.into(),
+            invite_expire_time: m.invited_until.map(timestamp),
+        }
+    }
+}
+
+impl TryFrom<pb::SendInvitationRequest> for Invitation {
+    type Error = Error;
+
+    fn try_from(m: pb::SendInvitationRequest) -> Result<Self, Error> {
+        let expires_at = m
+            .expire_time
+            .ok_or_else(|| Error::invalid("expire_time", "is required"))
+            .and_then(|t| {
+                u32::try_from(t.nanos)
+                    .ok()
+                    .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+                    .ok_or_else(|| Error::invalid("expire_time", "is not a valid time"))
+            });
+        let ((organization, email, role), expires_at) = both(
+            all3(
+                uuid("organization_id", &m.organization_id),
+                Email::parse("email", &m.email),
+                role("role", m.role),
+            ),
+            expires_at,
+        )?;
+        Ok(Invitation { organization, email, role, expires_at })
     }
 }
 

@@ -10,6 +10,7 @@ use super::convert::{all3, both, role, uuid};
 use crate::{
     accounts::{Email, store as users},
     directory::{
+        invitations::{self, Invitation},
         memberships,
         organizations::{self, Reservation},
         paging::Page,
@@ -160,16 +161,36 @@ impl DirectoryService for DirectoryApi {
         let m = request.into_inner();
         let (user, page) =
             both(uuid("user_id", &m.user_id), Page::parse(m.page_size, &m.page_token, 100))?;
-        let (items, next_page_token) = memberships::list_for_user(&self.state, user, page).await?;
+        let (items, next_page_token) =
+            memberships::list_for_user(&self.state, user, page, m.include_invitations, Utc::now())
+                .await?;
         Ok(Response::new(pb::ListUserMembershipsResponse {
-            memberships: items
-                .into_iter()
-                .map(|m| pb::Membership {
-                    organization: Some(m.organization.into()),
-                    role: pb::MembershipRole::from(m.role).into(),
-                })
-                .collect(),
+            memberships: items.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
+    async fn send_invitation(
+        &self,
+        request: Request<pb::SendInvitationRequest>,
+    ) -> Result<Response<pb::SendInvitationResponse>, Status> {
+        let invitation = Invitation::try_from(request.into_inner())?;
+        tracing::Span::current()
+            .record("organization_id", tracing::field::display(invitation.organization));
+        invitations::send(&self.state, invitation, Utc::now()).await?;
+        Ok(Response::new(pb::SendInvitationResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_invitation(
+        &self,
+        request: Request<pb::RemoveInvitationRequest>,
+    ) -> Result<Response<pb::RemoveInvitationResponse>, Status> {
+        let m = request.into_inner();
+        let (organization, email) =
+            both(uuid("organization_id", &m.organization_id), Email::parse("email", &m.email))?;
+        invitations::remove(&self.state, organization, &email).await?;
+        Ok(Response::new(pb::RemoveInvitationResponse {}))
     }
 }

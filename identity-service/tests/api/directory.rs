@@ -57,6 +57,7 @@ async fn memberships_are_recorded_listed_and_removed() {
                 user_id: bob.clone(),
                 page_size: 2,
                 page_token: token,
+                include_invitations: false,
             })
             .await
             .unwrap()
@@ -130,6 +131,7 @@ async fn membership_rpcs_validate_their_input() {
             user_id: "x".into(),
             page_size: 0,
             page_token: String::new(),
+            include_invitations: false,
         })
         .await;
     assert_invalid(r, "user_id");
@@ -138,6 +140,7 @@ async fn membership_rpcs_validate_their_input() {
             user_id: ann,
             page_size: 0,
             page_token: "@@".into(),
+            include_invitations: false,
         })
         .await;
     assert_invalid(r, "page_token");

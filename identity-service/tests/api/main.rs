@@ -2,6 +2,7 @@
 
 mod directory;
 mod helpers;
+mod invitations;
 mod login;
 mod organizations;
 mod passwords;

@@ -34,6 +34,38 @@ async fn internal_services_refuse_missing_or_wrong_credentials() {
 }
 
 #[tokio::test]
+async fn invitation_rpcs_need_the_service_credential_and_the_internal_listener() {
+    let app = spawn_app().await;
+    let send = pb::SendInvitationRequest {
+        organization_id: uuid::Uuid::new_v4().to_string(),
+        email: "bob@example.com".into(),
+        role: pb::MembershipRole::Patient.into(),
+        expire_time: Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + 3600,
+            nanos: 0,
+        }),
+    };
+    let remove = pb::RemoveInvitationRequest {
+        organization_id: send.organization_id.clone(),
+        email: send.email.clone(),
+    };
+    let wrong = AttachServiceToken::new(&SecretString::from("wrong-token")).unwrap();
+    let mut anonymous = DirectoryServiceClient::new(app.internal.clone());
+    let mut impostor = DirectoryServiceClient::with_interceptor(app.internal.clone(), wrong);
+    assert_code(anonymous.send_invitation(send.clone()).await, Code::Unauthenticated);
+    assert_code(anonymous.remove_invitation(remove.clone()).await, Code::Unauthenticated);
+    assert_code(impostor.send_invitation(send.clone()).await, Code::Unauthenticated);
+    assert_code(impostor.remove_invitation(remove.clone()).await, Code::Unauthenticated);
+    let right = AttachServiceToken::new(&SecretString::from("test-service-token")).unwrap();
+    let mut public = DirectoryServiceClient::with_interceptor(app.channel.clone(), right);
+    assert_code(public.send_invitation(send.clone()).await, Code::Unimplemented);
+    // With the credential, on the internal listener: answered (the organization is unknown).
+    assert_code(app.directory.clone().send_invitation(send).await, Code::NotFound);
+    app.directory.clone().remove_invitation(remove).await.expect("idempotent");
+    assert_eq!(app.count("organization_invitation").await, 0);
+}
+
+#[tokio::test]
 async fn internal_services_are_not_served_on_the_public_listener() {
     let app = spawn_app().await;
     let s = app.logged_in("ann").await;

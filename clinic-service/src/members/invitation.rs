@@ -1,0 +1,130 @@
+//! Membership by invitation. An invited member is an `organization_user` row with status
+//! `invited`: the invited email, an expiry and a profile, and no user until the person accepts
+//! (`joining.rs`). Each step changes the tenant (the truth) and the central index in one
+//! transaction: the identity-service call runs before the commit, so when it fails nothing
+//! changed here, and a retry completes both (the central calls are idempotent). Time is a
+//! parameter.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{Client, Transaction, error::SqlState};
+use uuid::Uuid;
+
+use super::{
+    domain::NewMember,
+    read::{MemberRow, db},
+    update::Change,
+    write::{self, column, insert_profile},
+};
+use crate::{error::Error, identity::IdentityClient, roles::Role};
+
+/// Invites `new.email` to organization `new.organization_id` until `expires_at`, or renews the
+/// pending (or expired) invitation of that email: the same row, with a new expiry and the given
+/// role and profile. Then has identity-service record it and mail the person. Returns the
+/// member id. ALREADY_EXISTS when the email belongs to an active member.
+pub async fn invite(
+    client: &mut Client,
+    identity: &IdentityClient,
+    new: &NewMember,
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, Error> {
+    let tx = client.transaction().await.map_err(db("begin"))?;
+    let active = tx
+        .query_opt(
+            "SELECT 1 FROM organization_user WHERE status = 'active' AND lower(email) = lower($1)",
+            &[&new.email],
+        )
+        .await
+        .map_err(db("find member by email"))?;
+    if active.is_some() {
+        return Err(Error::AlreadyExists("this email belongs to a member already".into()));
+    }
+    let id = match renew(&tx, new, expires_at).await? {
+        Some(id) => id,
+        None => insert(&tx, new, expires_at).await?,
+    };
+    let role = new.profile.role().to_membership();
+    identity.send_invitation(new.organization_id, &new.email, role, expires_at).await?;
+    tx.commit().await.map_err(db("commit"))?;
+    Ok(id)
+}
+
+/// Renews the invitation of `new.email`, if there is one.
+async fn renew(
+    tx: &Transaction<'_>,
+    new: &NewMember,
+    expires_at: DateTime<Utc>,
+) -> Result<Option<Uuid>, Error> {
+    let row = tx
+        .query_opt(
+            "SELECT id FROM organization_user \
+             WHERE status = 'invited' AND lower(email) = lower($1) FOR UPDATE",
+            &[&new.email],
+        )
+        .await
+        .map_err(db("find invitation"))?;
+    let Some(row) = row else { return Ok(None) };
+    let id: Uuid = row.get(0);
+    write::apply(tx, id, &Change::Role(new.profile.clone())).await?;
+    tx.execute(
+        "UPDATE organization_user SET email = $2, invite_expires_at = $3 WHERE id = $1",
+        &[&id, &new.email, &expires_at],
+    )
+    .await
+    .map_err(db("renew invitation"))?;
+    Ok(Some(id))
+}
+
+/// Inserts a new invited member with its profile.
+async fn insert(
+    tx: &Transaction<'_>,
+    new: &NewMember,
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, Error> {
+    let profile_id = insert_profile(tx, &new.profile).await?;
+    // The column name comes from a fixed list, never from input.
+    let sql = format!(
+        "INSERT INTO organization_user (email, name, status, invite_expires_at, {}) \
+         VALUES ($1, '', 'invited', $2, $3) RETURNING id",
+        column(new.profile.role())
+    );
+    let row = tx.query_one(&sql, &[&new.email, &expires_at, &profile_id]).await.map_err(|e| {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Error::Aborted("a concurrent invitation of this email won; retry".into())
+        } else {
+            Error::tenant_db("insert invitation", &e)
+        }
+    })?;
+    Ok(row.get(0))
+}
+
+/// When an invitation sent at `now` with lifetime `ttl` expires.
+pub fn expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>, Error> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .ok_or_else(|| Error::Internal("INVITATION_TTL_SECS is out of range".into()))
+}
+
+/// Tells identity-service about member `row`'s new role: the central membership of an active
+/// member; for a pending invitation, the invitation is re-sent with the new role and its
+/// expiry (an expired one is left alone: AddMember renews it).
+pub async fn publish_role(
+    identity: &IdentityClient,
+    organization_id: Uuid,
+    row: &MemberRow,
+    role: Role,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let membership = role.to_membership();
+    match (row.user_id, row.invite_expires_at) {
+        (Some(user_id), _) => {
+            identity.record_membership(organization_id, user_id, membership).await
+        }
+        (None, Some(expires_at)) if expires_at > now => {
+            identity.send_invitation(organization_id, &row.email, membership, expires_at).await
+        }
+        (None, _) => Ok(()),
+    }
+}

@@ -1,0 +1,112 @@
+//! Joining by invitation: the invited person accepts (the member becomes active with their user)
+//! or declines (the invited member goes), matched by their verified email. Like inviting, each
+//! changes the tenant and the central index in one transaction (see `invitation.rs`). Time is
+//! a parameter.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{Client, Transaction, error::SqlState};
+use uuid::Uuid;
+
+use super::{read::db, write};
+use crate::{
+    auth::Claims,
+    error::Error,
+    identity::IdentityClient,
+    roles::Role,
+    tenancy::{TenantAccess, TenantConnection},
+};
+
+/// Opens the clinic an invited caller names (see [`TenantAccess::open`]), once their email is
+/// verified: invitations are matched by email, and only a verified one proves the caller owns
+/// it (FAILED_PRECONDITION otherwise, before anything about the clinic is looked at).
+pub async fn open(
+    access: &TenantAccess,
+    claims: &Claims,
+    organization_id: Uuid,
+) -> Result<TenantConnection, Error> {
+    if !claims.email_verified {
+        return Err(Error::FailedPrecondition("verify your email address first".into()));
+    }
+    access.open(claims, organization_id).await
+}
+
+/// Accepts the caller's invitation to `organization_id`: the member becomes active with the
+/// caller's user id, email and name, the membership is recorded centrally and the central
+/// invitation removed. Returns the member id and role. See [`pending`] for the errors.
+pub async fn accept(
+    client: &mut Client,
+    identity: &IdentityClient,
+    organization_id: Uuid,
+    claims: &Claims,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, Role), Error> {
+    let tx = client.transaction().await.map_err(db("begin"))?;
+    let (id, role) = pending(&tx, claims, now).await?;
+    tx.execute(
+        "UPDATE organization_user SET status = 'active', user_id = $2, email = $3, name = $4, \
+         invite_expires_at = NULL, updated_at = $5 WHERE id = $1",
+        &[&id, &claims.user_id, &claims.email, &claims.name, &now],
+    )
+    .await
+    .map_err(|e| {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            already_member()
+        } else {
+            Error::tenant_db("accept invitation", &e)
+        }
+    })?;
+    identity.record_membership(organization_id, claims.user_id, role.to_membership()).await?;
+    identity.remove_invitation(organization_id, &claims.email).await?;
+    tx.commit().await.map_err(db("commit"))?;
+    Ok((id, role))
+}
+
+/// Declines the caller's invitation to `organization_id`: the invited member and its profile
+/// are deleted, and the central invitation removed. Returns the member id that was. See
+/// [`pending`] for the errors.
+pub async fn decline(
+    client: &mut Client,
+    identity: &IdentityClient,
+    organization_id: Uuid,
+    claims: &Claims,
+    now: DateTime<Utc>,
+) -> Result<Uuid, Error> {
+    let tx = client.transaction().await.map_err(db("begin"))?;
+    let (id, _) = pending(&tx, claims, now).await?;
+    write::delete(&tx, id).await?;
+    identity.remove_invitation(organization_id, &claims.email).await?;
+    tx.commit().await.map_err(db("commit"))?;
+    Ok(id)
+}
+
+/// The caller's pending, unexpired invitation (matched by their email, case-insensitive) and
+/// its role, locked until `tx` ends. ALREADY_EXISTS when the caller is a member already (as
+/// after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
+async fn pending(
+    tx: &Transaction<'_>,
+    claims: &Claims,
+    now: DateTime<Utc>,
+) -> Result<(Uuid, Role), Error> {
+    let row = tx
+        .query_opt(
+            "SELECT id, role FROM organization_user WHERE status = 'invited' \
+             AND lower(email) = lower($1) AND invite_expires_at > $2 FOR UPDATE",
+            &[&claims.email, &now],
+        )
+        .await
+        .map_err(db("find invitation"))?;
+    if let Some(row) = row {
+        let role = Role::from_db(row.get::<_, Option<&str>>(1))
+            .ok_or_else(|| Error::Internal("an invitation without a role".into()))?;
+        return Ok((row.get(0), role));
+    }
+    let member = tx
+        .query_opt("SELECT 1 FROM organization_user WHERE user_id = $1", &[&claims.user_id])
+        .await
+        .map_err(db("find member"))?;
+    Err(if member.is_some() { already_member() } else { Error::organization_not_found() })
+}
+
+fn already_member() -> Error {
+    Error::AlreadyExists("you are a member of this organization already".into())
+}
