@@ -228,3 +228,37 @@ async fn counters_are_kept_in_the_central_database() {
         assert!(!key.contains("ann@example.com") && !key.contains("127.0.0.1"));
     }
 }
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_shed_and_health_still_answers() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let app = spawn_app_with(|c| {
+        c.limits.max_concurrent_requests = 1;
+        c.hash_queue = 64;
+    })
+    .await;
+    app.verified_user("ann").await;
+    let logins = (0..10).map(|_| app.login("ann@example.com", PASSWORD));
+    let health = async {
+        let mut health = HealthClient::new(app.channel.clone());
+        health.check(HealthCheckRequest::default()).await.map(|r| r.into_inner().status)
+    };
+    let (results, health) = tokio::join!(futures::future::join_all(logins), health);
+    assert_eq!(health.expect("health is never shed"), 1, "SERVING");
+    let shed: Vec<Status> = results.into_iter().filter_map(Result::err).collect();
+    assert!(!shed.is_empty(), "ten parallel logins with room for one in flight");
+    for status in shed {
+        assert!(status.message().contains("in flight"), "{status:?}");
+        assert_throttled(Err::<(), _>(status));
+    }
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_and_change_nothing() {
+    let app = spawn_app_with(|c| c.limits.max_request_bytes = 256).await;
+    let name = "n".repeat(300);
+    let status = app.register("big@example.com", &name, PASSWORD).await.unwrap_err();
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+    assert_eq!(app.count("app_user").await, 0);
+    app.register("small@example.com", "small", PASSWORD).await.expect("a small request passes");
+}
