@@ -15,6 +15,9 @@ pub async fn prepare(config: &Config) -> Result<Pool, Error> {
     let tls = &config.database_tls;
     clinic_shared::pg::ensure_database_with_tls(&config.database, tls).await?;
     let mut client = clinic_shared::pg::connect_with_tls(&config.database, tls).await?;
+    if config.mode == clinic_shared::config::Mode::Production {
+        clinic_shared::pg::refuse_privileged(&client).await?;
+    }
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let outcome = migrations::runner().run_async(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;

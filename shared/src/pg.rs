@@ -33,6 +33,27 @@ pub enum PgError {
     /// The CA file could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The service connected as a role with more power than it may have at run time.
+    #[error(
+        "connected as PostgreSQL role {0:?}, a superuser or CREATEROLE role: run as the roles \
+         deploy/bootstrap.sql makes"
+    )]
+    Privileged(String),
+}
+
+/// Refuses a connection whose role is a superuser or may create roles (which on PostgreSQL 15
+/// can grant itself superuser-equivalent roles): in production the services run as the roles
+/// `deploy/bootstrap.sql` makes, nothing more.
+pub async fn refuse_privileged(client: &tokio_postgres::Client) -> Result<(), PgError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolsuper OR rolcreaterole FROM pg_roles \
+             WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (user, privileged): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+    if privileged { Err(PgError::Privileged(user)) } else { Ok(()) }
 }
 
 /// Parses a `postgres://` URL or key=value connection string.

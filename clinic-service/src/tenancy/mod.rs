@@ -133,6 +133,8 @@ struct Inner {
     /// Each tenant's own login role (`None`: the servers' configured user serves requests too,
     /// which only development allows).
     logins: Option<login::TenantLogins>,
+    /// Production: refuse to work through a superuser or CREATEROLE role.
+    refuse_privileged: bool,
 }
 
 impl TenantAccess {
@@ -158,6 +160,7 @@ impl TenantAccess {
                 template: config.template_database.clone(),
                 templates_ready,
                 logins: config.tenant_role_secret.clone().map(login::TenantLogins::new),
+                refuse_privileged: config.mode == clinic_shared::config::Mode::Production,
             }),
         }
     }
@@ -249,6 +252,19 @@ impl TenantAccess {
     /// The name of the template database on every server.
     pub fn template(&self) -> &str {
         &self.inner.template
+    }
+
+    /// In production, refuses a maintenance connection through a superuser or CREATEROLE role.
+    pub(crate) async fn check_role(
+        &self,
+        maintenance: &tokio_postgres::Client,
+    ) -> Result<(), Error> {
+        if self.inner.refuse_privileged {
+            clinic_shared::pg::refuse_privileged(maintenance)
+                .await
+                .map_err(|e| Error::internal("tenant server role", e))?;
+        }
+        Ok(())
     }
 
     /// Runs `init` once per process for `server`'s template (see provisioning).

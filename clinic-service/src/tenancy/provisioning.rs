@@ -76,6 +76,10 @@ pub async fn ensure_template(access: &TenantAccess, server: &str) -> Result<(), 
 
 async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Error> {
     let maintenance = access.pools().connect(&access.maintenance_config(server)?).await?;
+    if let Err(e) = access.check_role(&maintenance.client).await {
+        maintenance.close().await;
+        return Err(e);
+    }
     lock(&maintenance.client, "SELECT pg_advisory_lock($1)").await?;
     let result = async {
         clinic_shared::pg::create_database(&maintenance.client, access.template(), None)

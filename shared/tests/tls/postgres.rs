@@ -191,3 +191,20 @@ async fn tls_only_where_the_url_asks_and_always_verified() {
     let cause = std::error::Error::source(&error).map(ToString::to_string);
     assert!(cause.is_some_and(|c| c.contains("no CA is configured")), "{error:?}");
 }
+
+/// `deploy/bootstrap.sql` (run by scripts/test.sh) makes roles that pass; the superuser does not.
+#[tokio::test]
+async fn only_unprivileged_roles_pass_the_run_time_check() {
+    use clinic_shared::pg::{PgError, TestDatabase, connect, refuse_privileged, with_dbname};
+    let server = with_dbname(&TestDatabase::server(), "postgres");
+    let superuser = connect(&server).await.unwrap();
+    assert!(matches!(refuse_privileged(&superuser).await, Err(PgError::Privileged(_))));
+    for role in ["clinic_identity", "clinic_service"] {
+        let mut config = server.clone();
+        config.user(role);
+        let client = connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{role}: run deploy/bootstrap.sql first ({e})"));
+        refuse_privileged(&client).await.unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+}
