@@ -88,6 +88,8 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
+        // Inside the handler's span, so operators see which call failed how (ids only).
+        tracing::debug!(error = error_kind(&e), "request answered with an error");
         match e {
             Error::InvalidArgument(v) => invalid_argument(&v),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
@@ -103,6 +105,23 @@ impl From<Error> for Status {
             Error::Unavailable { what, cause } => unavailable(what, &cause),
             Error::Internal(cause) => internal(&cause),
         }
+    }
+}
+
+/// The variant's name, for logs: never its message (which may echo input).
+fn error_kind(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidArgument(_) => "invalid argument",
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::PermissionDenied(_) => "permission denied",
+        Error::NotFound(_) => "not found",
+        Error::AlreadyExists(_) => "already exists",
+        Error::FailedPrecondition(_) => "failed precondition",
+        Error::Aborted(_) => "aborted",
+        Error::Exhausted(_) => "resource exhausted",
+        Error::Refused(_) => "refused by identity-service",
+        Error::Unavailable { .. } => "unavailable",
+        Error::Internal(_) => "internal",
     }
 }
 

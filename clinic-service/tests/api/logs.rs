@@ -103,3 +103,28 @@ async fn patient_fields_and_tokens_never_appear_in_logs() {
         assert!(!logs.contains(value.as_str()), "logs leak the invited person");
     }
 }
+
+/// A raw `organization_id` is client input: it may carry a forged log line. Only parsed ids
+/// enter spans, so the forgery never reaches the logs, whatever the RPC.
+#[tokio::test]
+async fn raw_organization_ids_never_reach_logs_or_spans() {
+    let app = spawn_app().await;
+    let c = app.clinic("Forged").await;
+    let marker = format!("FORGED{}", uuid::Uuid::new_v4().simple());
+    let forged = format!("{}\n2026-01-01T00:00:00Z  INFO {marker} admin granted", c.org.id);
+    let get = pb::GetOrganizationRequest { organization_id: forged.clone() };
+    let status = app.orgs(&c.admin.token).get_organization(get).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let list = pb::ListMembersRequest { organization_id: forged.clone(), ..Default::default() };
+    app.members(&c.admin.token).list_members(list).await.unwrap_err();
+    let appointments =
+        pb::ListAppointmentsRequest { organization_id: forged, ..Default::default() };
+    clinic_api::clinic::v1::appointment_service_client::AppointmentServiceClient::with_interceptor(
+        app.clinic_channel(),
+        crate::helpers::bearer(&c.admin.token),
+    )
+    .list_appointments(appointments)
+    .await
+    .unwrap_err();
+    assert!(!captured_logs().contains(&marker), "a raw organization_id reached the logs");
+}
