@@ -64,6 +64,17 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let database = TestDatabase::create(&TestDatabase::server(), "identity_test").await;
     let mut config = Config::for_tests(database.config.clone());
     change(&mut config);
+    if config.mode == clinic_shared::config::Mode::Production {
+        // Production refuses a superuser: run as deploy/bootstrap.sql's clinic_identity, owning
+        // the test database as it owns clinic_db.
+        let admin = clinic_shared::pg::connect(&database.config).await.expect("connect");
+        let owner = format!(
+            "ALTER DATABASE {} OWNER TO clinic_identity",
+            clinic_shared::slug::quote_ident(&database.name)
+        );
+        admin.batch_execute(&owner).await.expect("run deploy/bootstrap.sql first");
+        config.database.user("clinic_identity");
+    }
     let outbox = config.mail.outbox_dir.clone();
     let token = config.service_token.clone();
     let app = Application::build(config).await.expect("build identity-service");

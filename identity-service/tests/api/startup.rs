@@ -35,3 +35,14 @@ async fn the_shutdown_handle_stops_the_server_gracefully() {
     server.await.unwrap().unwrap();
     assert!(endpoint.connect().await.is_err());
 }
+
+#[tokio::test]
+async fn production_refuses_to_run_as_a_superuser() {
+    let database = TestDatabase::create(&TestDatabase::server(), "identity_test").await;
+    let mut config = Config::for_tests(database.config.clone());
+    config.mode = clinic_shared::config::Mode::Production;
+    let Err(error) = Application::build(config).await else {
+        panic!("production identity-service started as the superuser");
+    };
+    assert!(error.to_string().contains("superuser or CREATEROLE"), "{error}");
+}
