@@ -457,15 +457,15 @@ pub struct Clinic {
 fn invitation_mails_in(outbox: &Path, email: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(outbox) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-    // File names start with the time they were written.
+    // Messages appear whole as `.eml` (written as `.partial`, then renamed); file names start
+    // with the time they were written.
+    files.retain(|f| f.extension().is_some_and(|e| e == "eml"));
     files.sort();
     let to = format!("To: {email}\n");
     files
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .filter(|text| text.contains(&to) && text.contains("Subject: You are invited to a clinic"))
-        // A file being written may be read half-way: count it once its last sentence is there.
-        .filter(|text| text.contains("ignore this message."))
         .collect()
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use super::{BoxFuture, Mailer};
 use crate::error::Error;
 
-/// Writes messages to `<dir>/<time>-<uuid>.eml`.
+/// Writes messages to `<dir>/<time>-<uuid>.eml`. Each file appears whole: it is written under a
+/// `.partial` name and renamed, so a reader never sees a message half written.
 pub struct OutboxMailer {
     dir: PathBuf,
     from: String,
@@ -33,7 +34,9 @@ impl Mailer for OutboxMailer {
                 uuid::Uuid::new_v4().simple()
             );
             let text = format!("From: {}\nTo: {to}\nSubject: {subject}\n\n{body}\n", self.from);
-            tokio::fs::write(self.dir.join(&name), text).await?;
+            let partial = self.dir.join(format!("{name}.partial"));
+            tokio::fs::write(&partial, text).await?;
+            tokio::fs::rename(&partial, self.dir.join(&name)).await?;
             tracing::info!(file = %name, "mail written to the outbox");
             Ok(())
         })
