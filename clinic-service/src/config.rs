@@ -258,11 +258,11 @@ impl Config {
             migration_concurrency: 4,
             migrate_on_start: false,
             shutdown_grace: Duration::ZERO,
-            // Named after the newest migration, so checkouts with other migrations (another branch
-            // testing against the same server) never share a template.
+            // Named after the embedded migrations, so checkouts with other migrations (another
+            // branch testing against the same server) never share a template.
             template_database: format!(
-                "clinic_template_test_v{}",
-                crate::tenancy::migrations::latest_version()
+                "clinic_template_test_{}",
+                crate::tenancy::migrations::fingerprint()
             ),
             invitation_ttl: DEFAULT_INVITATION_TTL,
         }

@@ -28,6 +28,19 @@ pub fn latest_version() -> i64 {
         .unwrap_or(0)
 }
 
+/// A short digest of every embedded migration (version, name and checksum): two binaries with
+/// the same fingerprint build identical templates.
+pub fn fingerprint() -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut migrations = embedded::migrations::runner().get_migrations().clone();
+    migrations.sort_by_key(|m| m.version());
+    for m in &migrations {
+        digest.update(format!("{}:{}:{}\n", m.version(), m.name(), m.checksum()));
+    }
+    hex::encode(&digest.finalize()[..6])
+}
+
 /// Brings the database `client` is connected to up to [`latest_version`]; returns how many
 /// migrations were applied. Holds an advisory lock while doing so.
 pub async fn migrate(client: &mut Client) -> Result<usize, Error> {
