@@ -93,8 +93,9 @@ pub struct Config {
     /// Server limits (`MAX_CONCURRENT_REQUESTS`, `MAX_CONCURRENT_STREAMS`,
     /// `REQUEST_TIMEOUT_SECS`, `MAX_REQUEST_BYTES`): see [`Limits`].
     pub limits: Limits,
-    /// Name of the migrated template database cloned for new clinics on every server
-    /// (`clinic_template`, reserved by the name mapping).
+    /// `TEMPLATE_DATABASE` (default `clinic_template`, reserved by the name mapping): the
+    /// migrated template database cloned for new clinics on every server. Any other name must
+    /// lie outside the clinics' `clinic_` namespace.
     pub template_database: String,
     /// `INVITATION_TTL_SECS` (default 1209600, 14 days): how long an invitation (AddMember)
     /// may be accepted.
@@ -224,7 +225,10 @@ impl Config {
                 "SHUTDOWN_GRACE_SECS",
                 default_grace,
             )?),
-            template_database: "clinic_template".to_owned(),
+            template_database: template_database(&config::string(
+                "TEMPLATE_DATABASE",
+                DEFAULT_TEMPLATE_DATABASE,
+            ))?,
             invitation_ttl: Duration::from_secs(positive(
                 "INVITATION_TTL_SECS",
                 DEFAULT_INVITATION_TTL_SECS,
@@ -260,13 +264,39 @@ impl Config {
             shutdown_grace: Duration::ZERO,
             // Named after the embedded migrations, so checkouts with other migrations (another
             // branch testing against the same server) never share a template.
-            template_database: format!(
-                "clinic_template_test_{}",
-                crate::tenancy::migrations::fingerprint()
-            ),
+            template_database: test_template_database(),
             invitation_ttl: DEFAULT_INVITATION_TTL,
         }
     }
+}
+
+/// The template every server keeps unless `TEMPLATE_DATABASE` names another.
+pub const DEFAULT_TEMPLATE_DATABASE: &str = "clinic_template";
+
+/// The template used by tests: named after the embedded migrations, so checkouts with other
+/// migrations (another branch testing against the same server) never share one.
+pub fn test_template_database() -> String {
+    format!("test_clinic_template_{}", crate::tenancy::migrations::fingerprint())
+}
+
+/// Checks a template name: the default, or an identifier that no clinic's database can take.
+fn template_database(name: &str) -> Result<String, ConfigError> {
+    let valid = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(ConfigError::new(
+            "TEMPLATE_DATABASE",
+            "must be lowercase letters, digits and underscores, at most 63 bytes",
+        ));
+    }
+    if name != DEFAULT_TEMPLATE_DATABASE && name.starts_with("clinic_") {
+        return Err(ConfigError::new(
+            "TEMPLATE_DATABASE",
+            "names starting with clinic_ belong to clinics",
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 fn positive(name: &str, default: usize) -> Result<usize, ConfigError> {
@@ -305,6 +335,16 @@ pub fn parse_servers(raw: &str) -> Result<Vec<TenantServer>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_names_stay_out_of_the_clinics_namespace() {
+        assert_eq!(template_database("clinic_template").ok().as_deref(), Some("clinic_template"));
+        assert!(template_database("staging_template").is_ok());
+        assert!(template_database(&test_template_database()).is_ok());
+        for bad in ["clinic_acme", "clinic_template_2", "Template", "", "a-b", &"t".repeat(64)] {
+            assert!(template_database(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_server_lists() {

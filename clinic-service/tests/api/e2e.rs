@@ -91,6 +91,7 @@ async fn both_binaries_end_to_end() {
         ("SERVICE_TOKEN", token.clone()),
         ("TENANT_SERVERS", format!("main={}", first_server_url())),
         ("SHUTDOWN_GRACE_SECS", "0".into()),
+        ("TEMPLATE_DATABASE", clinic_service::config::test_template_database()),
     ];
     let (_clinic, clinic_urls) = start("clinic-service", &clinic_env, 1).await;
     let channel =
