@@ -6,10 +6,39 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
+use tonic::{Code, Request, Status, metadata::MetadataMap, service::Interceptor};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Metadata key carrying the service credential between services.
 pub const SERVICE_TOKEN_KEY: &str = "x-service-token";
+
+/// `ErrorInfo.domain` of the errors this system's services raise.
+pub const ERROR_DOMAIN: &str = "clinic.backend";
+
+/// `ErrorInfo.reason` of an internal call refused for its *service* credential (missing or wrong
+/// token, or a client certificate not allowed). The code stays `UNAUTHENTICATED`; the reason
+/// tells a calling service that the fault is its own configuration, not its caller's token.
+pub const SERVICE_CREDENTIAL_REJECTED: &str = "SERVICE_CREDENTIAL_REJECTED";
+
+/// `UNAUTHENTICATED` for a rejected service credential, with the [`SERVICE_CREDENTIAL_REJECTED`]
+/// reason.
+fn credential_rejected(message: &str) -> Status {
+    let details = ErrorDetails::with_error_info(
+        SERVICE_CREDENTIAL_REJECTED,
+        ERROR_DOMAIN,
+        std::collections::HashMap::<String, String>::new(),
+    );
+    Status::with_error_details(Code::Unauthenticated, message, details)
+}
+
+/// Whether `status` refuses the calling service's own credential (see
+/// [`SERVICE_CREDENTIAL_REJECTED`]) rather than anything its caller sent.
+pub fn is_service_credential_rejected(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated
+        && status.get_details_error_info().is_some_and(|info| {
+            info.reason == SERVICE_CREDENTIAL_REJECTED && info.domain == ERROR_DOMAIN
+        })
+}
 
 /// The bearer token of `authorization: Bearer <token>`, or `UNAUTHENTICATED`.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
@@ -53,7 +82,7 @@ impl Interceptor for RequireServiceCredential {
             return Ok(request);
         }
         let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated(
+            return Err(credential_rejected(
                 "internal API: no service credential presented (client certificate or token)",
             ));
         };
@@ -61,11 +90,11 @@ impl Interceptor for RequireServiceCredential {
             .metadata()
             .get(SERVICE_TOKEN_KEY)
             .map(|v| v.as_bytes())
-            .ok_or_else(|| Status::unauthenticated("missing service credential"))?;
+            .ok_or_else(|| credential_rejected("missing service credential"))?;
         if bool::from(presented.ct_eq(expected.expose_secret().as_bytes())) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated("invalid service credential"))
+            Err(credential_rejected("invalid service credential"))
         }
     }
 }
@@ -131,8 +160,12 @@ mod tests {
         let req = attach.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let mut wrong = AttachServiceToken::new(&SecretString::from("nope")).unwrap();
-        assert!(check.call(wrong.call(Request::new(())).unwrap()).is_err());
+        let refused = check.call(wrong.call(Request::new(())).unwrap()).unwrap_err();
+        assert!(is_service_credential_rejected(&refused));
         let mut closed = RequireServiceCredential::new(None, vec!["clinic-service".into()]);
-        assert!(closed.call(attach.call(Request::new(())).unwrap()).is_err());
+        let refused = closed.call(attach.call(Request::new(())).unwrap()).unwrap_err();
+        assert!(is_service_credential_rejected(&refused));
+        // A user's bad token is told apart.
+        assert!(!is_service_credential_rejected(&Status::unauthenticated("expired token")));
     }
 }

@@ -43,6 +43,10 @@ impl TokenValidator {
         }
         let answer = match self.identity.validate_token(&token).await {
             Ok(answer) => answer,
+            // Not the caller's fault: its token may be fine. Never tell it to throw it away.
+            Err(status) if crate::identity::is_misconfigured(&status) => {
+                return Err(Status::unavailable("token validation failed, retry later"));
+            }
             Err(status) if status.code() == Code::Unauthenticated => {
                 return Err(Status::unauthenticated("invalid or expired access token"));
             }

@@ -220,12 +220,57 @@ pub fn is_outage(status: &Status) -> bool {
     )
 }
 
+/// Whether identity-service refused this service's own credential: a misconfiguration
+/// (`SERVICE_TOKEN` or the TLS client certificate), never the caller's fault. Logged as an error
+/// naming the settings to check.
+pub fn is_misconfigured(status: &Status) -> bool {
+    let rejected = clinic_shared::auth::is_service_credential_rejected(status);
+    if rejected {
+        tracing::error!(
+            "identity-service rejected this service's credential: SERVICE_TOKEN (or \
+             TLS_CLIENT_CERT_FILE) does not match identity-service's SERVICE_TOKEN \
+             (or INTERNAL_CLIENT_NAMES)"
+        );
+    }
+    rejected
+}
+
+/// Request fields that clinic-service passes on from its own callers unchanged (same name in
+/// both contracts). identity-service's verdict on one of them is the caller's mistake; on any
+/// other field it is this service's bug.
+const CALLER_FIELDS: &[&str] = &["email", "name"];
+
+/// INVALID_ARGUMENT from identity-service, naming the fields its `BadRequest` details name.
+fn invalid_argument(status: &Status) -> Error {
+    use tonic_types::StatusExt;
+    let violations: Vec<_> = status
+        .get_details_bad_request()
+        .map(|b| b.field_violations)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| clinic_shared::error::FieldViolation::new(v.field, v.description))
+        .collect();
+    if violations.is_empty() || violations.iter().any(|v| !CALLER_FIELDS.contains(&&*v.field)) {
+        return Error::Internal(format!(
+            "identity-service refused a request: {}",
+            status.message()
+        ));
+    }
+    Error::InvalidArgument(violations)
+}
+
 /// Maps an identity-service answer to this service's error.
 pub fn map_status(status: Status) -> Error {
+    if is_misconfigured(&status) {
+        return Error::Unavailable {
+            what: "identity-service",
+            cause: "this service's credential was rejected (misconfiguration)".into(),
+        };
+    }
     match status.code() {
         Code::NotFound => Error::NotFound(status.message().to_owned()),
         Code::AlreadyExists => Error::AlreadyExists(status.message().to_owned()),
-        Code::InvalidArgument => Error::field("name", status.message()),
+        Code::InvalidArgument => invalid_argument(&status),
         Code::PermissionDenied => Error::PermissionDenied(status.message().to_owned()),
         Code::FailedPrecondition => Error::FailedPrecondition(status.message().to_owned()),
         Code::ResourceExhausted => Error::Refused(Box::new(status)),
@@ -236,5 +281,40 @@ pub fn map_status(status: Status) -> Error {
         code => {
             Error::Internal(format!("identity-service answered {code:?}: {}", status.message()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clinic_shared::error::{FieldViolation, invalid_field};
+
+    use super::*;
+
+    #[test]
+    fn identity_field_errors_name_the_callers_field() {
+        let err = map_status(invalid_field("email", "not an email address"));
+        assert!(
+            matches!(&err, Error::InvalidArgument(v) if v == &[FieldViolation::new("email", "not an email address")]),
+            "{err:?}"
+        );
+        // A field clinic-service filled in itself is its own bug, not the caller's mistake.
+        let err = map_status(invalid_field("creator_user_id", "not a UUID"));
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+        let err = map_status(Status::invalid_argument("no details"));
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_rejected_service_credential_is_an_outage() {
+        let mut check = clinic_shared::auth::RequireServiceCredential::new(
+            Some("right".to_owned().into()),
+            vec![],
+        );
+        let refused = tonic::service::Interceptor::call(&mut check, Request::new(())).unwrap_err();
+        assert!(matches!(map_status(refused), Error::Unavailable { .. }));
+        assert!(matches!(
+            map_status(Status::unauthenticated("a user's token")),
+            Error::Internal(_)
+        ));
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod invitations;
 mod logs;
 mod members;
+mod misconfiguration;
 mod organizations;
 mod privileges;
 mod tenancy;

@@ -2,7 +2,7 @@ use clinic_api::identity::v1::{
     self as pb, directory_service_client::DirectoryServiceClient,
     token_service_client::TokenServiceClient,
 };
-use clinic_shared::auth::AttachServiceToken;
+use clinic_shared::auth::{AttachServiceToken, is_service_credential_rejected};
 use secrecy::SecretString;
 use tonic::Code;
 use tonic_health::pb::{
@@ -25,7 +25,15 @@ async fn internal_services_refuse_missing_or_wrong_credentials() {
 
     let wrong = AttachServiceToken::new(&SecretString::from("wrong-token")).unwrap();
     let mut tokens = TokenServiceClient::with_interceptor(app.internal.clone(), wrong.clone());
-    assert_code(tokens.validate_token(validate.clone()).await, Code::Unauthenticated);
+    let refused = tokens.validate_token(validate.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    // The documented code stays; the reason tells the calling service it is misconfigured.
+    assert!(is_service_credential_rejected(&refused), "{refused:?}");
+    // A bad user token with the right credential is told apart.
+    let bad_user = pb::ValidateTokenRequest { access_token: "not-a-token".into() };
+    let refused = app.tokens.clone().validate_token(bad_user).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(!is_service_credential_rejected(&refused), "{refused:?}");
     let mut directory = DirectoryServiceClient::with_interceptor(app.internal.clone(), wrong);
     assert_code(directory.lookup_user(lookup.clone()).await, Code::Unauthenticated);
 
