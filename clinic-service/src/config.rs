@@ -100,6 +100,9 @@ pub struct Config {
     /// `INVITATION_TTL_SECS` (default 1209600, 14 days): how long an invitation (AddMember)
     /// may be accepted.
     pub invitation_ttl: Duration,
+    /// `OUTBOX_SWEEP_SECS` (default 300): how often the relay looks through every tenant for
+    /// central changes left undelivered (see `relay`).
+    pub outbox_sweep_interval: Duration,
 }
 
 /// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
@@ -233,6 +236,7 @@ impl Config {
                 "INVITATION_TTL_SECS",
                 DEFAULT_INVITATION_TTL_SECS,
             )? as u64),
+            outbox_sweep_interval: Duration::from_secs(positive("OUTBOX_SWEEP_SECS", 300)? as u64),
         })
     }
 
@@ -266,6 +270,7 @@ impl Config {
             // branch testing against the same server) never share a template.
             template_database: test_template_database(),
             invitation_ttl: DEFAULT_INVITATION_TTL,
+            outbox_sweep_interval: Duration::from_secs(300),
         }
     }
 }

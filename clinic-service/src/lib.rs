@@ -6,6 +6,8 @@
 //! - [`tenancy`]: where each clinic's database lives, pooled connections within a budget,
 //!   provisioning and migrations. [`tenancy::TenantAccess::acquire`] starts every clinic RPC.
 //! - [`organizations`], [`members`]: the gRPC services of `clinic.v1`.
+//! - [`relay`]: the tenants' outboxes of central membership changes, delivered to
+//!   identity-service; `reconcile`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
@@ -19,7 +21,9 @@ pub mod grpc;
 pub mod identity;
 pub mod members;
 pub mod organizations;
+pub mod relay;
 pub mod roles;
+pub mod rows;
 pub mod startup;
 pub mod tenancy;
 

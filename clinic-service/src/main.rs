@@ -1,10 +1,11 @@
 //! clinic-service binary: `clinic-service` serves; `clinic-service migrate` migrates every
 //! tenant database (and each server's template), prints one line per tenant and exits non-zero
-//! if any failed.
+//! if any failed; `clinic-service reconcile` re-publishes every tenant's members to the central
+//! index (repairing drift), one line per tenant, non-zero if any failed.
 
 use std::process::ExitCode;
 
-use clinic_service::{Application, Config, startup, tenancy};
+use clinic_service::{Application, Config, relay, startup, tenancy};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,8 +20,9 @@ async fn main() -> ExitCode {
     let result = match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(config).await,
         Some("migrate") => migrate(config).await,
+        Some("reconcile") => reconcile(config).await,
         Some(other) => {
-            eprintln!("unknown command {other:?}; usage: clinic-service [serve|migrate]");
+            eprintln!("unknown command {other:?}; usage: clinic-service [serve|migrate|reconcile]");
             return ExitCode::from(2);
         }
     };
@@ -64,5 +66,24 @@ async fn migrate(config: Config) -> Result<ExitCode, clinic_service::Error> {
         }
     }
     println!("{} tenants, {failed} failed", results.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn reconcile(config: Config) -> Result<ExitCode, clinic_service::Error> {
+    let access = startup::tenant_access(&config)?;
+    let reports = relay::reconcile::reconcile_all(&access).await?;
+    let mut failed = 0;
+    for r in &reports {
+        match &r.result {
+            Ok((published, removed)) => {
+                println!("{}: ok, {published} published, {removed} removed", r.organization_id)
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED {e}", r.organization_id);
+            }
+        }
+    }
+    println!("{} tenants, {failed} failed", reports.len());
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -21,8 +21,9 @@ use crate::{
     config::Config,
     error::Error,
     identity::IdentityClient,
-    members::MemberHandler,
+    members::{MemberHandler, Members},
     organizations::OrganizationHandler,
+    relay::Relay,
     tenancy::{TenantAccess, migrations},
 };
 
@@ -37,6 +38,7 @@ pub struct Application {
     router: Router<Stack<AuthLayer, Stack<ShedLayer, Identity>>>,
     health: tonic_health::server::HealthReporter,
     access: TenantAccess,
+    relay: Relay,
     config: Config,
     shutdown: ShutdownHandle,
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -70,10 +72,11 @@ impl Application {
             OrganizationServiceServer::new(OrganizationHandler::new(access.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
-        let members =
-            MemberServiceServer::new(MemberHandler::new(access.clone(), config.invitation_ttl))
-                .max_decoding_message_size(limits.max_request_bytes)
-                .max_encoding_message_size(limits.max_response_bytes);
+        let relay = Relay::new(access.clone(), config.outbox_sweep_interval);
+        let handler = Members { relay: relay.clone(), invitation_ttl: config.invitation_ttl };
+        let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
         let appointments = AppointmentServiceServer::new(AppointmentHandler::new(access.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
@@ -97,6 +100,7 @@ impl Application {
             router,
             health,
             access,
+            relay,
             config,
             shutdown,
             stopped: Box::pin(stopped),
@@ -134,7 +138,12 @@ impl Application {
                 _ = server::os_shutdown_signal() => {},
             }
         };
-        server::serve(
+        // The relay's background task runs while the server does and is joined after it.
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn(self.relay.run(async move {
+            let _ = relay_stopped.await;
+        }));
+        let served = server::serve(
             self.router,
             self.listener,
             self.health,
@@ -142,7 +151,9 @@ impl Application {
             self.config.shutdown_grace,
             signal,
         )
-        .await
-        .map_err(|e| Error::internal("serve", e))
+        .await;
+        let _ = stop_relay.send(());
+        let _ = relay.await;
+        served.map_err(|e| Error::internal("serve", e))
     }
 }

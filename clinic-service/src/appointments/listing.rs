@@ -48,10 +48,10 @@ pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
         Role::Patient => and(&mut q, "patient_id", actor.member_id),
     }
     if let Some(doctor) = req.doctor {
-        and(&mut q, "doctor_id", doctor.resolve(actor));
+        and(&mut q, "doctor_id", doctor.resolve(actor.member_id));
     }
     if let Some(patient) = req.patient {
-        and(&mut q, "patient_id", patient.resolve(actor));
+        and(&mut q, "patient_id", patient.resolve(actor.member_id));
     }
     if !req.statuses.is_empty() {
         let labels: Vec<String> = req.statuses.iter().map(|s| s.as_sql().to_owned()).collect();

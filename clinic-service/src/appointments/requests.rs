@@ -8,7 +8,7 @@ use clinic_shared::error::FieldViolation;
 use uuid::Uuid;
 
 use super::{
-    domain::{Action, Actor, AppointmentStatus},
+    domain::{Action, AppointmentStatus},
     error::Error,
     page_token::PageToken,
 };
@@ -26,24 +26,7 @@ pub const DEFAULT_PAGE_SIZE: i64 = 20;
 /// The most a page holds.
 pub const MAX_PAGE_SIZE: i64 = 100;
 
-/// A member given by id or as `me` (the caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberRef {
-    /// The caller.
-    Me,
-    /// A member id.
-    Id(Uuid),
-}
-
-impl MemberRef {
-    /// The member id this names for `actor`.
-    pub fn resolve(self, actor: &Actor) -> Uuid {
-        match self {
-            Self::Me => actor.member_id,
-            Self::Id(id) => id,
-        }
-    }
-}
+pub use crate::grpc::MemberRef;
 
 /// Collects violations so one answer names every bad field.
 #[derive(Default)]
@@ -62,10 +45,15 @@ impl Violations {
     }
 
     fn member(&mut self, field: &str, text: &str, required: bool) -> Option<MemberRef> {
-        match text {
-            "" if !required => None,
-            "me" => Some(MemberRef::Me),
-            _ => Some(MemberRef::Id(self.uuid(field, text))),
+        if text.is_empty() && !required {
+            return None;
+        }
+        match MemberRef::parse_field(field, text) {
+            Ok(member) => Some(member),
+            Err(violation) => {
+                self.0.push(violation);
+                Some(MemberRef::Id(Uuid::nil()))
+            }
         }
     }
 

@@ -51,7 +51,7 @@ async fn create_once(
     actor: &Actor,
     req: &CreateAppointment,
 ) -> Result<Appointment, Error> {
-    let patient_id = req.patient.resolve(actor);
+    let patient_id = req.patient.resolve(actor.member_id);
     if !may_book(actor, patient_id) {
         return Err(Error::PermissionDenied(match actor.role {
             Role::Doctor => "doctors do not book appointments",

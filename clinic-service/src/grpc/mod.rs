@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 use crate::error::Error;
 
+mod member_ref;
+pub use member_ref::MemberRef;
+
 /// Default and maximum page sizes of every list.
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
 /// Largest page a caller may ask for.

@@ -126,32 +126,36 @@ impl IdentityClient {
         self.call(client.list_organizations(req)).await.map_err(map_status)
     }
 
-    /// `DirectoryService.RecordMembership`.
+    /// `DirectoryService.RecordMembership` at the member's `version` (0: unversioned).
     pub async fn record_membership(
         &self,
         organization_id: uuid::Uuid,
         user_id: uuid::Uuid,
         role: pb::MembershipRole,
+        version: i64,
     ) -> Result<(), Error> {
         let req = self.request(pb::RecordMembershipRequest {
             organization_id: organization_id.to_string(),
             user_id: user_id.to_string(),
             role: role as i32,
+            version,
         });
         let mut client = self.directory.clone();
         self.call(client.record_membership(req)).await.map_err(map_status)?;
         Ok(())
     }
 
-    /// `DirectoryService.RemoveMembership`.
+    /// `DirectoryService.RemoveMembership` at the member's `version`.
     pub async fn remove_membership(
         &self,
         organization_id: uuid::Uuid,
         user_id: uuid::Uuid,
+        version: i64,
     ) -> Result<(), Error> {
         let req = self.request(pb::RemoveMembershipRequest {
             organization_id: organization_id.to_string(),
             user_id: user_id.to_string(),
+            version,
         });
         let mut client = self.directory.clone();
         self.call(client.remove_membership(req)).await.map_err(map_status)?;
@@ -177,38 +181,59 @@ impl IdentityClient {
     }
 
     /// `DirectoryService.SendInvitation`: records the invitation centrally and has the person
-    /// mailed. The answer does not tell whether the email has an account.
+    /// mailed (once per member `version`). The answer does not tell whether the email has an
+    /// account.
     pub async fn send_invitation(
         &self,
         organization_id: uuid::Uuid,
         email: &str,
         role: pb::MembershipRole,
         expires_at: DateTime<Utc>,
+        version: i64,
     ) -> Result<(), Error> {
         let req = self.request(pb::SendInvitationRequest {
             organization_id: organization_id.to_string(),
             email: email.to_owned(),
             role: role as i32,
             expire_time: Some(crate::grpc::timestamp(expires_at)),
+            version,
         });
         let mut client = self.directory.clone();
         self.call(client.send_invitation(req)).await.map_err(map_status)?;
         Ok(())
     }
 
-    /// `DirectoryService.RemoveInvitation` (idempotent).
+    /// `DirectoryService.RemoveInvitation` at the member's `version` (idempotent).
     pub async fn remove_invitation(
         &self,
         organization_id: uuid::Uuid,
         email: &str,
+        version: i64,
     ) -> Result<(), Error> {
         let req = self.request(pb::RemoveInvitationRequest {
             organization_id: organization_id.to_string(),
             email: email.to_owned(),
+            version,
         });
         let mut client = self.directory.clone();
         self.call(client.remove_invitation(req)).await.map_err(map_status)?;
         Ok(())
+    }
+
+    /// `DirectoryService.ListOrganizationMembers`: one page of what the central index records
+    /// for an organization.
+    pub async fn list_organization_members(
+        &self,
+        organization_id: uuid::Uuid,
+        page_token: String,
+    ) -> Result<pb::ListOrganizationMembersResponse, Error> {
+        let req = self.request(pb::ListOrganizationMembersRequest {
+            organization_id: organization_id.to_string(),
+            page_size: 1000,
+            page_token,
+        });
+        let mut client = self.directory.clone();
+        self.call(client.list_organization_members(req)).await.map_err(map_status)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Validated member values: the member reference (`me` or an id), the profile of each role, and
-//! a parsed `AddMember`. Parsing happens once, at the edge (see `validate.rs`).
+//! Validated member values: the profile of each role and a parsed `AddMember`. Parsing happens
+//! once, at the edge (see `validate.rs`).
 
 use chrono::NaiveDate;
 use clinic_api::clinic::v1 as pb;
@@ -7,34 +7,6 @@ use uuid::Uuid;
 
 use super::validate::{Violations, parse_profile, violations};
 use crate::{error::Error, grpc::parse_uuid, roles::Role};
-
-/// A `member_id` field: a UUID or `me`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberRef {
-    /// The caller.
-    Me,
-    /// A member by id.
-    Id(Uuid),
-}
-
-impl MemberRef {
-    /// Parses `member_id`.
-    pub fn parse(value: &str) -> Result<Self, Error> {
-        if value.trim() == "me" {
-            Ok(Self::Me)
-        } else {
-            parse_uuid("member_id", value).map(Self::Id)
-        }
-    }
-
-    /// The member id, with `me` resolved to `caller`.
-    pub fn resolve(self, caller: Uuid) -> Uuid {
-        match self {
-            Self::Me => caller,
-            Self::Id(id) => id,
-        }
-    }
-}
 
 /// A doctor's profile fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,17 +103,5 @@ impl NewMember {
             }
         };
         v.finish(Self { organization_id, email, profile })
-    }
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_ref_accepts_me_and_uuids() {
-        assert_eq!(MemberRef::parse("me").unwrap(), MemberRef::Me);
-        assert!(MemberRef::parse("not-a-uuid").is_err());
-        let id = Uuid::new_v4();
-        assert_eq!(MemberRef::parse(&id.to_string()).unwrap(), MemberRef::Id(id));
     }
 }

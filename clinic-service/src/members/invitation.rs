@@ -1,9 +1,8 @@
 //! Membership by invitation. An invited member is an `organization_user` row with status
 //! `invited`: the invited email, an expiry and a profile, and no user until the person accepts
-//! (`joining.rs`). Each step changes the tenant (the truth) and the central index in one
-//! transaction: the identity-service call runs before the commit, so when it fails nothing
-//! changed here, and a retry completes both (the central calls are idempotent). Time is a
-//! parameter.
+//! (`joining.rs`). Each step records its central counterpart (the invitation identity-service
+//! keeps and mails) in the tenant's outbox, in the same transaction; the relay delivers it
+//! after the commit. Time is a parameter.
 
 use std::time::Duration;
 
@@ -13,19 +12,21 @@ use uuid::Uuid;
 
 use super::{
     domain::NewMember,
-    read::{MemberRow, db},
-    update::Change,
+    read::db,
     write::{self, column, insert_profile},
 };
-use crate::{error::Error, identity::IdentityClient, roles::Role};
+use crate::{
+    error::Error,
+    relay::outbox::{self, Change},
+    rows::get,
+};
 
 /// Invites `new.email` to organization `new.organization_id` until `expires_at`, or renews the
 /// pending (or expired) invitation of that email: the same row, with a new expiry and the given
-/// role and profile. Then has identity-service record it and mail the person. Returns the
-/// member id. ALREADY_EXISTS when the email belongs to an active member.
+/// role and profile, and records the central invitation (identity-service mails the person).
+/// Returns the member id. ALREADY_EXISTS when the email belongs to an active member.
 pub async fn invite(
     client: &mut Client,
-    identity: &IdentityClient,
     new: &NewMember,
     expires_at: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
@@ -44,8 +45,12 @@ pub async fn invite(
         Some(id) => id,
         None => insert(&tx, new, expires_at).await?,
     };
-    let role = new.profile.role().to_membership();
-    identity.send_invitation(new.organization_id, &new.email, role, expires_at).await?;
+    let version = outbox::next_version(&tx, id)
+        .await?
+        .ok_or_else(|| Error::Internal("the invited member vanished".into()))?;
+    let change =
+        Change::Invitation { email: new.email.clone(), role: new.profile.role(), expires_at };
+    outbox::record(&tx, id, version, &[change]).await?;
     tx.commit().await.map_err(db("commit"))?;
     Ok(id)
 }
@@ -65,8 +70,8 @@ async fn renew(
         .await
         .map_err(db("find invitation"))?;
     let Some(row) = row else { return Ok(None) };
-    let id: Uuid = row.get(0);
-    write::apply(tx, id, &Change::Role(new.profile.clone())).await?;
+    let id: Uuid = get(&row, 0)?;
+    write::change_role(tx, id, &new.profile).await?;
     tx.execute(
         "UPDATE organization_user SET email = $2, invite_expires_at = $3 WHERE id = $1",
         &[&id, &new.email, &expires_at],
@@ -96,7 +101,7 @@ async fn insert(
             Error::tenant_db("insert invitation", &e)
         }
     })?;
-    Ok(row.get(0))
+    get(&row, 0)
 }
 
 /// When an invitation sent at `now` with lifetime `ttl` expires.
@@ -105,26 +110,4 @@ pub fn expiry(now: DateTime<Utc>, ttl: Duration) -> Result<DateTime<Utc>, Error>
         .ok()
         .and_then(|ttl| now.checked_add_signed(ttl))
         .ok_or_else(|| Error::Internal("INVITATION_TTL_SECS is out of range".into()))
-}
-
-/// Tells identity-service about member `row`'s new role: the central membership of an active
-/// member; for a pending invitation, the invitation is re-sent with the new role and its
-/// expiry (an expired one is left alone: AddMember renews it).
-pub async fn publish_role(
-    identity: &IdentityClient,
-    organization_id: Uuid,
-    row: &MemberRow,
-    role: Role,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    let membership = role.to_membership();
-    match (row.user_id, row.invite_expires_at) {
-        (Some(user_id), _) => {
-            identity.record_membership(organization_id, user_id, membership).await
-        }
-        (None, Some(expires_at)) if expires_at > now => {
-            identity.send_invitation(organization_id, &row.email, membership, expires_at).await
-        }
-        (None, _) => Ok(()),
-    }
 }

@@ -1,7 +1,7 @@
 //! Joining by invitation: the invited person accepts (the member becomes active with their user)
 //! or declines (the invited member goes), matched by their verified email. Like inviting, each
-//! changes the tenant and the central index in one transaction (see `invitation.rs`). Time is
-//! a parameter.
+//! records its central counterpart in the tenant's outbox in the same transaction (see
+//! `relay`). Time is a parameter.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{Client, Transaction, error::SqlState};
@@ -11,8 +11,9 @@ use super::{read::db, write};
 use crate::{
     auth::Claims,
     error::Error,
-    identity::IdentityClient,
+    relay::outbox::{self, Change},
     roles::Role,
+    rows::get,
     tenancy::{TenantAccess, TenantConnection},
 };
 
@@ -31,17 +32,15 @@ pub async fn open(
 }
 
 /// Accepts the caller's invitation to `organization_id`: the member becomes active with the
-/// caller's user id, email and name, the membership is recorded centrally and the central
-/// invitation removed. Returns the member id and role. See [`pending`] for the errors.
+/// caller's user id, email and name; centrally, the membership replaces the invitation.
+/// Returns the member id and role. See [`pending`] for the errors.
 pub async fn accept(
     client: &mut Client,
-    identity: &IdentityClient,
-    organization_id: Uuid,
     claims: &Claims,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, Role), Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
-    let (id, role) = pending(&tx, claims, now).await?;
+    let (id, role, invited) = pending(&tx, claims, now).await?;
     tx.execute(
         "UPDATE organization_user SET status = 'active', user_id = $2, email = $3, name = $4, \
          invite_expires_at = NULL, updated_at = $5 WHERE id = $1",
@@ -55,50 +54,56 @@ pub async fn accept(
             Error::tenant_db("accept invitation", &e)
         }
     })?;
-    identity.record_membership(organization_id, claims.user_id, role.to_membership()).await?;
-    identity.remove_invitation(organization_id, &claims.email).await?;
+    let version = outbox::next_version(&tx, id)
+        .await?
+        .ok_or_else(|| Error::Internal("the accepted member vanished".into()))?;
+    let changes = [
+        Change::Membership { user_id: claims.user_id, role },
+        Change::InvitationRemoved { email: invited },
+    ];
+    outbox::record(&tx, id, version, &changes).await?;
     tx.commit().await.map_err(db("commit"))?;
     Ok((id, role))
 }
 
 /// Declines the caller's invitation to `organization_id`: the invited member and its profile
-/// are deleted, and the central invitation removed. Returns the member id that was. See
+/// are deleted, and so is the central invitation. Returns the member id that was. See
 /// [`pending`] for the errors.
 pub async fn decline(
     client: &mut Client,
-    identity: &IdentityClient,
-    organization_id: Uuid,
     claims: &Claims,
     now: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
-    let (id, _) = pending(&tx, claims, now).await?;
-    write::delete(&tx, id).await?;
-    identity.remove_invitation(organization_id, &claims.email).await?;
+    let (id, _, _) = pending(&tx, claims, now).await?;
+    if let Some(gone) = write::delete(&tx, id).await? {
+        let change = Change::InvitationRemoved { email: gone.email };
+        outbox::record(&tx, id, gone.version, &[change]).await?;
+    }
     tx.commit().await.map_err(db("commit"))?;
     Ok(id)
 }
 
 /// The caller's pending, unexpired invitation (matched by their email, case-insensitive) and
-/// its role, locked until `tx` ends. ALREADY_EXISTS when the caller is a member already (as
+/// its role and invited address, locked until `tx` ends. ALREADY_EXISTS when the caller is a member already (as
 /// after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
 async fn pending(
     tx: &Transaction<'_>,
     claims: &Claims,
     now: DateTime<Utc>,
-) -> Result<(Uuid, Role), Error> {
+) -> Result<(Uuid, Role, String), Error> {
     let row = tx
         .query_opt(
-            "SELECT id, role FROM organization_user WHERE status = 'invited' \
+            "SELECT id, role, email FROM organization_user WHERE status = 'invited' \
              AND lower(email) = lower($1) AND invite_expires_at > $2 FOR UPDATE",
             &[&claims.email, &now],
         )
         .await
         .map_err(db("find invitation"))?;
     if let Some(row) = row {
-        let role = Role::from_db(row.get::<_, Option<&str>>(1))
+        let role = Role::from_db(get(&row, 1)?)
             .ok_or_else(|| Error::Internal("an invitation without a role".into()))?;
-        return Ok((row.get(0), role));
+        return Ok((get(&row, 0)?, role, get(&row, 2)?));
     }
     let member = tx
         .query_opt("SELECT 1 FROM organization_user WHERE user_id = $1", &[&claims.user_id])

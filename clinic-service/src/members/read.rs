@@ -2,11 +2,11 @@
 //! see; the public-fields redaction is in `view.rs`.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::domain::{DoctorFields, PatientFields, Profile};
-use crate::{error::Error, roles::Role, tenancy::Caller};
+use crate::{error::Error, roles::Role, rows::get as column, tenancy::Caller};
 
 /// Whether a member has joined or is only invited (`organization_user.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,44 +71,42 @@ pub(super) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Err
     move |e| Error::tenant_db(context, &e)
 }
 
-fn from_row(row: &Row) -> MemberRow {
-    let role = Role::from_db(row.get::<_, Option<&str>>("role"));
-    let profile = role.map(|role| match role {
-        Role::Admin => Profile::Admin,
-        Role::Doctor => Profile::Doctor(DoctorFields {
-            specialization: row.get::<_, Option<String>>("specialization").unwrap_or_default(),
-            license_number: row.get::<_, Option<String>>("license_number").unwrap_or_default(),
-            phone_number: row.get::<_, Option<String>>("d_phone").unwrap_or_default(),
-        }),
-        Role::Patient => Profile::Patient(PatientFields {
-            date_of_birth: row.get("date_of_birth"),
-            phone_number: row.get::<_, Option<String>>("p_phone").unwrap_or_default(),
-            address: row.get::<_, Option<String>>("address").unwrap_or_default(),
-            emergency_contact_name: row
-                .get::<_, Option<String>>("emergency_contact_name")
-                .unwrap_or_default(),
-            emergency_contact_phone: row
-                .get::<_, Option<String>>("emergency_contact_phone")
-                .unwrap_or_default(),
-            blood_type: row.get::<_, Option<String>>("blood_type").unwrap_or_default(),
-            allergies: row.get::<_, Option<String>>("allergies").unwrap_or_default(),
-            chronic_conditions: row
-                .get::<_, Option<String>>("chronic_conditions")
-                .unwrap_or_default(),
-        }),
-    });
-    MemberRow {
-        id: row.get("id"),
-        user_id: row.get("user_id"),
-        email: row.get("email"),
-        name: row.get("name"),
-        status: Status::from_db(row.get("status")),
-        invite_expires_at: row.get("invite_expires_at"),
+fn from_row(row: &Row) -> Result<MemberRow, Error> {
+    let text = |name: &str| -> Result<String, Error> {
+        Ok(column::<Option<String>>(row, name)?.unwrap_or_default())
+    };
+    let role = Role::from_db(column(row, "role")?);
+    let profile = match role {
+        None => None,
+        Some(Role::Admin) => Some(Profile::Admin),
+        Some(Role::Doctor) => Some(Profile::Doctor(DoctorFields {
+            specialization: text("specialization")?,
+            license_number: text("license_number")?,
+            phone_number: text("d_phone")?,
+        })),
+        Some(Role::Patient) => Some(Profile::Patient(PatientFields {
+            date_of_birth: column(row, "date_of_birth")?,
+            phone_number: text("p_phone")?,
+            address: text("address")?,
+            emergency_contact_name: text("emergency_contact_name")?,
+            emergency_contact_phone: text("emergency_contact_phone")?,
+            blood_type: text("blood_type")?,
+            allergies: text("allergies")?,
+            chronic_conditions: text("chronic_conditions")?,
+        })),
+    };
+    Ok(MemberRow {
+        id: column(row, "id")?,
+        user_id: column(row, "user_id")?,
+        email: column(row, "email")?,
+        name: column(row, "name")?,
+        status: Status::from_db(column(row, "status")?),
+        invite_expires_at: column(row, "invite_expires_at")?,
         role,
         profile,
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    }
+        created_at: column(row, "created_at")?,
+        updated_at: column(row, "updated_at")?,
+    })
 }
 
 /// One member and whether `caller` may see it; `None` when there is no such member.
@@ -122,12 +120,12 @@ pub async fn get(
         .query_opt(&sql, &[&caller.member_id, &caller.role.as_db(), &id])
         .await
         .map_err(db("get member"))?;
-    Ok(row.map(|r| (from_row(&r), r.get("visible"))))
+    row.map(|r| Ok((from_row(&r)?, column(&r, "visible")?))).transpose()
 }
 
 /// One page of the members `caller` may see, of `role` if given, after `after`, by id.
 pub async fn list(
-    client: &Client,
+    client: &impl GenericClient,
     caller: &Caller,
     role: Option<Role>,
     after: Option<Uuid>,
@@ -142,5 +140,12 @@ pub async fn list(
         .query(&sql, &[&caller.member_id, &caller.role.as_db(), &role, &after, &limit])
         .await
         .map_err(db("list members"))?;
-    Ok(rows.iter().map(from_row).collect())
+    rows.iter().map(from_row).collect()
+}
+
+/// Member `id`'s row, locked until `tx` ends; `None` when there is none.
+pub async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<MemberRow>, Error> {
+    let sql = format!("SELECT {COLUMNS} {FROM} WHERE ou.id = $1 FOR UPDATE OF ou");
+    let row = tx.query_opt(&sql, &[&id]).await.map_err(db("lock member"))?;
+    row.as_ref().map(from_row).transpose()
 }

@@ -1,43 +1,53 @@
-//! The `MemberService` handlers: parse, authorize against the caller's role in the tenant, run
-//! the queries, record membership changes (and invitations) centrally.
+//! The member operations, each in one transaction on the tenant: authorize against the
+//! caller's role, change the rows (and record central changes in the outbox), commit, then let
+//! the relay deliver. No remote call runs while the transaction (and its row locks) is open.
 
 use std::time::Duration;
 
-use chrono::Utc;
-use clinic_api::clinic::v1::{self as pb, member_service_server::MemberService};
-use tonic::{Request, Response, Status};
+use chrono::{DateTime, Utc};
+use clinic_api::clinic::v1 as pb;
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{
-    domain::{MemberRef, NewMember},
+    admins,
+    domain::NewMember,
     invitation, joining,
-    read::{self, Status as MemberStatus},
+    read::{self, MemberRow, Status as MemberStatus, db},
     update::{Change, ProfileUpdate},
     view::member_for,
-    write::{self, Departed},
+    write,
 };
 use crate::{
     auth::Claims,
     error::Error,
-    grpc::{decode_page_token, encode_page_token, page_size, parse_uuid},
+    grpc::MemberRef,
+    relay::{
+        Relay,
+        outbox::{self, Change as Central},
+    },
     roles::Role,
-    tenancy::{Caller, TenantAccess},
+    tenancy::Caller,
 };
 
-/// Page-token kind of ListMembers.
-const PAGE_KIND: &str = "members";
-
-/// Serves `clinic.v1.MemberService`.
-pub struct MemberHandler {
-    access: TenantAccess,
-    invitation_ttl: Duration,
+/// What the operations need beyond a connection: the relay and the invitation lifetime.
+#[derive(Clone)]
+pub struct Members {
+    /// Delivers central changes after each commit.
+    pub relay: Relay,
+    /// How long an invitation may be accepted.
+    pub invitation_ttl: Duration,
 }
 
-impl MemberHandler {
-    /// Handlers over `access`; invitations expire after `invitation_ttl`.
-    pub fn new(access: TenantAccess, invitation_ttl: Duration) -> Self {
-        Self { access, invitation_ttl }
-    }
+/// A parsed `ListMembers`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListMembers {
+    /// Only this role.
+    pub role: Option<Role>,
+    /// Keyset cursor.
+    pub after: Option<Uuid>,
+    /// Page size.
+    pub limit: i64,
 }
 
 fn require_admin(caller: &Caller) -> Result<(), Error> {
@@ -48,189 +58,181 @@ fn require_admin(caller: &Caller) -> Result<(), Error> {
     }
 }
 
-async fn load_visible(
-    client: &tokio_postgres::Client,
-    caller: &Caller,
-    id: Uuid,
-) -> Result<pb::Member, Error> {
-    match read::get(client, caller, id).await? {
+fn no_such_member() -> Error {
+    Error::NotFound("no such member".into())
+}
+
+/// Member `id` as `caller` may see it.
+pub async fn get(client: &Client, caller: &Caller, member: MemberRef) -> Result<pb::Member, Error> {
+    match read::get(client, caller, member.resolve(caller.member_id)).await? {
         // Invited members do not appear to anyone but admins, not even as refusals.
-        None => Err(Error::NotFound("no such member".into())),
-        Some((row, false)) if row.status == MemberStatus::Invited => {
-            Err(Error::NotFound("no such member".into()))
-        }
+        None => Err(no_such_member()),
+        Some((row, false)) if row.status == MemberStatus::Invited => Err(no_such_member()),
         Some((_, false)) => Err(Error::PermissionDenied("you may not see this member".into())),
         Some((row, true)) => Ok(member_for(caller, row)),
     }
 }
 
-#[tonic::async_trait]
-impl MemberService for MemberHandler {
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn add_member(
+/// One page of the members `caller` may see, and the next page's last id (`None`: last page).
+pub async fn list(
+    client: &Client,
+    caller: &Caller,
+    req: ListMembers,
+) -> Result<(Vec<pb::Member>, Option<Uuid>), Error> {
+    let mut rows = read::list(client, caller, req.role, req.after, req.limit + 1).await?;
+    let next = if rows.len() as i64 > req.limit {
+        rows.truncate(req.limit as usize);
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok((rows.into_iter().map(|row| member_for(caller, row)).collect(), next))
+}
+
+impl Members {
+    /// AddMember: invites (or re-invites) an email.
+    pub async fn add(
         &self,
-        request: Request<pb::AddMemberRequest>,
-    ) -> Result<Response<pb::AddMemberResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let now = Utc::now();
-        let new = NewMember::parse(request.get_ref(), now.date_naive())?;
-        let (mut conn, caller) = self.access.acquire(&claims, new.organization_id).await?;
-        require_admin(&caller)?;
+        client: &mut Client,
+        caller: &Caller,
+        new: &NewMember,
+        now: DateTime<Utc>,
+    ) -> Result<pb::Member, Error> {
+        require_admin(caller)?;
         let expires_at = invitation::expiry(now, self.invitation_ttl)?;
-        let id = invitation::invite(&mut conn, self.access.identity(), &new, expires_at).await?;
+        let id = invitation::invite(client, new, expires_at).await?;
         tracing::info!(member_id = %id, role = new.profile.role().as_db(), "member invited");
-        let member = load_visible(&conn, &caller, id).await?;
-        Ok(Response::new(pb::AddMemberResponse { member: Some(member) }))
+        self.relay.committed(client, new.organization_id).await;
+        get(client, caller, MemberRef::Id(id)).await
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn get_member(
+    /// UpdateMemberProfile: a field change (the member themself or an admin) or a role change
+    /// (admins, not on themselves, keeping an active admin).
+    pub async fn update_profile(
         &self,
-        request: Request<pb::GetMemberRequest>,
-    ) -> Result<Response<pb::GetMemberResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let req = request.get_ref();
-        let organization_id = parse_uuid("organization_id", &req.organization_id)?;
-        let member = MemberRef::parse(&req.member_id)?;
-        let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        let member = load_visible(&conn, &caller, member.resolve(caller.member_id)).await?;
-        Ok(Response::new(pb::GetMemberResponse { member: Some(member) }))
-    }
-
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn list_members(
-        &self,
-        request: Request<pb::ListMembersRequest>,
-    ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let req = request.get_ref();
-        let organization_id = parse_uuid("organization_id", &req.organization_id)?;
-        let role = match (req.role, Role::from_proto(req.role)) {
-            (0, _) => None,
-            (_, Some(role)) => Some(role),
-            (_, None) => return Err(Error::field("role", "unknown role").into()),
-        };
-        let limit = page_size(req.page_size)?;
-        let after = decode_page_token(PAGE_KIND, &req.page_token)?;
-        let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        let mut rows = read::list(&conn, &caller, role, after, limit + 1).await?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| encode_page_token(PAGE_KIND, r.id)).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let members = rows.into_iter().map(|row| member_for(&caller, row)).collect();
-        Ok(Response::new(pb::ListMembersResponse { members, next_page_token }))
-    }
-
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn update_member_profile(
-        &self,
-        request: Request<pb::UpdateMemberProfileRequest>,
-    ) -> Result<Response<pb::UpdateMemberProfileResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let update = ProfileUpdate::parse(request.get_ref(), Utc::now().date_naive())?;
-        let (mut conn, caller) = self.access.acquire(&claims, update.organization_id).await?;
+        client: &mut Client,
+        caller: &Caller,
+        update: &ProfileUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<pb::Member, Error> {
         let target = update.member.resolve(caller.member_id);
-        if target != caller.member_id {
-            require_admin(&caller)?;
+        if target != caller.member_id || matches!(update.change, Change::Role(_)) {
+            require_admin(caller)?;
         }
-        if let Change::Role(_) = update.change {
-            require_admin(&caller)?;
-            if target == caller.member_id {
-                return Err(Error::FailedPrecondition(
-                    "admins cannot change their own role".into(),
-                )
-                .into());
-            }
+        if matches!(update.change, Change::Role(_)) && target == caller.member_id {
+            return Err(Error::FailedPrecondition("admins cannot change their own role".into()));
         }
-        let Some((row, _)) = read::get(&*conn, &caller, target).await? else {
-            return Err(Error::NotFound("no such member".into()).into());
+        // Read first (unlocked) for the caller's mistakes; the write re-checks under the lock.
+        let Some((seen, _)) = read::get(&*client, caller, target).await? else {
+            return Err(no_such_member());
         };
         if let Some(needed) = update.change.role()
-            && row.role != Some(needed)
+            && seen.role != Some(needed)
         {
             return Err(Error::field(
                 "update_mask",
                 "paths must name the member's own role's profile",
-            )
-            .into());
+            ));
         }
-        write::update(&mut conn, target, &update.change).await?;
-        if let Change::Role(profile) = &update.change {
-            let identity = self.access.identity();
-            let (organization_id, role) = (update.organization_id, profile.role());
-            invitation::publish_role(identity, organization_id, &row, role, Utc::now()).await?;
-            tracing::info!(member_id = %target, role = profile.role().as_db(), "role changed");
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        if let Change::Role(_) = update.change {
+            // The admins' locks first, in the same order as every other guard: no deadlock.
+            admins::guard(&tx, caller.member_id, target).await?;
         }
-        let member = load_visible(&conn, &caller, target).await?;
-        Ok(Response::new(pb::UpdateMemberProfileResponse { member: Some(member) }))
-    }
-
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn remove_member(
-        &self,
-        request: Request<pb::RemoveMemberRequest>,
-    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let req = request.get_ref();
-        let organization_id = parse_uuid("organization_id", &req.organization_id)?;
-        let member = MemberRef::parse(&req.member_id)?;
-        let (mut conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        require_admin(&caller)?;
-        let target = member.resolve(caller.member_id);
-        if target == caller.member_id {
-            return Err(Error::FailedPrecondition("admins cannot remove themselves".into()).into());
-        }
-        let identity = self.access.identity();
-        let removed = write::remove(&mut conn, target, |departed| async move {
-            match departed {
-                Departed::Member(user_id) => {
-                    identity.remove_membership(organization_id, user_id).await
-                }
-                Departed::Invitation(email) => {
-                    identity.remove_invitation(organization_id, &email).await
+        let row = read::lock(&tx, target).await?.ok_or_else(no_such_member)?;
+        match &update.change {
+            Change::Role(profile) => {
+                write::change_role(&tx, target, profile).await?;
+                if let Some(central) = central_role(&row, profile.role(), now) {
+                    let version =
+                        outbox::next_version(&tx, target).await?.ok_or_else(no_such_member)?;
+                    outbox::record(&tx, target, version, &[central]).await?;
                 }
             }
-        })
-        .await?;
-        if !removed {
-            return Err(Error::NotFound("no such member".into()).into());
+            change => {
+                if row.role != seen.role {
+                    return Err(Error::Aborted(
+                        "the member's role changed meanwhile; read it again and retry".into(),
+                    ));
+                }
+                write::set_fields(&tx, target, change).await?;
+            }
         }
+        tx.commit().await.map_err(db("commit"))?;
+        if let Change::Role(profile) = &update.change {
+            tracing::info!(member_id = %target, role = profile.role().as_db(), "role changed");
+            self.relay.committed(client, update.organization_id).await;
+        }
+        get(client, caller, MemberRef::Id(target)).await
+    }
+
+    /// RemoveMember (admins; not themselves; keeping an active admin): removes a member or
+    /// cancels an invitation.
+    pub async fn remove(
+        &self,
+        client: &mut Client,
+        caller: &Caller,
+        organization_id: Uuid,
+        member: MemberRef,
+    ) -> Result<(), Error> {
+        require_admin(caller)?;
+        let target = member.resolve(caller.member_id);
+        if target == caller.member_id {
+            return Err(Error::FailedPrecondition("admins cannot remove themselves".into()));
+        }
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        admins::guard(&tx, caller.member_id, target).await?;
+        let gone = write::delete(&tx, target).await?.ok_or_else(no_such_member)?;
+        let central = match gone.user_id {
+            Some(user_id) => Central::MembershipRemoved { user_id },
+            None => Central::InvitationRemoved { email: gone.email },
+        };
+        outbox::record(&tx, target, gone.version, &[central]).await?;
+        tx.commit().await.map_err(db("commit"))?;
         tracing::info!(member_id = %target, "member removed");
-        Ok(Response::new(pb::RemoveMemberResponse {}))
+        self.relay.committed(client, organization_id).await;
+        Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn accept_invitation(
+    /// AcceptInvitation: the caller's invitation becomes their membership.
+    pub async fn accept(
         &self,
-        request: Request<pb::AcceptInvitationRequest>,
-    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
-        let identity = self.access.identity();
-        let (member_id, role) =
-            joining::accept(&mut conn, identity, organization_id, &claims, Utc::now()).await?;
+        client: &mut Client,
+        organization_id: Uuid,
+        claims: &Claims,
+        now: DateTime<Utc>,
+    ) -> Result<pb::Member, Error> {
+        let (member_id, role) = joining::accept(client, claims, now).await?;
         tracing::info!(%member_id, role = role.as_db(), "invitation accepted");
+        self.relay.committed(client, organization_id).await;
         let caller = Caller { member_id, user_id: claims.user_id, role };
-        let member = load_visible(&conn, &caller, member_id).await?;
-        Ok(Response::new(pb::AcceptInvitationResponse { member: Some(member) }))
+        get(client, &caller, MemberRef::Me).await
     }
 
-    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
-    async fn decline_invitation(
+    /// DeclineInvitation: the caller's invitation goes.
+    pub async fn decline(
         &self,
-        request: Request<pb::DeclineInvitationRequest>,
-    ) -> Result<Response<pb::DeclineInvitationResponse>, Status> {
-        let claims = Claims::from_request(&request)?;
-        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
-        let identity = self.access.identity();
-        let member_id =
-            joining::decline(&mut conn, identity, organization_id, &claims, Utc::now()).await?;
+        client: &mut Client,
+        organization_id: Uuid,
+        claims: &Claims,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let member_id = joining::decline(client, claims, now).await?;
         tracing::info!(%member_id, "invitation declined");
-        Ok(Response::new(pb::DeclineInvitationResponse {}))
+        self.relay.committed(client, organization_id).await;
+        Ok(())
+    }
+}
+
+/// The central counterpart of member `row` taking `role`: the membership of an active member;
+/// for a pending invitation, the invitation with the new role (mailed again); nothing for an
+/// expired invitation (AddMember renews it).
+fn central_role(row: &MemberRow, role: Role, now: DateTime<Utc>) -> Option<Central> {
+    match (row.user_id, row.invite_expires_at) {
+        (Some(user_id), _) => Some(Central::Membership { user_id, role }),
+        (None, Some(expires_at)) if expires_at > now => {
+            Some(Central::Invitation { email: row.email.clone(), role, expires_at })
+        }
+        (None, _) => None,
     }
 }

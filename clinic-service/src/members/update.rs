@@ -5,44 +5,50 @@ use clinic_api::clinic::v1 as pb;
 use uuid::Uuid;
 
 use super::{
-    domain::{DoctorFields, MemberRef, PatientFields, Profile},
+    domain::{DoctorFields, PatientFields, Profile},
+    fields::{self, Field},
     validate::{Violations, parse_doctor, parse_patient, parse_profile},
 };
-use crate::{error::Error, grpc::parse_uuid, roles::Role};
-
-/// Doctor fields a mask may name, in `DoctorFields` order.
-pub const DOCTOR_PATHS: [&str; 3] = ["specialization", "license_number", "phone_number"];
-/// Patient fields a mask may name, in `PatientFields` order.
-pub const PATIENT_PATHS: [&str; 8] = [
-    "date_of_birth",
-    "phone_number",
-    "address",
-    "emergency_contact_name",
-    "emergency_contact_phone",
-    "blood_type",
-    "allergies",
-    "chronic_conditions",
-];
+use crate::{
+    error::Error,
+    grpc::{MemberRef, parse_uuid},
+    roles::Role,
+};
 
 /// What to change.
 #[derive(Debug)]
 pub enum Change {
     /// Named fields of a doctor profile.
-    Doctor { mask: [bool; 3], values: DoctorFields },
+    Doctor(Fields<DoctorFields>),
     /// Named fields of a patient profile.
-    Patient { mask: [bool; 8], values: PatientFields },
+    Patient(Fields<PatientFields>),
     /// The admin profile has no fields: a no-op that still checks the role.
     Admin,
     /// A new role with its profile (admins only).
     Role(Profile),
 }
 
+/// Some fields of a profile and their new values.
+pub struct Fields<T: 'static> {
+    /// The fields the mask names.
+    pub fields: Vec<&'static Field<T>>,
+    /// The parsed profile (only the named fields are written).
+    pub values: T,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Fields<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<_> = self.fields.iter().map(|field| field.path).collect();
+        f.debug_struct("Fields").field("paths", &paths).field("values", &self.values).finish()
+    }
+}
+
 impl Change {
     /// The role the member must have for a field change.
     pub fn role(&self) -> Option<Role> {
         match self {
-            Change::Doctor { .. } => Some(Role::Doctor),
-            Change::Patient { .. } => Some(Role::Patient),
+            Change::Doctor(_) => Some(Role::Doctor),
+            Change::Patient(_) => Some(Role::Patient),
             Change::Admin => Some(Role::Admin),
             Change::Role(_) => None,
         }
@@ -64,7 +70,7 @@ impl ProfileUpdate {
     /// Parses the request; `today` bounds dates of birth.
     pub fn parse(req: &pb::UpdateMemberProfileRequest, today: NaiveDate) -> Result<Self, Error> {
         let organization_id = parse_uuid("organization_id", &req.organization_id)?;
-        let member = MemberRef::parse(&req.member_id)?;
+        let member = MemberRef::parse("member_id", &req.member_id)?;
         let paths: Vec<&str> = req
             .update_mask
             .as_ref()
@@ -96,7 +102,7 @@ fn parse_fields(
 ) -> Result<Change, Error> {
     use pb::member_profile::Kind;
     let kind = paths[0].split('.').next().unwrap_or_default();
-    let fields: Vec<&str> = paths
+    let names: Vec<&str> = paths
         .iter()
         .map(|p| match p.split_once('.') {
             Some((k, f)) if k == kind => Ok(f),
@@ -106,27 +112,28 @@ fn parse_fields(
         .collect::<Result<_, _>>()?;
     let given = profile.and_then(|p| p.kind.as_ref());
     let mut inner = Violations::default();
+    let unknown = || Error::field("update_mask", format!("unknown {kind} field"));
     let change = match kind {
         "admin" => Change::Admin,
         "doctor" => {
-            let mask = mask_of(&DOCTOR_PATHS, &fields, "doctor")?;
+            let fields = fields::select(fields::DOCTOR, &names).ok_or_else(unknown)?;
             let values = match given {
                 Some(Kind::Doctor(d)) => parse_doctor(d, "profile.doctor", &mut inner),
                 None => DoctorFields::default(),
                 Some(_) => return Err(Error::field("profile", "must be a doctor profile")),
             };
-            keep_masked(&mut inner, &DOCTOR_PATHS, &mask);
-            Change::Doctor { mask, values }
+            keep_named(&mut inner, fields.iter().map(|f| f.path));
+            Change::Doctor(Fields { fields, values })
         }
         "patient" => {
-            let mask = mask_of(&PATIENT_PATHS, &fields, "patient")?;
+            let fields = fields::select(fields::PATIENT, &names).ok_or_else(unknown)?;
             let values = match given {
                 Some(Kind::Patient(p)) => parse_patient(p, "profile.patient", today, &mut inner),
                 None => PatientFields::default(),
                 Some(_) => return Err(Error::field("profile", "must be a patient profile")),
             };
-            keep_masked(&mut inner, &PATIENT_PATHS, &mask);
-            Change::Patient { mask, values }
+            keep_named(&mut inner, fields.iter().map(|f| f.path));
+            Change::Patient(Fields { fields, values })
         }
         _ => return Err(Error::field("update_mask", "unknown path")),
     };
@@ -134,30 +141,11 @@ fn parse_fields(
     Ok(change)
 }
 
-fn mask_of<const N: usize>(
-    known: &[&str; N],
-    fields: &[&str],
-    kind: &str,
-) -> Result<[bool; N], Error> {
-    let mut mask = [false; N];
-    for field in fields {
-        if *field == "*" {
-            mask = [true; N];
-            continue;
-        }
-        let i = known
-            .iter()
-            .position(|k| k == field)
-            .ok_or_else(|| Error::field("update_mask", format!("unknown {kind} field")))?;
-        mask[i] = true;
-    }
-    Ok(mask)
-}
-
-/// Only fields the mask names are read, so only they can be wrong.
-fn keep_masked<const N: usize>(v: &mut Violations, known: &[&str; N], mask: &[bool; N]) {
+/// Only fields the mask names are written, so only they can be wrong.
+fn keep_named<'a>(v: &mut Violations, named: impl Iterator<Item = &'a str>) {
+    let named: Vec<&str> = named.collect();
     v.0.retain(|violation| {
         let name = violation.field.rsplit('.').next().unwrap_or_default();
-        known.iter().zip(mask).any(|(k, on)| *on && *k == name)
+        named.contains(&name)
     });
 }

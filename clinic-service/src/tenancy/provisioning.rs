@@ -59,7 +59,7 @@ pub async fn create_organization(
     drop(conn);
     access
         .identity()
-        .record_membership(org.id, claims.user_id, Role::Admin.to_membership())
+        .record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0)
         .await?;
     let active = access.identity().activate_organization(org.id).await?;
     tracing::info!("organization provisioned");

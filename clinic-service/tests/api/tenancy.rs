@@ -2,7 +2,6 @@
 //! outages.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -16,7 +15,7 @@ use clinic_shared::pg::{connect, create_database, parse_url};
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::Code;
 
-use crate::helpers::{Options, first_server_url, spawn_with};
+use crate::helpers::{Options, first_server_url, forward, spawn_with};
 
 /// Counts this app's connections in pg_stat_activity until stopped; returns the maximum seen.
 fn sample_connections(
@@ -176,18 +175,6 @@ async fn migrate_all_reports_each_tenant_and_survives_a_broken_one() {
     bare_tenant.query("SELECT count(*) FROM organization_user", &[]).await.expect("schema exists");
 }
 
-/// A TCP forwarder that can be stopped and restarted on the same port.
-async fn forward(listener: TcpListener, target: SocketAddr) {
-    let mut connections = JoinSet::new();
-    while let Ok((mut inbound, _)) = listener.accept().await {
-        connections.spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
 #[tokio::test]
 async fn identity_down_is_unavailable_promptly_and_recovers() {
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -228,63 +215,6 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
             Err(e) => panic!("did not recover: {e:?}"),
         }
     }
-}
-
-#[tokio::test]
-async fn remove_member_during_an_identity_outage_removes_nothing_and_a_retry_completes() {
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let app = spawn_with(Options {
-        tweak: Box::new(move |c| {
-            c.identity_url = format!("http://{proxy_addr}");
-            // The admin's token stays validated through the outage: only RemoveMembership fails.
-            c.token_cache_ttl = Duration::from_secs(600);
-        }),
-        ..Default::default()
-    })
-    .await;
-    let forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
-    let admin = app.user("admin").await;
-    let patient = app.user("patient").await;
-    let org = app.create_org(&admin, "Removal").await;
-    let member = app.add_member(&admin, &org.id, &patient, pb::Role::Patient, None).await;
-    let get =
-        pb::GetMemberRequest { organization_id: org.id.clone(), member_id: member.id.clone() };
-    let remove =
-        pb::RemoveMemberRequest { organization_id: org.id.clone(), member_id: member.id.clone() };
-    app.members(&admin.token).get_member(get.clone()).await.expect("cache the admin's token");
-
-    forwarder.abort();
-    let _ = forwarder.await;
-    let err = app.members(&admin.token).remove_member(remove.clone()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    app.members(&admin.token).get_member(get.clone()).await.expect("still a member");
-
-    let proxy = TcpListener::bind(proxy_addr).await.expect("rebind proxy port");
-    let _forwarder = tokio::spawn(forward(proxy, app.identity_internal_addr));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match app.members(&admin.token).remove_member(remove.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("retry did not complete: {e:?}"),
-        }
-    }
-    let gone = app.members(&admin.token).get_member(get).await.unwrap_err();
-    assert_eq!(gone.code(), Code::NotFound);
-    let memberships = app
-        .directory()
-        .list_user_memberships(ipb::ListUserMembershipsRequest {
-            user_id: patient.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("memberships")
-        .into_inner()
-        .memberships;
-    assert!(memberships.is_empty(), "central register still lists the removed member");
 }
 
 #[tokio::test]

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use super::{Role, organizations};
+use super::{
+    Role, organizations,
+    versions::{self, Freshness, Subject},
+};
 use crate::{
     accounts::{Email, User, store as users},
     error::Error,
@@ -24,10 +27,13 @@ pub struct Invitation {
     pub role: Role,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
+    /// The tenant's version of the member (0: unversioned).
+    pub version: i64,
 }
 
 /// Records (or renews) `invitation` and has the person mailed in the background. The same
-/// answer whether or not the email has an account. NOT_FOUND for an unknown organization.
+/// answer whether or not the email has an account. NOT_FOUND for an unknown organization. An
+/// older version than the one applied is ignored; a repeated one mails nobody again.
 pub async fn send(
     state: &AppState,
     invitation: Invitation,
@@ -37,30 +43,39 @@ pub async fn send(
         return Err(Error::invalid("expire_time", "must be in the future"));
     }
     let org = organizations::get(state, invitation.organization).await?;
-    state
-        .conn()
-        .await?
-        .execute(
-            "INSERT INTO organization_invitation \
+    let email = invitation.email.normalized();
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    let subject = Subject::Invitation(&email);
+    let freshness = versions::claim(&tx, org.id, subject, invitation.version).await?;
+    if freshness == Freshness::Stale {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO organization_invitation \
              (organization_id, email, role, expires_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (organization_id, email) DO UPDATE \
              SET role = EXCLUDED.role, expires_at = EXCLUDED.expires_at, updated_at = $5",
-            &[
-                &invitation.organization,
-                &invitation.email.normalized(),
-                &invitation.role.as_str(),
-                &invitation.expires_at,
-                &now,
-            ],
-        )
-        .await
-        .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
-            Some("organization_invitation_organization_id_fkey") => {
-                Error::NotFound("organization not found")
-            }
-            _ => Error::Database(e),
-        })?;
+        &[
+            &invitation.organization,
+            &email,
+            &invitation.role.as_str(),
+            &invitation.expires_at,
+            &now,
+        ],
+    )
+    .await
+    .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+        Some("organization_invitation_organization_id_fkey") => {
+            Error::NotFound("organization not found")
+        }
+        _ => Error::Database(e),
+    })?;
+    tx.commit().await?;
     tracing::info!(organization_id = %org.id, role = invitation.role.as_str(), "invitation recorded");
+    if freshness == Freshness::Same {
+        return Ok(());
+    }
     let (db, mailer) = (state.db.clone(), state.mailer.clone());
     state.spawn_background(async move {
         let organization_id = org.id;
@@ -76,16 +91,27 @@ pub async fn send(
     Ok(())
 }
 
-/// Forgets the invitation of `email` to `organization` (idempotent).
-pub async fn remove(state: &AppState, organization: Uuid, email: &Email) -> Result<(), Error> {
-    state
-        .conn()
-        .await?
-        .execute(
-            "DELETE FROM organization_invitation WHERE organization_id = $1 AND email = $2",
-            &[&organization, &email.normalized()],
-        )
-        .await?;
+/// Forgets the invitation of `email` to `organization` (idempotent), unless a newer `version`
+/// of it was applied; the version stays recorded, so older changes stay ignored.
+pub async fn remove(
+    state: &AppState,
+    organization: Uuid,
+    email: &Email,
+    version: i64,
+) -> Result<(), Error> {
+    let email = email.normalized();
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    let subject = Subject::Invitation(&email);
+    if versions::claim(&tx, organization, subject, version).await? == Freshness::Stale {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM organization_invitation WHERE organization_id = $1 AND email = $2",
+        &[&organization, &email],
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(organization_id = %organization, "invitation removed");
     Ok(())
 }
@@ -147,6 +173,7 @@ mod tests {
             email: Email::parse("email", "ann@example.com").unwrap(),
             role: Role::Doctor,
             expires_at: DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
+            version: 0,
         };
         let verified = body("Riverside", &invitation, Some(&user(true)));
         let unverified = body("Riverside", &invitation, Some(&user(false)));

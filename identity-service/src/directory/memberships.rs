@@ -1,24 +1,35 @@
 //! Memberships: which users belong to which organizations, with what role (and, listed with
 //! them, the invitations of `invitations.rs`).
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Membership, Organization, Role, domain::ORG_COLUMNS, paging::Page};
+use super::{
+    Membership, Organization, Role,
+    domain::ORG_COLUMNS,
+    paging::Page,
+    versions::{self, Freshness, Subject},
+};
 use crate::{error::Error, state::AppState};
 
-/// Records (or updates) `user`'s role in `organization`.
+/// Records (or updates) `user`'s role in `organization`, unless a newer `version` of that
+/// membership was applied (see `versions.rs`).
 pub async fn record(
     state: &AppState,
     organization: Uuid,
     user: Uuid,
     role: Role,
+    version: i64,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    state
-        .conn()
-        .await?
-        .execute(
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    if versions::claim(&tx, organization, Subject::Member(user), version).await? == Freshness::Stale
+    {
+        return Ok(());
+    }
+    tx.execute(
             "INSERT INTO organization_member (organization_id, user_id, role, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) \
              ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = $4",
@@ -30,20 +41,31 @@ pub async fn record(
             Some("organization_member_user_id_fkey") => Error::NotFound("user not found"),
             _ => Error::Database(e),
         })?;
+    tx.commit().await?;
     tracing::info!(organization_id = %organization, user_id = %user, role = role.as_str(), "membership recorded");
     Ok(())
 }
 
-/// Forgets a membership (idempotent).
-pub async fn remove(state: &AppState, organization: Uuid, user: Uuid) -> Result<(), Error> {
-    state
-        .conn()
-        .await?
-        .execute(
-            "DELETE FROM organization_member WHERE organization_id = $1 AND user_id = $2",
-            &[&organization, &user],
-        )
-        .await?;
+/// Forgets a membership (idempotent), unless a newer `version` of it was applied; the version
+/// stays recorded, so older changes stay ignored.
+pub async fn remove(
+    state: &AppState,
+    organization: Uuid,
+    user: Uuid,
+    version: i64,
+) -> Result<(), Error> {
+    let mut conn = state.conn().await?;
+    let tx = conn.transaction().await?;
+    if versions::claim(&tx, organization, Subject::Member(user), version).await? == Freshness::Stale
+    {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM organization_member WHERE organization_id = $1 AND user_id = $2",
+        &[&organization, &user],
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(organization_id = %organization, user_id = %user, "membership removed");
     Ok(())
 }
@@ -91,4 +113,97 @@ pub async fn list_for_user(
     items.truncate(page.size as usize);
     let next = Page::next_token(more, items.last().map(|m| m.organization.id));
     Ok((items, next))
+}
+
+/// One membership or invitation recorded for an organization, with its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The member's user (memberships).
+    pub user: Option<Uuid>,
+    /// The invited, normalized email (invitations).
+    pub email: Option<String>,
+    /// The role (offered).
+    pub role: Role,
+    /// When the invitation expires (invitations).
+    pub invited_until: Option<DateTime<Utc>>,
+    /// The version applied last; 0 when recorded unversioned.
+    pub version: i64,
+}
+
+/// One page (at most `size`, after `token`) of `organization`'s memberships (by user id), then
+/// invitations (by email), and the next page token (empty on the last page).
+pub async fn list_for_organization(
+    state: &AppState,
+    organization: Uuid,
+    size: i64,
+    token: &str,
+) -> Result<(Vec<Entry>, String), Error> {
+    let (after_kind, after_key) = decode_token(token)?;
+    let rows = state
+        .conn()
+        .await?
+        .query(
+            "SELECT kind, key, role, invited_until, version FROM ( \
+               SELECT 0 AS kind, m.user_id::text AS key, m.role, NULL::timestamptz AS invited_until, \
+                      coalesce(v.version, 0) AS version \
+               FROM organization_member m LEFT JOIN membership_version v \
+                 ON v.organization_id = m.organization_id AND v.subject = 'member:' || m.user_id \
+               WHERE m.organization_id = $1 \
+               UNION ALL \
+               SELECT 1, i.email, i.role, i.expires_at, coalesce(v.version, 0) \
+               FROM organization_invitation i LEFT JOIN membership_version v \
+                 ON v.organization_id = i.organization_id AND v.subject = 'invitation:' || i.email \
+               WHERE i.organization_id = $1 \
+             ) e WHERE (kind, key COLLATE \"C\") > ($2, $3 COLLATE \"C\") \
+             ORDER BY kind, key COLLATE \"C\" LIMIT $4",
+            &[&organization, &after_kind, &after_key, &(size + 1)],
+        )
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut last = None;
+    for row in rows.iter().take(size as usize) {
+        let kind: i32 = row.try_get("kind")?;
+        let key: String = row.try_get("key")?;
+        let (user, email) = if kind == 0 {
+            (
+                Some(
+                    Uuid::parse_str(&key)
+                        .map_err(|_| Error::internal("a membership without a user id"))?,
+                ),
+                None,
+            )
+        } else {
+            (None, Some(key.clone()))
+        };
+        entries.push(Entry {
+            user,
+            email,
+            role: Role::parse(row.try_get("role")?)?,
+            invited_until: row.try_get("invited_until")?,
+            version: row.try_get("version")?,
+        });
+        last = Some((kind, key));
+    }
+    let next = match last {
+        Some((kind, key)) if rows.len() as i64 > size => {
+            URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
+        }
+        _ => String::new(),
+    };
+    Ok((entries, next))
+}
+
+/// The sort key after which a page starts: (0 memberships / 1 invitations, key).
+fn decode_token(token: &str) -> Result<(i32, String), Error> {
+    if token.is_empty() {
+        return Ok((-1, String::new()));
+    }
+    let bad = || Error::invalid("page_token", "is not a token from a previous page");
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    match raw.split_once(':') {
+        Some(("0", key)) => Ok((0, key.to_owned())),
+        Some(("1", key)) => Ok((1, key.to_owned())),
+        _ => Err(bad()),
+    }
 }

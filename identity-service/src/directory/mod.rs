@@ -6,5 +6,6 @@ pub mod invitations;
 pub mod memberships;
 pub mod organizations;
 pub mod paging;
+pub mod versions;
 
 pub use domain::{Membership, OrgStatus, Organization, Role};

@@ -6,7 +6,10 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{Email, User},
-    directory::{Membership, OrgStatus, Organization, Role, invitations::Invitation},
+    directory::{
+        Membership, OrgStatus, Organization, Role, invitations::Invitation, memberships::Entry,
+        versions,
+    },
     error::Error,
     sessions::TokenPair,
 };
@@ -135,6 +138,23 @@ impl From<Membership> for pb::Membership {
     }
 }
 
+impl From<Entry> for pb::OrganizationMember {
+    fn from(e: Entry) -> Self {
+        let status = match e.user {
+            Some(_) => pb::MembershipStatus::Active,
+            None => pb::MembershipStatus::Invited,
+        };
+        pb::OrganizationMember {
+            status: status.into(),
+            user_id: e.user.map(|u| u.to_string()).unwrap_or_default(),
+            email: e.email.unwrap_or_default(),
+            role: pb::MembershipRole::from(e.role).into(),
+            invite_expire_time: e.invited_until.map(timestamp),
+            version: e.version,
+        }
+    }
+}
+
 impl TryFrom<pb::SendInvitationRequest> for Invitation {
     type Error = Error;
 
@@ -148,15 +168,15 @@ impl TryFrom<pb::SendInvitationRequest> for Invitation {
                     .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
                     .ok_or_else(|| Error::invalid("expire_time", "is not a valid time"))
             });
-        let ((organization, email, role), expires_at) = both(
+        let ((organization, email, role), (expires_at, version)) = both(
             all3(
                 uuid("organization_id", &m.organization_id),
                 Email::parse("email", &m.email),
                 role("role", m.role),
             ),
-            expires_at,
+            both(expires_at, versions::parse(m.version)),
         )?;
-        Ok(Invitation { organization, email, role, expires_at })
+        Ok(Invitation { organization, email, role, expires_at, version })
     }
 }
 

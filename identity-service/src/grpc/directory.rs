@@ -14,6 +14,7 @@ use crate::{
         memberships,
         organizations::{self, Reservation},
         paging::Page,
+        versions,
     },
     error::Error,
     state::AppState,
@@ -132,12 +133,15 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::RecordMembershipRequest>,
     ) -> Result<Response<pb::RecordMembershipResponse>, Status> {
         let m = request.into_inner();
-        let (org, user, role) = all3(
-            uuid("organization_id", &m.organization_id),
-            uuid("user_id", &m.user_id),
-            role("role", m.role),
+        let ((org, user, role), version) = both(
+            all3(
+                uuid("organization_id", &m.organization_id),
+                uuid("user_id", &m.user_id),
+                role("role", m.role),
+            ),
+            versions::parse(m.version),
         )?;
-        memberships::record(&self.state, org, user, role, Utc::now()).await?;
+        memberships::record(&self.state, org, user, role, version, Utc::now()).await?;
         Ok(Response::new(pb::RecordMembershipResponse {}))
     }
 
@@ -147,9 +151,12 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::RemoveMembershipRequest>,
     ) -> Result<Response<pb::RemoveMembershipResponse>, Status> {
         let m = request.into_inner();
-        let (org, user) =
-            both(uuid("organization_id", &m.organization_id), uuid("user_id", &m.user_id))?;
-        memberships::remove(&self.state, org, user).await?;
+        let (org, user, version) = all3(
+            uuid("organization_id", &m.organization_id),
+            uuid("user_id", &m.user_id),
+            versions::parse(m.version),
+        )?;
+        memberships::remove(&self.state, org, user, version).await?;
         Ok(Response::new(pb::RemoveMembershipResponse {}))
     }
 
@@ -188,9 +195,30 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::RemoveInvitationRequest>,
     ) -> Result<Response<pb::RemoveInvitationResponse>, Status> {
         let m = request.into_inner();
-        let (organization, email) =
-            both(uuid("organization_id", &m.organization_id), Email::parse("email", &m.email))?;
-        invitations::remove(&self.state, organization, &email).await?;
+        let (organization, email, version) = all3(
+            uuid("organization_id", &m.organization_id),
+            Email::parse("email", &m.email),
+            versions::parse(m.version),
+        )?;
+        invitations::remove(&self.state, organization, &email, version).await?;
         Ok(Response::new(pb::RemoveInvitationResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_organization_members(
+        &self,
+        request: Request<pb::ListOrganizationMembersRequest>,
+    ) -> Result<Response<pb::ListOrganizationMembersResponse>, Status> {
+        let m = request.into_inner();
+        let (org, size) = both(
+            uuid("organization_id", &m.organization_id),
+            Page::parse(m.page_size, "", 1000).map(|p| p.size),
+        )?;
+        let (entries, next_page_token) =
+            memberships::list_for_organization(&self.state, org, size, &m.page_token).await?;
+        Ok(Response::new(pb::ListOrganizationMembersResponse {
+            members: entries.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
     }
 }

@@ -31,6 +31,7 @@ fn membership(org: &str, user: &str, role: MembershipRole) -> pb::RecordMembersh
         organization_id: org.into(),
         user_id: user.into(),
         role: role.into(),
+        version: 0,
     }
 }
 
@@ -85,8 +86,11 @@ async fn memberships_are_recorded_listed_and_removed() {
     want.sort();
     assert_eq!(seen, want);
 
-    let remove =
-        pb::RemoveMembershipRequest { organization_id: orgs[0].clone(), user_id: bob.clone() };
+    let remove = pb::RemoveMembershipRequest {
+        organization_id: orgs[0].clone(),
+        user_id: bob.clone(),
+        version: 0,
+    };
     directory.remove_membership(remove.clone()).await.unwrap();
     directory.remove_membership(remove).await.unwrap();
     assert_eq!(app.count("organization_member").await, 2);
@@ -123,6 +127,7 @@ async fn membership_rpcs_validate_their_input() {
         .remove_membership(pb::RemoveMembershipRequest {
             organization_id: org.clone(),
             user_id: "x".into(),
+            version: 0,
         })
         .await;
     assert_invalid(r, "user_id");
@@ -145,4 +150,50 @@ async fn membership_rpcs_validate_their_input() {
         .await;
     assert_invalid(r, "page_token");
     assert_eq!(app.count("organization_member").await, 0);
+}
+
+/// Changes carry the tenant's version of the member: an older one than applied (a removal
+/// included) is answered OK and ignored, so a change relayed late or twice never brings a
+/// removed member back; ListOrganizationMembers shows what is recorded, with versions.
+#[tokio::test]
+async fn versioned_changes_never_go_back() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await.user.id;
+    let bob = app.verified_user("bob").await.user.id;
+    let org = reserve(&app, "Versions", &ann, &["s1"]).await.unwrap().organization.unwrap().id;
+    let mut directory = app.directory.clone();
+    let at =
+        |role, version| pb::RecordMembershipRequest { version, ..membership(&org, &bob, role) };
+    let remove = |version| pb::RemoveMembershipRequest {
+        organization_id: org.clone(),
+        user_id: bob.clone(),
+        version,
+    };
+    let listed = || {
+        let mut directory = app.directory.clone();
+        let request = pb::ListOrganizationMembersRequest {
+            organization_id: org.clone(),
+            ..Default::default()
+        };
+        async move {
+            let members = directory.list_organization_members(request).await.unwrap();
+            let members = members.into_inner().members;
+            members
+                .into_iter()
+                .map(|m| (m.user_id.clone(), m.role(), m.version))
+                .collect::<Vec<_>>()
+        }
+    };
+    directory.record_membership(at(MembershipRole::Patient, 2)).await.unwrap();
+    directory.record_membership(at(MembershipRole::Admin, 1)).await.unwrap();
+    assert_eq!(listed().await, [(bob.clone(), MembershipRole::Patient, 2)]);
+    directory.remove_membership(remove(3)).await.unwrap();
+    directory.record_membership(at(MembershipRole::Doctor, 2)).await.unwrap();
+    directory.remove_membership(remove(1)).await.unwrap();
+    assert_eq!(listed().await, [], "a stale change brought a removed member back");
+    directory.record_membership(at(MembershipRole::Doctor, 4)).await.unwrap();
+    assert_eq!(listed().await, [(bob.clone(), MembershipRole::Doctor, 4)]);
+    directory.remove_membership(remove(3)).await.unwrap();
+    assert_eq!(listed().await, [(bob.clone(), MembershipRole::Doctor, 4)]);
+    assert_invalid(directory.record_membership(at(MembershipRole::Doctor, -1)).await, "version");
 }

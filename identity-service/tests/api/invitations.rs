@@ -26,6 +26,7 @@ fn invitation(
         email: email.into(),
         role: role.into(),
         expire_time: Some(ts(Utc::now() + Duration::days(days))),
+        version: 0,
     }
 }
 
@@ -133,6 +134,7 @@ async fn listing_includes_pending_verified_unexpired_invitations_only_when_asked
             organization_id: orgs[0].clone(),
             user_id: bob.user.id.clone(),
             role: MembershipRole::Patient.into(),
+            version: 0,
         })
         .await
         .unwrap();
@@ -204,8 +206,11 @@ async fn remove_invitation_is_idempotent_and_case_insensitive() {
     let ann = app.verified_user("ann").await;
     let org = reserve(&app, "Acme", &ann.user.id, &["s1"]).await.unwrap().organization.unwrap().id;
     send(&app, invitation(&org, "bob@example.com", MembershipRole::Patient, 14)).await.unwrap();
-    let remove =
-        pb::RemoveInvitationRequest { organization_id: org, email: "Bob@Example.com".into() };
+    let remove = pb::RemoveInvitationRequest {
+        organization_id: org,
+        email: "Bob@Example.com".into(),
+        version: 0,
+    };
     app.directory.clone().remove_invitation(remove.clone()).await.unwrap();
     app.directory.clone().remove_invitation(remove).await.unwrap();
     assert_eq!(app.count("organization_invitation").await, 0);
@@ -241,8 +246,46 @@ async fn invitation_rpcs_validate_their_input() {
         .remove_invitation(pb::RemoveInvitationRequest {
             organization_id: org.clone(),
             email: String::new(),
+            version: 0,
         })
         .await;
     assert_invalid(r, "email");
     assert_eq!(app.count("organization_invitation").await, 0);
+}
+
+/// Invitations are versioned like memberships: a removal outlives older sends, and
+/// ListOrganizationMembers lists them after the memberships.
+#[tokio::test]
+async fn versioned_invitations_stay_removed() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await;
+    let org =
+        reserve(&app, "Versioned", &ann.user.id, &["s1"]).await.unwrap().organization.unwrap().id;
+    let at = |version| pb::SendInvitationRequest {
+        version,
+        ..invitation(&org, "carol@example.com", MembershipRole::Doctor, 14)
+    };
+    send(&app, at(5)).await.unwrap();
+    mails_to(&app, "carol@example.com", 1).await;
+    let remove = pb::RemoveInvitationRequest {
+        organization_id: org.clone(),
+        email: "carol@example.com".into(),
+        version: 6,
+    };
+    app.directory.clone().remove_invitation(remove).await.unwrap();
+    send(&app, at(5)).await.unwrap();
+    assert_eq!(app.count("organization_invitation").await, 0, "a stale send came back");
+    send(&app, at(7)).await.unwrap();
+    let request = pb::ListOrganizationMembersRequest {
+        organization_id: org.clone(),
+        page_size: 1,
+        ..Default::default()
+    };
+    let page = app.directory.clone().list_organization_members(request).await.unwrap().into_inner();
+    let entry = &page.members[0];
+    assert_eq!(
+        (entry.status(), entry.email.as_str(), entry.version),
+        (MembershipStatus::Invited, "carol@example.com", 7)
+    );
+    assert!(page.next_page_token.is_empty());
 }

@@ -52,10 +52,12 @@ async fn invitation_rpcs_need_the_service_credential_and_the_internal_listener()
             seconds: chrono::Utc::now().timestamp() + 3600,
             nanos: 0,
         }),
+        version: 0,
     };
     let remove = pb::RemoveInvitationRequest {
         organization_id: send.organization_id.clone(),
         email: send.email.clone(),
+        version: 0,
     };
     let wrong = AttachServiceToken::new(&SecretString::from("wrong-token")).unwrap();
     let mut anonymous = DirectoryServiceClient::new(app.internal.clone());
