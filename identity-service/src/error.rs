@@ -53,8 +53,9 @@ pub enum Error {
     /// Shared PostgreSQL helpers failed (start-up).
     #[error("postgres: {0}")]
     Pg(#[from] clinic_shared::pg::PgError),
-    /// Migrations failed (start-up).
-    #[error("migrations: {0}")]
+    /// Migrations failed (start-up). Shown with its causes: PostgreSQL's own message says
+    /// which migration stopped and why.
+    #[error("migrations: {}", with_causes(.0))]
     Migration(#[from] refinery::Error),
     /// Start-up or I/O failure.
     #[error("io: {0}")]
@@ -77,6 +78,18 @@ impl Error {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
     }
+}
+
+/// `e` and each of its sources, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<Error> for Status {

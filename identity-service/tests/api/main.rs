@@ -1,6 +1,7 @@
 //! Integration tests: each starts identity-service on its own database.
 
 mod directory;
+mod emails;
 mod helpers;
 mod invitations;
 mod login;
