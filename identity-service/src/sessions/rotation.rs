@@ -1,6 +1,7 @@
 //! RefreshToken and Logout. A refresh token works once; presenting a spent one again means it
 //! leaked, so the whole session is revoked. Rows are locked (`FOR UPDATE`) so two concurrent
-//! refreshes with one token cannot both succeed.
+//! refreshes with one token cannot both succeed. Refreshing never carries a session past its
+//! absolute lifetime (`SESSION_MAX_LIFETIME_SECS` from login); a refresh after it revokes it.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -16,6 +17,7 @@ struct Presented {
     token_expires: DateTime<Utc>,
     used: bool,
     session_live: bool,
+    session_created: DateTime<Utc>,
 }
 
 async fn lock(
@@ -26,7 +28,8 @@ async fn lock(
     let row = tx
         .query_opt(
             "SELECT rt.session_id, rt.expires_at, rt.used_at IS NOT NULL AS used, s.user_id, \
-                    (s.revoked_at IS NULL AND s.expires_at > $2) AS live \
+                    (s.revoked_at IS NULL AND s.expires_at > $2) AS live, \
+                    s.created_at AS session_created \
              FROM refresh_token rt JOIN session s ON s.id = rt.session_id \
              WHERE rt.token_hash = $1 FOR UPDATE OF rt, s",
             &[&refresh::hash(token), &now],
@@ -39,6 +42,7 @@ async fn lock(
         token_expires: row.try_get("expires_at")?,
         used: row.try_get("used")?,
         session_live: row.try_get("live")?,
+        session_created: row.try_get("session_created")?,
     }))
 }
 
@@ -51,6 +55,12 @@ pub async fn refresh(
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let Some(p) = lock(&tx, token, now).await? else { return Err(INVALID) };
+    if store::lifetime_end(state, p.session_created) <= now {
+        store::revoke(&*tx, p.session, "session lifetime ended", now).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %p.user, session_id = %p.session, "session lifetime ended: session revoked");
+        return Err(INVALID);
+    }
     if p.used {
         store::revoke(&*tx, p.session, "refresh token reused", now).await?;
         tx.commit().await?;
@@ -60,7 +70,9 @@ pub async fn refresh(
     if !p.session_live || p.token_expires <= now {
         return Err(INVALID);
     }
-    let (pair, new_hash) = store::issue_pair(&*tx, state, p.user, p.session, now).await?;
+    let expires = store::expiry(state, p.session_created, now);
+    let (pair, new_hash) =
+        store::issue_pair(&*tx, state, (p.user, p.session), expires, now).await?;
     tx.execute(
         "UPDATE refresh_token SET used_at = $2, replaced_by = $3 WHERE token_hash = $1",
         &[&refresh::hash(token), &now, &new_hash],

@@ -109,3 +109,45 @@ async fn expired_refresh_tokens_are_refused() {
     let s = app.logged_in("ann").await;
     assert_code(app.refresh(&s.tokens.refresh_token).await, Code::Unauthenticated);
 }
+
+/// Moves the start of every session `days` into the past.
+async fn age_sessions(app: &crate::helpers::TestApp, days: i32) {
+    app.db
+        .execute("UPDATE session SET created_at = created_at - make_interval(days => $1)", &[&days])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn refreshing_does_not_outlive_the_absolute_session_lifetime() {
+    // Default lifetime: 90 days, however often the session is refreshed.
+    let app = spawn_app().await;
+    let s = app.logged_in("ann").await;
+    let second = app.refresh(&s.tokens.refresh_token).await.unwrap();
+    age_sessions(&app, 89).await;
+    let third = app.refresh(&second.refresh_token).await.unwrap();
+    age_sessions(&app, 2).await;
+
+    // Past the lifetime the refresh fails and the session is revoked.
+    assert_code(app.refresh(&third.refresh_token).await, Code::Unauthenticated);
+    assert_code(app.validate(&third.access_token).await, Code::Unauthenticated);
+    let reason: String =
+        app.db.query_one("SELECT revoke_reason FROM session", &[]).await.unwrap().get(0);
+    assert_eq!(reason, "session lifetime ended");
+}
+
+#[tokio::test]
+async fn sessions_and_their_tokens_expire_at_the_absolute_lifetime_when_it_comes_first() {
+    let hour = std::time::Duration::from_secs(3600);
+    let app = spawn_app_with(|c| c.session_max_lifetime = hour).await;
+    let start = chrono::Utc::now().timestamp();
+    let s = app.logged_in("ann").await;
+    let second = app.refresh(&s.tokens.refresh_token).await.unwrap();
+    for tokens in [&s.tokens, &second] {
+        let expiry = tokens.refresh_token_expire_time.unwrap().seconds;
+        assert!((start + 3590..=start + 3600).contains(&expiry), "{expiry} vs {start}");
+    }
+    let expiry: chrono::DateTime<chrono::Utc> =
+        app.db.query_one("SELECT expires_at FROM session", &[]).await.unwrap().get(0);
+    assert_eq!(expiry.timestamp(), second.refresh_token_expire_time.unwrap().seconds);
+}

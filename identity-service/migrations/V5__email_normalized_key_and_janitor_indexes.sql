@@ -27,3 +27,8 @@ $$;
 ALTER TABLE app_user ALTER COLUMN email_normalized SET NOT NULL;
 DROP INDEX app_user_email_key;
 CREATE UNIQUE INDEX app_user_email_normalized_key ON app_user (email_normalized);
+
+-- The janitor deletes sessions that ended (with their refresh tokens, by cascade); these find
+-- them without reading every live session.
+CREATE INDEX session_expires_idx ON session (expires_at);
+CREATE INDEX session_revoked_idx ON session (revoked_at) WHERE revoked_at IS NOT NULL;
