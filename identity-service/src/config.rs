@@ -79,6 +79,10 @@ pub struct Config {
     /// `SESSION_MAX_LIFETIME_SECS`, default 7776000 (90 days), at least 1: absolute lifetime of
     /// a session from its login, however often it is refreshed; a refresh after it revokes it.
     pub session_max_lifetime: Duration,
+    /// `REFRESH_REUSE_GRACE_SECS`, default 10 (0 switches it off): a refresh token presented
+    /// again this soon after it was rotated gets the same successor (two tabs, a retry after a
+    /// lost answer) while that successor is unspent, instead of revoking the session.
+    pub refresh_reuse_grace: Duration,
     /// `VERIFICATION_CODE_TTL_SECS`, default 900 (15 minutes).
     pub verification_code_ttl: Duration,
     /// `VERIFICATION_MAX_ATTEMPTS`, default 5: wrong guesses before a code is burnt.
@@ -234,6 +238,7 @@ impl Config {
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
             session_max_lifetime: at_least_one_sec("SESSION_MAX_LIFETIME_SECS", 90 * 24 * 3600)?,
+            refresh_reuse_grace: secs("REFRESH_REUSE_GRACE_SECS", 10)?,
             verification_code_ttl: secs("VERIFICATION_CODE_TTL_SECS", 900)?,
             verification_max_attempts: env::parse("VERIFICATION_MAX_ATTEMPTS", 5)?,
             mail: MailConfig {
@@ -288,6 +293,7 @@ impl Config {
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             session_max_lifetime: Duration::from_secs(90 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
             verification_code_ttl: Duration::from_secs(900),
             verification_max_attempts: 5,
             mail: MailConfig {

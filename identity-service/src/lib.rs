@@ -14,6 +14,7 @@ pub mod directory;
 pub mod error;
 pub mod grpc;
 pub mod janitor;
+pub mod keys;
 pub mod mail;
 pub mod peer;
 pub mod sessions;

@@ -1,6 +1,6 @@
 //! Queries on `session` and `refresh_token`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -27,10 +27,11 @@ fn duration(d: std::time::Duration) -> chrono::Duration {
 /// When the session that started at `created` ends, if refreshed at `now`: after the idle
 /// lifetime (`REFRESH_TOKEN_TTL_SECS`), and never later than its absolute lifetime
 /// (`SESSION_MAX_LIFETIME_SECS`) from `created`.
+/// In microseconds, as stored, so every report of it agrees.
 pub fn expiry(state: &AppState, created: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     let idle = now.checked_add_signed(duration(state.config.refresh_token_ttl));
     let absolute = lifetime_end(state, created);
-    idle.map_or(absolute, |idle| idle.min(absolute))
+    idle.map_or(absolute, |idle| idle.min(absolute)).trunc_subsecs(6)
 }
 
 /// The end of the absolute lifetime of the session that started at `created`.
@@ -40,30 +41,40 @@ pub fn lifetime_end(state: &AppState, created: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Stores a new refresh token for `session`, expiring with it at `refresh_expires_at`, and
-/// signs an access token.
+/// Stores `refresh` (the token and its hash) for `session`, expiring with it at
+/// `refresh_expires_at`, and signs an access token.
 pub async fn issue_pair(
     db: &impl GenericClient,
     state: &AppState,
     (user, session): (Uuid, Uuid),
+    (refresh_token, hash): (String, Vec<u8>),
     refresh_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<(TokenPair, Vec<u8>), Error> {
-    let (refresh_token, hash) = refresh::generate();
+) -> Result<TokenPair, Error> {
     db.execute(
         "INSERT INTO refresh_token (token_hash, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
         &[&hash, &session, &now, &refresh_expires_at],
     )
     .await?;
+    sign_pair(state, (user, session), refresh_token, refresh_expires_at, now)
+}
+
+/// A pair of a fresh access token for `user`'s `session` and a refresh token stored already.
+pub fn sign_pair(
+    state: &AppState,
+    (user, session): (Uuid, Uuid),
+    refresh_token: String,
+    refresh_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<TokenPair, Error> {
     let (access_token, access_expires_at) = state.access_tokens.issue(user, session, now)?;
-    let pair = TokenPair {
+    Ok(TokenPair {
         access_token,
         access_expires_at,
         refresh_token,
         refresh_expires_at,
         session_id: session,
-    };
-    Ok((pair, hash))
+    })
 }
 
 /// Opens a session for `user` and returns its first token pair. Run inside a transaction.
@@ -80,7 +91,7 @@ pub async fn open(
         &[&session, &user, &now, &expires],
     )
     .await?;
-    Ok(issue_pair(db, state, (user, session), expires, now).await?.0)
+    issue_pair(db, state, (user, session), refresh::generate(), expires, now).await
 }
 
 /// Revokes one session (no-op when already revoked).
