@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 use refinery::Target;
 use uuid::Uuid;
 
-use crate::{accounts::normalize_email, config::Config, error::Error};
+use crate::{accounts::normalize_email, config::Config, error::Error, rows::RowExt};
 
 refinery::embed_migrations!("migrations");
 
@@ -50,8 +50,8 @@ async fn fill_normalized_emails(client: &mut tokio_postgres::Client) -> Result<(
     let tx = client.transaction().await?;
     let (mut ids, mut forms) = (Vec::<Uuid>::new(), Vec::<String>::new());
     for row in tx.query("SELECT id, email FROM app_user", &[]).await? {
-        ids.push(row.try_get("id")?);
-        forms.push(normalize_email(row.try_get("email")?));
+        ids.push(row.col("id")?);
+        forms.push(normalize_email(row.col("email")?));
     }
     tx.execute(
         "UPDATE app_user u SET email_normalized = v.form \
@@ -60,7 +60,7 @@ async fn fill_normalized_emails(client: &mut tokio_postgres::Client) -> Result<(
     )
     .await?;
     for row in tx.query("SELECT organization_id, email FROM organization_invitation", &[]).await? {
-        let (organization, email): (Uuid, String) = (row.try_get(0)?, row.try_get(1)?);
+        let (organization, email): (Uuid, String) = (row.col(0)?, row.col(1)?);
         let form = normalize_email(&email);
         if form == email {
             continue;

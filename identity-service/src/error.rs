@@ -47,6 +47,15 @@ pub enum Error {
     /// A PostgreSQL error.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
+    /// A row lacks a column, or holds it in another type, than the code expects: our bug or a
+    /// schema out of step (see [`crate::rows::RowExt`]).
+    #[error("row: column {column}: {source}")]
+    Row {
+        /// The column's name or position.
+        column: String,
+        /// What tokio-postgres said.
+        source: tokio_postgres::Error,
+    },
     /// No database connection could be had in time.
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

@@ -17,6 +17,7 @@ pub mod janitor;
 pub mod keys;
 pub mod mail;
 pub mod peer;
+pub mod rows;
 pub mod sessions;
 pub mod startup;
 pub mod state;

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::{error::Error, rows::RowExt};
 
 /// Longest accepted email address, in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -136,11 +136,11 @@ impl User {
     /// Reads the columns `id, email, name, is_verified, created_at` of `row`.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, Error> {
         Ok(Self {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-            name: row.try_get("name")?,
-            is_verified: row.try_get("is_verified")?,
-            created_at: row.try_get("created_at")?,
+            id: row.col("id")?,
+            email: row.col("email")?,
+            name: row.col("name")?,
+            is_verified: row.col("is_verified")?,
+            created_at: row.col("created_at")?,
         })
     }
 }

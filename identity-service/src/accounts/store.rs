@@ -5,7 +5,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::domain::{Email, User};
-use crate::error::Error;
+use crate::{error::Error, rows::RowExt};
 
 /// Columns of [`User`], for SELECT lists.
 pub const USER_COLUMNS: &str = "id, email, name, is_verified, created_at";
@@ -56,10 +56,7 @@ pub async fn credentials_by_email(
     let Some(row) = db.query_opt(&sql, &[&email.normalized()]).await? else {
         return Ok(None);
     };
-    Ok(Some(Credentials {
-        user: User::from_row(&row)?,
-        password_hash: row.try_get("password_hash")?,
-    }))
+    Ok(Some(Credentials { user: User::from_row(&row)?, password_hash: row.col("password_hash")? }))
 }
 
 /// The user with this id, with their hash.
@@ -71,10 +68,7 @@ pub async fn credentials_by_id(
     let Some(row) = db.query_opt(&sql, &[&id]).await? else {
         return Ok(None);
     };
-    Ok(Some(Credentials {
-        user: User::from_row(&row)?,
-        password_hash: row.try_get("password_hash")?,
-    }))
+    Ok(Some(Credentials { user: User::from_row(&row)?, password_hash: row.col("password_hash")? }))
 }
 
 /// The user with this email (by its normalised form).

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{error::Error, keys::DerivedKey};
+use crate::{error::Error, keys::DerivedKey, rows::RowExt};
 
 /// The secret the stored form of codes is keyed with, derived from the token-signing key.
 #[derive(Clone)]
@@ -90,9 +90,9 @@ pub async fn check(
         )
         .await?;
     let Some(row) = row else { return Ok(Check::Rejected) };
-    let id: Uuid = row.try_get("id")?;
-    let stored: Vec<u8> = row.try_get("code_hash")?;
-    let attempts: i32 = row.try_get("attempts")?;
+    let id: Uuid = row.col("id")?;
+    let stored: Vec<u8> = row.col("code_hash")?;
+    let attempts: i32 = row.col("attempts")?;
     if bool::from(stored.ct_eq(&key.hash(user, code)?)) {
         db.execute("UPDATE email_verification SET used_at = $2 WHERE id = $1", &[&id, &now])
             .await?;

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{TokenPair, store};
-use crate::{error::Error, state::AppState, tokens::refresh};
+use crate::{error::Error, rows::RowExt, state::AppState, tokens::refresh};
 
 const INVALID: Error = Error::Unauthenticated("invalid, expired or revoked refresh token");
 
@@ -49,13 +49,13 @@ async fn lock(
         .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Presented {
-        session: row.try_get("session_id")?,
-        user: row.try_get("user_id")?,
-        token_expires: row.try_get("expires_at")?,
-        used_at: row.try_get("used_at")?,
-        replaced_by: row.try_get("replaced_by")?,
-        session_live: row.try_get("live")?,
-        session_created: row.try_get("session_created")?,
+        session: row.col("session_id")?,
+        user: row.col("user_id")?,
+        token_expires: row.col("expires_at")?,
+        used_at: row.col("used_at")?,
+        replaced_by: row.col("replaced_by")?,
+        session_live: row.col("live")?,
+        session_created: row.col("session_created")?,
     }))
 }
 
@@ -131,7 +131,7 @@ async fn regrantable(
             &[successor_hash, &p.session, &now],
         )
         .await?;
-    Ok(row.map(|r| r.try_get("expires_at")).transpose()?)
+    row.map(|r| r.col("expires_at")).transpose()
 }
 
 /// Revokes the session of `token` (any token of its chain). Logging out of an already revoked

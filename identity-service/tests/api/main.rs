@@ -9,6 +9,7 @@ mod organizations;
 mod passwords;
 mod registration;
 mod replicas;
+mod rows;
 mod service_auth;
 mod sessions;
 mod startup;
