@@ -52,7 +52,7 @@ pub struct Config {
     pub unverified_account_ttl: Duration,
     /// `MAX_CLINICS_PER_USER`, default 10: organizations one user may create.
     pub max_clinics_per_user: u32,
-    /// `JANITOR_INTERVAL_SECS`, default 60: how often expired counters and accounts are swept.
+    /// `JANITOR_INTERVAL_SECS`, default 60: how often what ended is swept (see `janitor`).
     pub janitor_interval: Duration,
     /// `IDENTITY_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/clinic_db`: the
     /// central database; created at start-up when missing.
@@ -76,6 +76,13 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL_SECS`, default 2592000 (30 days): idle lifetime of a session.
     pub refresh_token_ttl: Duration,
+    /// `SESSION_MAX_LIFETIME_SECS`, default 7776000 (90 days), at least 1: absolute lifetime of
+    /// a session from its login, however often it is refreshed; a refresh after it revokes it.
+    pub session_max_lifetime: Duration,
+    /// `REFRESH_REUSE_GRACE_SECS`, default 10 (0 switches it off): a refresh token presented
+    /// again this soon after it was rotated gets the same successor (two tabs, a retry after a
+    /// lost answer) while that successor is unspent, instead of revoking the session.
+    pub refresh_reuse_grace: Duration,
     /// `VERIFICATION_CODE_TTL_SECS`, default 900 (15 minutes).
     pub verification_code_ttl: Duration,
     /// `VERIFICATION_MAX_ATTEMPTS`, default 5: wrong guesses before a code is burnt.
@@ -143,6 +150,14 @@ fn secs(name: &str, default: u64) -> Result<Duration, ConfigError> {
     env::parse(name, default).map(Duration::from_secs)
 }
 
+/// A duration that must not be zero.
+fn at_least_one_sec(name: &str, default: u64) -> Result<Duration, ConfigError> {
+    match secs(name, default)? {
+        d if d.is_zero() => Err(ConfigError::new(name, "must be at least 1")),
+        d => Ok(d),
+    }
+}
+
 /// A limit that cannot be switched off: 0 is a start-up error, not "unlimited".
 fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
     match env::parse(name, default)? {
@@ -172,10 +187,7 @@ impl Config {
             return Err(ConfigError::new("JWT_PRIVATE_KEY_FILE", "required in production mode"));
         }
         let d = ThrottleConfig::default();
-        let window = secs("THROTTLE_WINDOW_SECS", d.window.as_secs())?;
-        if window.is_zero() {
-            return Err(ConfigError::new("THROTTLE_WINDOW_SECS", "must be at least 1"));
-        }
+        let window = at_least_one_sec("THROTTLE_WINDOW_SECS", d.window.as_secs())?;
         let hash_workers = env::parse("HASH_WORKERS", default_hash_workers())?;
         if hash_workers == 0 {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
@@ -225,6 +237,8 @@ impl Config {
             jwt_issuer: env::string("JWT_ISSUER", "clinic-identity"),
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            session_max_lifetime: at_least_one_sec("SESSION_MAX_LIFETIME_SECS", 90 * 24 * 3600)?,
+            refresh_reuse_grace: secs("REFRESH_REUSE_GRACE_SECS", 10)?,
             verification_code_ttl: secs("VERIFICATION_CODE_TTL_SECS", 900)?,
             verification_max_attempts: env::parse("VERIFICATION_MAX_ATTEMPTS", 5)?,
             mail: MailConfig {
@@ -278,6 +292,8 @@ impl Config {
             jwt_issuer: "clinic-identity".to_owned(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(90 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
             verification_code_ttl: Duration::from_secs(900),
             verification_max_attempts: 5,
             mail: MailConfig {

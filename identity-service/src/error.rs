@@ -47,14 +47,24 @@ pub enum Error {
     /// A PostgreSQL error.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
+    /// A row lacks a column, or holds it in another type, than the code expects: our bug or a
+    /// schema out of step (see [`crate::rows::RowExt`]).
+    #[error("row: column {column}: {source}")]
+    Row {
+        /// The column's name or position.
+        column: String,
+        /// What tokio-postgres said.
+        source: tokio_postgres::Error,
+    },
     /// No database connection could be had in time.
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// Shared PostgreSQL helpers failed (start-up).
     #[error("postgres: {0}")]
     Pg(#[from] clinic_shared::pg::PgError),
-    /// Migrations failed (start-up).
-    #[error("migrations: {0}")]
+    /// Migrations failed (start-up). Shown with its causes: PostgreSQL's own message says
+    /// which migration stopped and why.
+    #[error("migrations: {}", with_causes(.0))]
     Migration(#[from] refinery::Error),
     /// Start-up or I/O failure.
     #[error("io: {0}")]
@@ -77,6 +87,18 @@ impl Error {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
     }
+}
+
+/// `e` and each of its sources, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<Error> for Status {

@@ -1,6 +1,8 @@
 //! Periodic clean-up: counters whose window has ended, accounts never verified within
-//! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again), and expired
-//! invitations. Every statement is
+//! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again), expired
+//! invitations, sessions that ended (expired or revoked) with their refresh tokens, and
+//! verification codes used or expired. A live session's refresh tokens are never deleted, spent
+//! ones included: presenting a spent token is how reuse is detected. Every statement is
 //! idempotent, so each replica may run it. Time is a parameter.
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -19,11 +21,16 @@ pub struct Swept {
     pub accounts: u64,
     /// Expired invitations (the tenant keeps its invited member; AddMember renews both).
     pub invitations: u64,
+    /// Sessions expired or revoked, each with its refresh tokens.
+    pub sessions: u64,
+    /// Verification codes used (or burnt) or expired.
+    pub verification_codes: u64,
 }
 
 /// Deletes what has expired at `now`: `throttle`'s ended windows, accounts unverified for
 /// `unverified_ttl` (unless they created an organization, which an unverified user cannot),
-/// and invitations past their expiry.
+/// invitations past their expiry, ended sessions (with their refresh tokens, by cascade) and
+/// verification codes no longer usable.
 pub async fn sweep(
     db: &impl GenericClient,
     throttle: &Throttle,
@@ -41,7 +48,17 @@ pub async fn sweep(
         .await?;
     let invitations =
         db.execute("DELETE FROM organization_invitation WHERE expires_at <= $1", &[&now]).await?;
-    Ok(Swept { counters, accounts, invitations })
+    // Only whole sessions go: a refresh token is deleted with its session, never alone.
+    let sessions = db
+        .execute("DELETE FROM session WHERE revoked_at IS NOT NULL OR expires_at <= $1", &[&now])
+        .await?;
+    let verification_codes = db
+        .execute(
+            "DELETE FROM email_verification WHERE used_at IS NOT NULL OR expires_at <= $1",
+            &[&now],
+        )
+        .await?;
+    Ok(Swept { counters, accounts, invitations, sessions, verification_codes })
 }
 
 /// Sweeps every `JANITOR_INTERVAL_SECS` until `stop` resolves.
@@ -67,6 +84,8 @@ pub async fn run(state: Arc<AppState>, stop: impl Future<Output = ()>) {
                     counters = s.counters,
                     accounts = s.accounts,
                     invitations = s.invitations,
+                    sessions = s.sessions,
+                    verification_codes = s.verification_codes,
                     "expired rows deleted"
                 );
             }

@@ -28,7 +28,10 @@ use crate::{
     janitor, mail,
     state::AppState,
     throttle::Throttle,
-    tokens::jwt::{self, AccessTokens},
+    tokens::{
+        jwt::{self, AccessTokens},
+        refresh::SuccessorKey,
+    },
 };
 
 /// The services of the public listener.
@@ -66,6 +69,7 @@ impl Application {
         let access_tokens =
             AccessTokens::new(&key, config.jwt_issuer.clone(), config.access_token_ttl)?;
         let code_key = CodeKey::derive(key.as_bytes());
+        let successor_key = SuccessorKey::derive(key.as_bytes());
         let (workers, queue) = (config.hash_workers, config.hash_queue);
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue))
             .await
@@ -89,6 +93,7 @@ impl Application {
             passwords,
             access_tokens,
             code_key,
+            successor_key,
             mailer,
             background: Default::default(),
         };

@@ -15,7 +15,7 @@ use crate::{
     error::Error,
     mail::Mailer,
     throttle::Throttle,
-    tokens::jwt::AccessTokens,
+    tokens::{jwt::AccessTokens, refresh::SuccessorKey},
 };
 
 /// Shared state of a running identity-service.
@@ -30,6 +30,8 @@ pub struct AppState {
     pub access_tokens: AccessTokens,
     /// Key of the stored form of verification codes.
     pub code_key: CodeKey,
+    /// Key refresh-token successors are derived with.
+    pub successor_key: SuccessorKey,
     /// Outgoing mail.
     pub mailer: Arc<dyn Mailer>,
     /// Brute-force counters.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{config::ThrottleConfig, error::Error, peer::Peer};
+use crate::{config::ThrottleConfig, error::Error, peer::Peer, rows::RowExt};
 
 /// What is being counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Throttle {
         let mut wait = None::<Duration>;
         for row in rows {
             let (key, count, start): (Vec<u8>, i32, DateTime<Utc>) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                (row.col(0)?, row.col(1)?, row.col(2)?);
             let limit = limits.get(&key).copied().unwrap_or(0);
             if u32::try_from(count).unwrap_or(u32::MAX) > limit {
                 let left = (start + self.window() - now).to_std().unwrap_or_default();

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::{error::Error, rows::RowExt};
 
 /// Longest accepted email address, in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -50,10 +51,19 @@ impl Email {
         &self.0
     }
 
-    /// The lowercase form used for lookups and throttling.
+    /// The form every lookup, uniqueness check, throttle counter and invitation is keyed by:
+    /// see [`normalize_email`].
     pub fn normalized(&self) -> String {
-        self.0.to_lowercase()
+        normalize_email(&self.0)
     }
+}
+
+/// The one normalisation of email addresses: Unicode NFC (composed and decomposed spellings
+/// are one address), then lowercase by Unicode's default mapping. Computed here and stored
+/// (`app_user.email_normalized`), never by PostgreSQL's `lower()`, whose answer depends on the
+/// database's locale.
+pub fn normalize_email(email: &str) -> String {
+    email.nfc().collect::<String>().to_lowercase()
 }
 
 /// A display name: 1 to 100 characters, no control characters, trimmed.
@@ -126,11 +136,11 @@ impl User {
     /// Reads the columns `id, email, name, is_verified, created_at` of `row`.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, Error> {
         Ok(Self {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-            name: row.try_get("name")?,
-            is_verified: row.try_get("is_verified")?,
-            created_at: row.try_get("created_at")?,
+            id: row.col("id")?,
+            email: row.col("email")?,
+            name: row.col("name")?,
+            is_verified: row.col("is_verified")?,
+            created_at: row.col("created_at")?,
         })
     }
 }
@@ -147,6 +157,13 @@ mod tests {
         }
         assert!(Email::parse("email", &format!("{}@b.c", "a".repeat(251))).is_err());
         assert_eq!(Email::parse("e", "A@B.c").unwrap().normalized(), "a@b.c");
+        // Composed and decomposed spellings, in any case, are one address.
+        let composed = "\u{dc}n\u{ef}code@Example.com";
+        let decomposed = "U\u{308}ni\u{308}code@Example.com";
+        for spelling in [composed, decomposed, &composed.to_uppercase(), &decomposed.to_uppercase()]
+        {
+            assert_eq!(normalize_email(spelling), "\u{fc}n\u{ef}code@example.com", "{spelling:?}");
+        }
     }
 
     #[test]

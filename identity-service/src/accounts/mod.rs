@@ -7,4 +7,4 @@ pub mod registration;
 pub mod store;
 pub mod verification;
 
-pub use domain::{Email, Password, User, UserName};
+pub use domain::{Email, Password, User, UserName, normalize_email};

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Password, store};
+use super::{Password, normalize_email, store};
 use crate::{
     error::Error,
     sessions::{login::TOO_MANY_ATTEMPTS, store as sessions},
@@ -21,7 +21,7 @@ pub async fn change_password(
     now: DateTime<Utc>,
 ) -> Result<u64, Error> {
     let slot = state.passwords.admit()?;
-    let key = Key::LoginAccount(caller.user.email.to_lowercase());
+    let key = Key::LoginAccount(normalize_email(&caller.user.email));
     let mut conn = state.conn().await?;
     state.throttle.count(&**conn, std::slice::from_ref(&key), now, TOO_MANY_ATTEMPTS).await?;
     let stored = store::credentials_by_id(&**conn, caller.user.id)

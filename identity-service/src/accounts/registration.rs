@@ -50,7 +50,7 @@ pub async fn register(
     drop(slot);
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
-    let user = store::insert(&*tx, new.email.as_str(), new.name.as_str(), &hash, now).await?;
+    let user = store::insert(&*tx, &new.email, new.name.as_str(), &hash, now).await?;
     let code = issue_code(&*tx, state, user.id, now).await?;
     tx.commit().await?;
     tracing::info!(user_id = %user.id, "user registered");
@@ -74,7 +74,7 @@ pub async fn verify_email(
     let keys = std::slice::from_ref(&key);
     state.throttle.count(&**conn, keys, now, "too many wrong verification codes").await?;
     let tx = conn.transaction().await?;
-    let user = store::by_email(&*tx, &email.normalized()).await?;
+    let user = store::by_email(&*tx, &email).await?;
     let outcome = match &user {
         Some(user) => {
             verification::check(
@@ -125,7 +125,7 @@ pub async fn resend(
         other => other?,
     }
     let tx = conn.transaction().await?;
-    let Some(user) = store::by_email(&*tx, &email.normalized()).await? else {
+    let Some(user) = store::by_email(&*tx, &email).await? else {
         return Ok(());
     };
     if user.is_verified {

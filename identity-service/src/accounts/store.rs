@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::domain::User;
-use crate::error::Error;
+use super::domain::{Email, User};
+use crate::{error::Error, rows::RowExt};
 
 /// Columns of [`User`], for SELECT lists.
 pub const USER_COLUMNS: &str = "id, email, name, is_verified, created_at";
@@ -18,42 +18,45 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// Inserts an unverified user; ALREADY_EXISTS on a taken email or name.
+/// Inserts an unverified user (the email as typed and its normalised form); ALREADY_EXISTS
+/// on a taken email or name.
 pub async fn insert(
     db: &impl GenericClient,
-    email: &str,
+    email: &Email,
     name: &str,
     password_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<User, Error> {
     let sql = format!(
-        "INSERT INTO app_user (id, email, name, password_hash, is_verified, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, false, $5, $5) RETURNING {USER_COLUMNS}"
+        "INSERT INTO app_user \
+         (id, email, email_normalized, name, password_hash, is_verified, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, false, $6, $6) RETURNING {USER_COLUMNS}"
     );
+    let (typed, normalized) = (email.as_str(), email.normalized());
     let row = db
-        .query_one(&sql, &[&Uuid::new_v4(), &email, &name, &password_hash, &now])
+        .query_one(&sql, &[&Uuid::new_v4(), &typed, &normalized, &name, &password_hash, &now])
         .await
         .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
-            Some("app_user_email_key") => Error::AlreadyExists("email is already registered"),
+            Some("app_user_email_normalized_key") => {
+                Error::AlreadyExists("email is already registered")
+            }
             Some("app_user_name_key") => Error::AlreadyExists("name is already taken"),
             _ => Error::Database(e),
         })?;
     User::from_row(&row)
 }
 
-/// The user with this email (case-insensitive), with their hash.
+/// The user with this email (by its normalised form), with their hash.
 pub async fn credentials_by_email(
     db: &impl GenericClient,
-    normalized_email: &str,
+    email: &Email,
 ) -> Result<Option<Credentials>, Error> {
-    let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM app_user WHERE lower(email) = $1");
-    let Some(row) = db.query_opt(&sql, &[&normalized_email]).await? else {
+    let sql =
+        format!("SELECT {USER_COLUMNS}, password_hash FROM app_user WHERE email_normalized = $1");
+    let Some(row) = db.query_opt(&sql, &[&email.normalized()]).await? else {
         return Ok(None);
     };
-    Ok(Some(Credentials {
-        user: User::from_row(&row)?,
-        password_hash: row.try_get("password_hash")?,
-    }))
+    Ok(Some(Credentials { user: User::from_row(&row)?, password_hash: row.col("password_hash")? }))
 }
 
 /// The user with this id, with their hash.
@@ -65,19 +68,13 @@ pub async fn credentials_by_id(
     let Some(row) = db.query_opt(&sql, &[&id]).await? else {
         return Ok(None);
     };
-    Ok(Some(Credentials {
-        user: User::from_row(&row)?,
-        password_hash: row.try_get("password_hash")?,
-    }))
+    Ok(Some(Credentials { user: User::from_row(&row)?, password_hash: row.col("password_hash")? }))
 }
 
-/// The user with this email (case-insensitive).
-pub async fn by_email(
-    db: &impl GenericClient,
-    normalized_email: &str,
-) -> Result<Option<User>, Error> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM app_user WHERE lower(email) = $1");
-    db.query_opt(&sql, &[&normalized_email]).await?.map(|r| User::from_row(&r)).transpose()
+/// The user with this email (by its normalised form).
+pub async fn by_email(db: &impl GenericClient, email: &Email) -> Result<Option<User>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM app_user WHERE email_normalized = $1");
+    db.query_opt(&sql, &[&email.normalized()]).await?.map(|r| User::from_row(&r)).transpose()
 }
 
 /// Marks a user verified and returns them.

@@ -4,35 +4,27 @@
 //! code per user: a new one retires the rest.
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::{error::Error, keys::DerivedKey, rows::RowExt};
 
 /// The secret the stored form of codes is keyed with, derived from the token-signing key.
 #[derive(Clone)]
-pub struct CodeKey([u8; 32]);
+pub struct CodeKey(DerivedKey);
 
 impl CodeKey {
     /// Derives the key from secret material (the Ed25519 signing key's seed), so no extra
     /// secret needs configuring; a new signing key only voids codes still in flight.
     pub fn derive(secret: &[u8]) -> Self {
-        let mut digest = Sha256::new();
-        digest.update(b"clinic identity: email verification codes v1\0");
-        digest.update(secret);
-        Self(digest.finalize().into())
+        Self(DerivedKey::derive(b"clinic identity: email verification codes v1\0", secret))
     }
 
     /// HMAC-SHA-256 over the user and the code.
     fn hash(&self, user: Uuid, code: &str) -> Result<Vec<u8>, Error> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).map_err(Error::internal)?;
-        mac.update(user.as_bytes());
-        mac.update(code.trim().as_bytes());
-        Ok(mac.finalize().into_bytes().to_vec())
+        self.0.mac(&[user.as_bytes(), code.trim().as_bytes()])
     }
 }
 
@@ -98,9 +90,9 @@ pub async fn check(
         )
         .await?;
     let Some(row) = row else { return Ok(Check::Rejected) };
-    let id: Uuid = row.try_get("id")?;
-    let stored: Vec<u8> = row.try_get("code_hash")?;
-    let attempts: i32 = row.try_get("attempts")?;
+    let id: Uuid = row.col("id")?;
+    let stored: Vec<u8> = row.col("code_hash")?;
+    let attempts: i32 = row.col("attempts")?;
     if bool::from(stored.ct_eq(&key.hash(user, code)?)) {
         db.execute("UPDATE email_verification SET used_at = $2 WHERE id = $1", &[&id, &now])
             .await?;
@@ -118,6 +110,8 @@ pub async fn check(
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     #[test]

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::{error::Error, rows::RowExt};
 
 /// Provisioning state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +83,13 @@ impl Organization {
     /// Reads [`ORG_COLUMNS`] from `row`.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, Error> {
         Ok(Self {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            database_name: row.try_get("database_name")?,
-            server: row.try_get("server")?,
-            status: OrgStatus::parse(row.try_get("status")?)?,
-            creator_user_id: row.try_get("creator_user_id")?,
-            created_at: row.try_get("created_at")?,
+            id: row.col("id")?,
+            name: row.col("name")?,
+            database_name: row.col("database_name")?,
+            server: row.col("server")?,
+            status: OrgStatus::parse(row.col("status")?)?,
+            creator_user_id: row.col("creator_user_id")?,
+            created_at: row.col("created_at")?,
         })
     }
 }

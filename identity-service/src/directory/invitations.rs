@@ -1,4 +1,4 @@
-//! Invitations: the central index of pending invitations by (lower-cased) email, and the mail
+//! Invitations: the central index of pending invitations by normalised email, and the mail
 //! that tells the invited person. Whether the email has an account decides which mail goes
 //! out, never the answer: that lookup and the delivery run in the background.
 
@@ -117,7 +117,7 @@ pub async fn remove(
 }
 
 async fn account(db: &Pool, email: &Email) -> Result<Option<User>, Error> {
-    users::by_email(&**db.get().await?, &email.normalized()).await
+    users::by_email(&**db.get().await?, email).await
 }
 
 const SUBJECT: &str = "You are invited to a clinic";

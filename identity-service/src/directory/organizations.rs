@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Organization, domain::ORG_COLUMNS, paging::Page};
-use crate::{error::Error, state::AppState, throttle::Key};
+use crate::{error::Error, rows::RowExt, state::AppState, throttle::Key};
 
 /// Serialises reservations so server placement counts are never stale.
 const RESERVE_LOCK: i64 = 0x1d_0c_0a_11;
@@ -34,7 +34,7 @@ pub async fn reserve(
     let verified: Option<bool> = tx
         .query_opt("SELECT is_verified FROM app_user WHERE id = $1", &[&r.creator])
         .await?
-        .map(|row| row.try_get(0))
+        .map(|row| row.col(0))
         .transpose()?;
     match verified {
         None => return Err(Error::NotFound("creator user not found")),
@@ -62,7 +62,7 @@ pub async fn reserve(
             &[&r.servers],
         )
         .await?
-        .try_get(0)?;
+        .col(0)?;
     let sql = format!(
         "INSERT INTO organization AS o (id, name, database_name, server, status, creator_user_id, created_at) \
          VALUES ($1, $2, $3, $4, 'provisioning', $5, $6) RETURNING {ORG_COLUMNS}"
@@ -95,7 +95,7 @@ async fn check_quota(
     let created: i64 = tx
         .query_one("SELECT count(*) FROM organization WHERE creator_user_id = $1", &[&creator])
         .await?
-        .try_get(0)?;
+        .col(0)?;
     let max = state.config.max_clinics_per_user;
     if created >= i64::from(max) {
         return Err(Error::QuotaExceeded {

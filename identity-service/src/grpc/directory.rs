@@ -73,7 +73,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::LookupUserResponse>, Status> {
         let email = Email::parse("email", &request.into_inner().email)?;
         let conn = self.state.conn().await?;
-        let user = users::by_email(&**conn, &email.normalized())
+        let user = users::by_email(&**conn, &email)
             .await?
             .ok_or(Error::NotFound("no user with this email"))?;
         Ok(Response::new(pb::LookupUserResponse { user: Some(user.into()) }))

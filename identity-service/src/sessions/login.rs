@@ -41,7 +41,7 @@ pub async fn login(
     let keys: Vec<Key> = std::iter::once(account.clone()).chain(peer.clone()).collect();
     state.throttle.count(&**conn, &keys, now, TOO_MANY_ATTEMPTS).await?;
 
-    let found = users::credentials_by_email(&**conn, &credentials.email.normalized()).await?;
+    let found = users::credentials_by_email(&**conn, &credentials.email).await?;
     drop(conn);
     let (user, hash) = match found {
         Some(c) => (Some(c.user), Some(c.password_hash)),

@@ -1,6 +1,6 @@
 //! Queries on `session` and `refresh_token`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -20,34 +20,61 @@ pub struct TokenPair {
     pub session_id: Uuid,
 }
 
-fn refresh_ttl(state: &AppState) -> Result<chrono::Duration, Error> {
-    chrono::Duration::from_std(state.config.refresh_token_ttl).map_err(Error::internal)
+fn duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Stores a new refresh token for `session` and signs an access token.
+/// When the session that started at `created` ends, if refreshed at `now`: after the idle
+/// lifetime (`REFRESH_TOKEN_TTL_SECS`), and never later than its absolute lifetime
+/// (`SESSION_MAX_LIFETIME_SECS`) from `created`.
+/// In microseconds, as stored, so every report of it agrees.
+pub fn expiry(state: &AppState, created: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let idle = now.checked_add_signed(duration(state.config.refresh_token_ttl));
+    let absolute = lifetime_end(state, created);
+    idle.map_or(absolute, |idle| idle.min(absolute)).trunc_subsecs(6)
+}
+
+/// The end of the absolute lifetime of the session that started at `created`.
+pub fn lifetime_end(state: &AppState, created: DateTime<Utc>) -> DateTime<Utc> {
+    created
+        .checked_add_signed(duration(state.config.session_max_lifetime))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Stores `refresh` (the token and its hash) for `session`, expiring with it at
+/// `refresh_expires_at`, and signs an access token.
 pub async fn issue_pair(
     db: &impl GenericClient,
     state: &AppState,
-    user: Uuid,
-    session: Uuid,
+    (user, session): (Uuid, Uuid),
+    (refresh_token, hash): (String, Vec<u8>),
+    refresh_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<(TokenPair, Vec<u8>), Error> {
-    let refresh_expires_at = now + refresh_ttl(state)?;
-    let (refresh_token, hash) = refresh::generate();
+) -> Result<TokenPair, Error> {
     db.execute(
         "INSERT INTO refresh_token (token_hash, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
         &[&hash, &session, &now, &refresh_expires_at],
     )
     .await?;
+    sign_pair(state, (user, session), refresh_token, refresh_expires_at, now)
+}
+
+/// A pair of a fresh access token for `user`'s `session` and a refresh token stored already.
+pub fn sign_pair(
+    state: &AppState,
+    (user, session): (Uuid, Uuid),
+    refresh_token: String,
+    refresh_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<TokenPair, Error> {
     let (access_token, access_expires_at) = state.access_tokens.issue(user, session, now)?;
-    let pair = TokenPair {
+    Ok(TokenPair {
         access_token,
         access_expires_at,
         refresh_token,
         refresh_expires_at,
         session_id: session,
-    };
-    Ok((pair, hash))
+    })
 }
 
 /// Opens a session for `user` and returns its first token pair. Run inside a transaction.
@@ -58,12 +85,13 @@ pub async fn open(
     now: DateTime<Utc>,
 ) -> Result<TokenPair, Error> {
     let session = Uuid::new_v4();
+    let expires = expiry(state, now, now);
     db.execute(
         "INSERT INTO session (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&session, &user, &now, &(now + refresh_ttl(state)?)],
+        &[&session, &user, &now, &expires],
     )
     .await?;
-    Ok(issue_pair(db, state, user, session, now).await?.0)
+    issue_pair(db, state, (user, session), refresh::generate(), expires, now).await
 }
 
 /// Revokes one session (no-op when already revoked).

@@ -1,6 +1,7 @@
 //! Integration tests: each starts identity-service on its own database.
 
 mod directory;
+mod emails;
 mod helpers;
 mod invitations;
 mod login;
@@ -8,6 +9,7 @@ mod organizations;
 mod passwords;
 mod registration;
 mod replicas;
+mod rows;
 mod service_auth;
 mod sessions;
 mod startup;

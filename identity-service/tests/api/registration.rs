@@ -218,3 +218,49 @@ async fn accounts_never_verified_expire_and_free_their_email_and_name() {
     // The email and the name are free again.
     app.register("late@example.com", "late", PASSWORD).await.expect("registers again");
 }
+
+#[tokio::test]
+async fn the_janitor_prunes_dead_sessions_and_spent_codes_never_a_live_sessions_tokens() {
+    use identity_service::{config::ThrottleConfig, janitor, throttle::Throttle};
+    let app = spawn_app().await;
+    // A live session with two spent refresh tokens and its current one.
+    let ann = app.logged_in("ann").await;
+    let second = app.refresh(&ann.tokens.refresh_token).await.unwrap();
+    let third = app.refresh(&second.refresh_token).await.unwrap();
+    // A revoked session and an expired one.
+    let bob = app.logged_in("bob").await;
+    let logout = pb::LogoutRequest { refresh_token: bob.tokens.refresh_token.clone() };
+    app.auth.clone().logout(logout).await.unwrap();
+    let cy = app.logged_in("cy").await;
+    app.db
+        .execute(
+            "UPDATE session SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid",
+            &[&cy.tokens.session_id],
+        )
+        .await
+        .unwrap();
+    // Three used verification codes (ann, bob, cy), a live one and an expired one.
+    app.register("dan@example.com", "dan", PASSWORD).await.unwrap();
+    app.register("eve@example.com", "eve", PASSWORD).await.unwrap();
+    app.db
+        .execute(
+            "UPDATE email_verification SET expires_at = now() - interval '1 second' \
+             WHERE user_id = (SELECT id FROM app_user WHERE name = 'eve')",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let throttle = Throttle::new(ThrottleConfig::default());
+    let swept = janitor::sweep(&app.db, &throttle, week, chrono::Utc::now()).await.unwrap();
+    assert_eq!((swept.sessions, swept.verification_codes), (2, 4));
+    assert_eq!(app.count("session").await, 1);
+    assert_eq!(app.count("refresh_token").await, 3, "every token of the live session is kept");
+    assert_eq!(app.count("email_verification").await, 1);
+
+    // The live session still refreshes, and reuse of its spent tokens is still detected.
+    let fourth = app.refresh(&third.refresh_token).await.unwrap();
+    assert_code(app.refresh(&ann.tokens.refresh_token).await, Code::Unauthenticated);
+    assert_code(app.validate(&fourth.access_token).await, Code::Unauthenticated);
+}
