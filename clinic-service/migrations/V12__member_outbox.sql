@@ -31,3 +31,17 @@ CREATE TABLE member_outbox (
         OR (change = 'invitation_removed' AND email IS NOT NULL)
     )
 );
+
+-- Members are matched by the normalised address (NFC, then lowercase), computed by the service
+-- exactly as identity-service computes it: PostgreSQL's lower() depends on the database's
+-- locale (under C it lowercases ASCII only) and does not compose characters. `email` stays as
+-- the person typed it. Rows from before this migration get PostgreSQL's nearest equivalent.
+ALTER TABLE organization_user ADD COLUMN email_key text;
+UPDATE organization_user SET email_key = lower(normalize(email, NFC));
+ALTER TABLE organization_user ALTER COLUMN email_key SET NOT NULL;
+DROP INDEX organization_user_invited_email_key;
+DROP INDEX organization_user_active_email_idx;
+CREATE UNIQUE INDEX organization_user_invited_email_key
+    ON organization_user (email_key) WHERE status = 'invited';
+CREATE INDEX organization_user_active_email_idx
+    ON organization_user (email_key) WHERE status = 'active';

@@ -33,7 +33,7 @@ pub async fn invite(
     let tx = client.transaction().await.map_err(db("begin"))?;
     let active = tx
         .query_opt(
-            "SELECT 1 FROM organization_user WHERE status = 'active' AND lower(email) = lower($1)",
+            "SELECT 1 FROM organization_user WHERE status = 'active' AND email_key = $1",
             &[&new.email],
         )
         .await
@@ -64,7 +64,7 @@ async fn renew(
     let row = tx
         .query_opt(
             "SELECT id FROM organization_user \
-             WHERE status = 'invited' AND lower(email) = lower($1) FOR UPDATE",
+             WHERE status = 'invited' AND email_key = $1 FOR UPDATE",
             &[&new.email],
         )
         .await
@@ -73,7 +73,7 @@ async fn renew(
     let id: Uuid = get(&row, 0)?;
     write::change_role(tx, id, &new.profile).await?;
     tx.execute(
-        "UPDATE organization_user SET email = $2, invite_expires_at = $3 WHERE id = $1",
+        "UPDATE organization_user SET email = $2, email_key = $2, invite_expires_at = $3 WHERE id = $1",
         &[&id, &new.email, &expires_at],
     )
     .await
@@ -90,8 +90,8 @@ async fn insert(
     let profile_id = insert_profile(tx, &new.profile).await?;
     // The column name comes from a fixed list, never from input.
     let sql = format!(
-        "INSERT INTO organization_user (email, name, status, invite_expires_at, {}) \
-         VALUES ($1, '', 'invited', $2, $3) RETURNING id",
+        "INSERT INTO organization_user (email, email_key, name, status, invite_expires_at, {}) \
+         VALUES ($1, $1, '', 'invited', $2, $3) RETURNING id",
         column(new.profile.role())
     );
     let row = tx.query_one(&sql, &[&new.email, &expires_at, &profile_id]).await.map_err(|e| {

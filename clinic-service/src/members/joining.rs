@@ -42,9 +42,16 @@ pub async fn accept(
     let tx = client.transaction().await.map_err(db("begin"))?;
     let (id, role, invited) = pending(&tx, claims, now).await?;
     tx.execute(
-        "UPDATE organization_user SET status = 'active', user_id = $2, email = $3, name = $4, \
-         invite_expires_at = NULL, updated_at = $5 WHERE id = $1",
-        &[&id, &claims.user_id, &claims.email, &claims.name, &now],
+        "UPDATE organization_user SET status = 'active', user_id = $2, email = $3, email_key = $6, \
+         name = $4, invite_expires_at = NULL, updated_at = $5 WHERE id = $1",
+        &[
+            &id,
+            &claims.user_id,
+            &claims.email,
+            &claims.name,
+            &now,
+            &clinic_shared::email::normalize(&claims.email),
+        ],
     )
     .await
     .map_err(|e| {
@@ -84,9 +91,9 @@ pub async fn decline(
     Ok(id)
 }
 
-/// The caller's pending, unexpired invitation (matched by their email, case-insensitive) and
-/// its role and invited address, locked until `tx` ends. ALREADY_EXISTS when the caller is a member already (as
-/// after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
+/// The caller's pending, unexpired invitation (matched by the normalised form of their email,
+/// the form invitations are stored in) and its role and invited address, locked until `tx`
+/// ends. ALREADY_EXISTS when the caller is a member already (as after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
 async fn pending(
     tx: &Transaction<'_>,
     claims: &Claims,
@@ -95,8 +102,8 @@ async fn pending(
     let row = tx
         .query_opt(
             "SELECT id, role, email FROM organization_user WHERE status = 'invited' \
-             AND lower(email) = lower($1) AND invite_expires_at > $2 FOR UPDATE",
-            &[&claims.email, &now],
+             AND email_key = $1 AND invite_expires_at > $2 FOR UPDATE",
+            &[&clinic_shared::email::normalize(&claims.email), &now],
         )
         .await
         .map_err(db("find invitation"))?;

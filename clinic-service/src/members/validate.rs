@@ -39,7 +39,9 @@ impl Violations {
 
     /// An email address, checked as identity-service checks it (at most 254 bytes, no spaces
     /// or control characters, one `@` between a local part and a domain), so an address this
-    /// service accepts is never refused when the invitation is sent.
+    /// service accepts is never refused when the invitation is sent. Answers the normalised
+    /// form ([`clinic_shared::email::normalize`]), which invitations are keyed by here and in
+    /// identity-service.
     pub fn email(&mut self, field: &str, value: &str) -> String {
         let value = value.trim();
         let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
@@ -49,7 +51,7 @@ impl Violations {
         if value.is_empty() || value.len() > 254 || !well_formed || !clean {
             self.add(field, "must be an email address");
         }
-        value.to_owned()
+        clinic_shared::email::normalize(value)
     }
 
     /// A phone number: digits, spaces and `+-()`, at most 32 characters, empty allowed.
@@ -206,7 +208,8 @@ mod tests {
             assert_eq!(v.0.len(), 1, "{bad:?}");
         }
         let mut v = Violations::default();
-        assert_eq!(v.email("email", " Ann@Example.com "), "Ann@Example.com");
+        assert_eq!(v.email("email", " Ann@Example.com "), "ann@example.com");
+        assert_eq!(v.email("email", "U\u{308}@x.org"), "\u{fc}@x.org");
         assert!(v.0.is_empty());
     }
 

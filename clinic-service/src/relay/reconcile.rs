@@ -64,7 +64,7 @@ fn key(change: &Change) -> String {
             format!("member:{user_id}")
         }
         Change::Invitation { email, .. } | Change::InvitationRemoved { email } => {
-            format!("invitation:{}", email.to_lowercase())
+            format!("invitation:{}", clinic_shared::email::normalize(email))
         }
     }
 }

@@ -161,9 +161,15 @@ async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
             .map_err(db)?
             .get(0);
         tx.execute(
-            "INSERT INTO organization_user (user_id, email, name, admin_profile_id) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",
-            &[&claims.user_id, &claims.email, &claims.name, &profile],
+            "INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+            &[
+                &claims.user_id,
+                &claims.email,
+                &clinic_shared::email::normalize(&claims.email),
+                &claims.name,
+                &profile,
+            ],
         )
         .await
         .map_err(db)?;

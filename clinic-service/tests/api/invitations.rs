@@ -351,3 +351,29 @@ async fn list_organizations_shows_the_invitation_then_the_membership() {
     let admins = my_organizations(&app, &c.admin).await;
     assert_eq!(admins[0].status(), MembershipStatus::Active, "existing memberships are ACTIVE");
 }
+
+#[tokio::test]
+async fn invitations_match_any_spelling_of_the_address() {
+    let app = spawn_app().await;
+    let c = app.clinic("Spellings").await;
+    // The account's address is decomposed (U + combining diaeresis); the admin types it composed
+    // and in capitals. Both services key invitations by one normalised form (NFC, lowercase).
+    let user = app.user_with("U\u{308}ber", true).await;
+    let typed = user.email.replace("U\u{308}", "\u{dc}").to_uppercase();
+    assert_ne!(typed.to_lowercase(), user.email.to_lowercase());
+    let invited = app.invite(&c.admin, &c.org.id, &typed, pb::Role::Patient, None).await;
+    assert_eq!(invited.status, MembershipStatus::Invited as i32);
+    let member = app.accept(&user, &c.org.id).await.expect("the invitation is theirs");
+    assert_eq!(member.id, invited.id);
+    // The account's own spelling now names a member already.
+    let again = app
+        .members(&c.admin.token)
+        .add_member(pb::AddMemberRequest {
+            organization_id: c.org.id.clone(),
+            email: user.email.clone(),
+            role: pb::Role::Patient as i32,
+            profile: None,
+        })
+        .await;
+    assert_eq!(again.map(|_| ()).unwrap_err().code(), Code::AlreadyExists);
+}

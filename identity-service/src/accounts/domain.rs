@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::{error::Error, rows::RowExt};
@@ -58,12 +57,10 @@ impl Email {
     }
 }
 
-/// The one normalisation of email addresses: Unicode NFC (composed and decomposed spellings
-/// are one address), then lowercase by Unicode's default mapping. Computed here and stored
-/// (`app_user.email_normalized`), never by PostgreSQL's `lower()`, whose answer depends on the
-/// database's locale.
+/// The one normalisation of email addresses ([`clinic_shared::email::normalize`]: NFC, then
+/// lowercase), stored in `app_user.email_normalized`.
 pub fn normalize_email(email: &str) -> String {
-    email.nfc().collect::<String>().to_lowercase()
+    clinic_shared::email::normalize(email)
 }
 
 /// A display name: 1 to 100 characters, no control characters, trimmed.

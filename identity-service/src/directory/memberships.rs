@@ -89,7 +89,7 @@ pub async fn list_for_user(
              FROM organization_member m WHERE m.user_id = $1 \
              UNION ALL \
              SELECT i.organization_id, i.role, i.expires_at \
-             FROM organization_invitation i JOIN app_user u ON i.email = lower(u.email) \
+             FROM organization_invitation i JOIN app_user u ON i.email = u.email_normalized \
              WHERE $4 AND u.id = $1 AND u.is_verified AND i.expires_at > $5 \
            ) e WHERE ($2::uuid IS NULL OR e.organization_id > $2) \
            ORDER BY e.organization_id, e.invited_until NULLS FIRST \

@@ -68,12 +68,14 @@ async fn invitations_are_keyed_by_the_normalised_address() {
             seconds: (Utc::now() + Duration::days(1)).timestamp(),
             nanos: 0,
         }),
+        version: 0,
     };
     app.directory.clone().send_invitation(send).await.unwrap();
     let stored: String =
         app.db.query_one("SELECT email FROM organization_invitation", &[]).await.unwrap().get(0);
     assert_eq!(stored, NORMALISED);
-    let remove = pb::RemoveInvitationRequest { organization_id: org, email: COMPOSED.into() };
+    let remove =
+        pb::RemoveInvitationRequest { organization_id: org, email: COMPOSED.into(), version: 0 };
     app.directory.clone().remove_invitation(remove).await.unwrap();
     assert_eq!(app.count("organization_invitation").await, 0);
 }

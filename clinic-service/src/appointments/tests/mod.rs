@@ -67,8 +67,9 @@ impl Tenant {
         };
         let sql = format!(
             "WITH p AS (INSERT INTO {table} DEFAULT VALUES RETURNING id) \
-             INSERT INTO organization_user (user_id, email, name, {column}) \
-             SELECT gen_random_uuid(), 'm@example.test', 'member', id FROM p RETURNING id"
+             INSERT INTO organization_user (user_id, email, email_key, name, {column}) \
+             SELECT gen_random_uuid(), 'm@example.test', 'm@example.test', 'member', id FROM p \
+             RETURNING id"
         );
         let row = self.client.query_one(&sql, &[]).await.expect("insert member");
         Actor { member_id: row.get(0), role }

@@ -27,10 +27,10 @@ async fn list_queries_use_an_index_at_100k_rows() {
     c.batch_execute(&format!(
         "INSERT INTO doctor_profile (id) SELECT gen_random_uuid() FROM generate_series(1, {DOCTORS});
          INSERT INTO patient_profile (id) SELECT gen_random_uuid() FROM generate_series(1, {PATIENTS});
-         INSERT INTO organization_user (user_id, email, name, doctor_profile_id)
-             SELECT gen_random_uuid(), 'd@example.test', 'doctor', id FROM doctor_profile;
-         INSERT INTO organization_user (user_id, email, name, patient_profile_id)
-             SELECT gen_random_uuid(), 'p@example.test', 'patient', id FROM patient_profile;
+         INSERT INTO organization_user (user_id, email, email_key, name, doctor_profile_id)
+             SELECT gen_random_uuid(), 'd@example.test', 'd@example.test', 'doctor', id FROM doctor_profile;
+         INSERT INTO organization_user (user_id, email, email_key, name, patient_profile_id)
+             SELECT gen_random_uuid(), 'p@example.test', 'p@example.test', 'patient', id FROM patient_profile;
          -- Appointment i: doctor i % {DOCTORS}, patient i % {PATIENTS}, every 30 minutes per
          -- doctor, so neither side overlaps; a fifth of them already final.
          WITH d AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM organization_user WHERE role = 'doctor'),
