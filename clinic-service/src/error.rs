@@ -64,12 +64,13 @@ impl Error {
         Self::Internal(format!("{context}: {cause}"))
     }
 
-    /// A tenant database failure: connection-level problems are UNAVAILABLE, transactions lost
-    /// to concurrent ones ABORTED, the rest INTERNAL.
+    /// A tenant database failure: a lost connection is UNAVAILABLE (see
+    /// `clinic_shared::pg::is_connection_loss`), transactions lost to concurrent ones ABORTED,
+    /// the rest (conversion errors included) INTERNAL.
     pub fn tenant_db(context: &str, e: &tokio_postgres::Error) -> Self {
         if clinic_shared::pg::is_transaction_conflict(e) {
             Self::Aborted(format!("{context}: a concurrent change won; retry"))
-        } else if e.as_db_error().is_none() {
+        } else if clinic_shared::pg::is_connection_loss(e) {
             Self::Unavailable { what: "tenant database", cause: format!("{context}: {e}") }
         } else {
             Self::Internal(format!("{context}: {}", describe_pg(e)))
@@ -143,9 +144,11 @@ mod tests {
     #[tokio::test]
     async fn tenant_database_errors_map_to_codes() {
         for (sqlstate, code) in [
-            ("40P01", Code::Aborted),  // deadlock detected
-            ("40001", Code::Aborted),  // serialization failure
-            ("23P01", Code::Internal), // an exclusion violation nobody mapped is a bug
+            ("40P01", Code::Aborted),     // deadlock detected
+            ("40001", Code::Aborted),     // serialization failure
+            ("57P01", Code::Unavailable), // backend terminated (restart, failover)
+            ("08006", Code::Unavailable), // connection failure
+            ("23P01", Code::Internal),    // an exclusion violation nobody mapped is a bug
             ("XX000", Code::Internal),
         ] {
             let status = tonic::Status::from(Error::tenant_db("test", &raise(sqlstate).await));

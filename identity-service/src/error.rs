@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use clinic_shared::error::{self, FieldViolation};
+use clinic_shared::{
+    error::{self, FieldViolation},
+    pg,
+};
 use tonic::Status;
 
 /// Everything that can go wrong in identity-service.
@@ -92,9 +95,13 @@ impl From<Error> for Status {
             Error::QuotaExceeded { message, subject, description } => {
                 error::quota_exceeded(message, &subject, &description)
             }
-            // No connection in time, or none could be opened: the database is down or saturated.
-            Error::Pool(e) => error::unavailable("database", &e),
-            Error::Database(e) if e.is_closed() => error::unavailable("database", &e),
+            // The database is down, restarting or saturated: the caller may retry. One
+            // classification for both services (`clinic_shared::pg`).
+            Error::Pool(e) if pg::is_pool_unavailable(&e) => error::unavailable("database", &e),
+            Error::Database(e) if pg::is_connection_loss(&e) => error::unavailable("database", &e),
+            Error::Pg(pg::PgError::Postgres(e)) if pg::is_connection_loss(&e) => {
+                error::unavailable("database", &e)
+            }
             other => error::internal(&other),
         }
     }

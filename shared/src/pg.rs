@@ -9,9 +9,11 @@ use tokio_postgres::Config;
 
 use crate::slug::quote_ident;
 
+mod failure;
 mod testing;
 mod tls;
 
+pub use failure::{is_connection_loss, is_pool_unavailable, is_transaction_conflict};
 pub use testing::TestDatabase;
 pub use tls::{PgTls, PgTlsConnect};
 
@@ -85,7 +87,9 @@ pub fn pool_with_tls(
     let manager = Manager::from_config(
         tls.apply(&config)?,
         tls.clone(),
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        // Verified: a connection whose server side is gone (restart, failover, terminated
+        // backend) is noticed and replaced before a caller gets it.
+        ManagerConfig { recycling_method: RecyclingMethod::Verified },
     );
     Pool::builder(manager)
         .max_size(max_size)
@@ -113,17 +117,6 @@ pub async fn connect_with_tls(
         }
     });
     Ok(client)
-}
-
-/// Whether PostgreSQL aborted the transaction only because it ran into a concurrent one
-/// (deadlock detected, serialization failure): running the same transaction again is the
-/// documented remedy, and it then sees what the other one committed.
-pub fn is_transaction_conflict(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
 }
 
 /// Whether database `name` exists on the server `client` is connected to.

@@ -7,6 +7,7 @@ mod invitations;
 mod logs;
 mod members;
 mod organizations;
+mod outages;
 mod privileges;
 mod tenancy;
 mod tls;

@@ -5,6 +5,7 @@ mod helpers;
 mod invitations;
 mod login;
 mod organizations;
+mod outages;
 mod passwords;
 mod registration;
 mod replicas;
