@@ -78,6 +78,13 @@ impl Error {
     }
 }
 
+/// A column that could not be read is a bug (the query and its reader disagree): INTERNAL.
+impl From<clinic_shared::pg::RowError> for Error {
+    fn from(e: clinic_shared::pg::RowError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 /// A PostgreSQL error for logs: SQLSTATE and message only. The DETAIL of a constraint violation
 /// repeats the row's values (patient data), so it is never included.
 pub fn describe_pg(e: &tokio_postgres::Error) -> String {

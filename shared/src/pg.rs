@@ -10,10 +10,12 @@ use tokio_postgres::Config;
 use crate::slug::quote_ident;
 
 mod failure;
+mod row;
 mod testing;
 mod tls;
 
 pub use failure::{is_connection_loss, is_pool_unavailable, is_transaction_conflict};
+pub use row::{RowError, RowExt};
 pub use testing::TestDatabase;
 pub use tls::{PgTls, PgTlsConnect};
 
@@ -26,6 +28,9 @@ pub enum PgError {
     /// PostgreSQL refused or failed.
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
+    /// A column could not be read.
+    #[error(transparent)]
+    Row(#[from] RowError),
     /// The pool could not be built or hand out a connection.
     #[error("connection pool: {0}")]
     Pool(String),
@@ -54,7 +59,7 @@ pub async fn refuse_privileged(client: &tokio_postgres::Client) -> Result<(), Pg
             &[],
         )
         .await?;
-    let (user, privileged): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+    let (user, privileged): (String, bool) = (row.column(0)?, row.column(1)?);
     if privileged { Err(PgError::Privileged(user)) } else { Ok(()) }
 }
 

@@ -60,7 +60,10 @@ pub enum Error {
     /// answered as INTERNAL.
     #[error("internal: {0}")]
     Internal(&'static str),
-    /// PostgreSQL failed; logged, answered as INTERNAL.
+    /// A column could not be read (the query and its reader disagree); answered as INTERNAL.
+    #[error("{0}")]
+    Row(#[from] clinic_shared::pg::RowError),
+    /// PostgreSQL failed; logged, answered by `crate::error::Error::tenant_db`.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
 }
@@ -84,6 +87,7 @@ impl From<Error> for crate::error::Error {
             e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
             e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
             Error::Internal(m) => E::Internal(m.into()),
+            Error::Row(e) => e.into(),
             Error::Database(e) => E::tenant_db("appointments", &e),
         }
     }

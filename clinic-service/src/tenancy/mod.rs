@@ -15,6 +15,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use clinic_api::identity::v1 as ipb;
+use clinic_shared::pg::RowExt;
 use uuid::Uuid;
 
 pub use pools::{Pools, TenantConnection};
@@ -319,8 +320,8 @@ impl TenantAccess {
             .await
             .map_err(|e| Error::tenant_db("load caller", &e))?;
         let row = row.ok_or_else(Error::organization_not_found)?;
-        let role = Role::from_db(row.get::<_, Option<&str>>("role"))
+        let role = Role::from_db(row.column::<Option<&str>, _>("role")?)
             .ok_or_else(Error::organization_not_found)?;
-        Ok((conn, Caller { member_id: row.get("id"), user_id: claims.user_id, role }))
+        Ok((conn, Caller { member_id: row.column("id")?, user_id: claims.user_id, role }))
     }
 }

@@ -10,6 +10,7 @@
 //! 4. the creator becomes its admin (once);
 //! 5. the membership is recorded centrally and the organization marked ACTIVE.
 
+use clinic_shared::pg::RowExt;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -158,7 +159,7 @@ async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
             .query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[])
             .await
             .map_err(db)?
-            .get(0);
+            .column(0)?;
         tx.execute(
             "INSERT INTO organization_user (user_id, email, name, admin_profile_id) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",

@@ -9,5 +9,6 @@ mod members;
 mod organizations;
 mod outages;
 mod privileges;
+mod schema_drift;
 mod tenancy;
 mod tls;
