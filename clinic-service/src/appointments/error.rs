@@ -56,6 +56,9 @@ pub enum Error {
     /// The slot overlaps a PENDING or APPROVED appointment of the same doctor or patient.
     #[error("overlaps an existing appointment of the {}", .0.noun())]
     Overlap(Party),
+    /// The `request_id` was used (within its lifetime) for a booking with other parameters.
+    #[error("request_id was used for a different booking; use a new request_id")]
+    RequestIdReused,
     /// Something that cannot happen did (e.g. an unknown enum label in the database); logged,
     /// answered as INTERNAL.
     #[error("internal: {0}")]
@@ -86,6 +89,7 @@ impl From<Error> for crate::error::Error {
             Error::PermissionDenied(m) => E::PermissionDenied(m.into()),
             e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
             e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
+            e @ Error::RequestIdReused => E::FailedPrecondition(e.to_string()),
             Error::Internal(m) => E::Internal(m.into()),
             Error::Row(e) => e.into(),
             Error::Database(e) => E::tenant_db("appointments", &e),

@@ -21,6 +21,9 @@ pub const DURATION_RANGE: std::ops::RangeInclusive<i32> = 5..=480;
 pub const MAX_NOTES_CHARS: usize = 2000;
 /// Longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
+/// How long a `request_id` of `CreateAppointment` is remembered (then pruned; the key books
+/// anew).
+pub const REQUEST_ID_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Page size when the request says 0, and the most a page holds.
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
 /// The most a page holds.
@@ -102,9 +105,26 @@ pub struct CreateAppointment {
     pub duration_minutes: i32,
     /// Notes, at most [`MAX_NOTES_CHARS`].
     pub notes: String,
+    /// The idempotency key: retries with it answer the first booking.
+    pub request_id: Option<Uuid>,
+    /// When the request was received (keys expire [`REQUEST_ID_TTL`] after it).
+    pub received_at: DateTime<Utc>,
 }
 
 impl CreateAppointment {
+    /// A digest of what this booking asks for (with the patient resolved), so a key reused for
+    /// another booking is recognised. Fixed-width fields first, the notes last: unambiguous.
+    pub fn fingerprint(&self, patient_id: Uuid) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(patient_id.as_bytes());
+        digest.update(self.doctor_id.as_bytes());
+        digest.update(self.start_time.timestamp_micros().to_be_bytes());
+        digest.update(self.duration_minutes.to_be_bytes());
+        digest.update(self.notes.as_bytes());
+        digest.finalize().to_vec()
+    }
+
     /// Validates `req` against the clock reading `now`.
     pub fn parse(req: pb::CreateAppointmentRequest, now: DateTime<Utc>) -> Result<Self, Error> {
         let mut v = Violations::default();
@@ -135,6 +155,10 @@ impl CreateAppointment {
         if req.notes.chars().count() > MAX_NOTES_CHARS {
             v.add("notes", "at most 2000 characters");
         }
+        let request_id = match req.request_id.as_str() {
+            "" => None,
+            text => Some(v.uuid("request_id", text)),
+        };
         v.finish(Self {
             organization_id,
             patient,
@@ -142,6 +166,8 @@ impl CreateAppointment {
             start_time,
             duration_minutes,
             notes: req.notes,
+            request_id,
+            received_at: now,
         })
     }
 }
