@@ -154,7 +154,8 @@ async fn run(cluster: &Cluster) {
     stop.store(true, Ordering::SeqCst);
     while clients.join_next().await.is_some() {}
 
-    report(&app, &c, &tally.lock().unwrap(), restart_began, restart_done).await;
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    report(&app, &c, &tally, restart_began, restart_done).await;
 }
 
 type Api = AppointmentServiceClient<helpers::Authed>;
@@ -248,10 +249,7 @@ async fn report(
     println!("  lost (acked - found)         {}", distinct.len() as i64 - found);
     println!("  appointment rows in total    {rows} (more than acked: a booking made twice)");
     println!("  failed calls by code         {:?}", t.failures);
-    println!(
-        "  INTERNAL                     {}",
-        t.failures.get("Internal").copied().unwrap_or(0)
-    );
+    println!("  INTERNAL                     {}", t.failures.get("Internal").copied().unwrap_or(0));
     println!("  pg_ctl restart -m fast       {:.0} ms", ms(restart_done - restart_began));
     println!(
         "  recovery: first failure +{:.0} ms, last failure +{:.0} ms, first booking after it +{:.0} ms (from the restart's start)",

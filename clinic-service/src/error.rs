@@ -135,18 +135,10 @@ fn error_kind(e: &Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use clinic_shared::pg::{TestDatabase, connect, with_dbname};
+    use clinic_shared::pg::TestDatabase;
     use tonic::Code;
 
     use super::Error;
-
-    /// Real errors from the server, raised with the SQLSTATE under test.
-    async fn raise(sqlstate: &str) -> tokio_postgres::Error {
-        let client = connect(&with_dbname(&TestDatabase::server(), "postgres")).await.unwrap();
-        let sql =
-            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
-        client.batch_execute(&sql).await.unwrap_err()
-    }
 
     #[tokio::test]
     async fn tenant_database_errors_map_to_codes() {
@@ -158,7 +150,8 @@ mod tests {
             ("23P01", Code::Internal),    // an exclusion violation nobody mapped is a bug
             ("XX000", Code::Internal),
         ] {
-            let status = tonic::Status::from(Error::tenant_db("test", &raise(sqlstate).await));
+            let status =
+                tonic::Status::from(Error::tenant_db("test", &TestDatabase::raise(sqlstate).await));
             assert_eq!(status.code(), code, "{sqlstate}");
         }
     }

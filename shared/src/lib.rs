@@ -1,6 +1,7 @@
 //! What both services need, so each is written once: configuration from the environment,
 //! telemetry, gRPC server plumbing (reflection, health, request ids, graceful shutdown), error
-//! details for `tonic::Status`, auth metadata helpers, PostgreSQL helpers (identifier quoting,
+//! details for `tonic::Status` and the collection of field violations, paging and timestamps
+//! at the gRPC edge, auth metadata helpers, PostgreSQL helpers (identifier quoting,
 //! the organization-name-to-database mapping, per-test databases), and TLS for listeners, gRPC
 //! clients and PostgreSQL connections.
 
@@ -11,8 +12,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod paging;
 pub mod pg;
 pub mod server;
 pub mod slug;
 pub mod telemetry;
+pub mod time;
 pub mod tls;

@@ -70,9 +70,7 @@ impl TryFrom<ipb::Organization> for OrgRecord {
             location,
             status,
             creator: org.creator_user_id.parse().ok(),
-            created_at: org.create_time.and_then(|t| {
-                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-            }),
+            created_at: org.create_time.as_ref().and_then(clinic_shared::time::from_timestamp),
         })
     }
 }

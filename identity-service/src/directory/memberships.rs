@@ -4,7 +4,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Membership, Organization, Role, domain::ORG_COLUMNS, paging::Page};
+use super::{
+    Membership, Organization, Role,
+    domain::ORG_COLUMNS,
+    paging::{self, Page},
+};
 use crate::{error::Error, state::AppState};
 
 /// Records (or updates) `user`'s role in `organization`.
@@ -89,6 +93,7 @@ pub async fn list_for_user(
         .collect::<Result<Vec<_>, Error>>()?;
     let more = items.len() as i64 > page.size;
     items.truncate(page.size as usize);
-    let next = Page::next_token(more, items.last().map(|m| m.organization.id));
+    let next =
+        paging::next_token(paging::MEMBERSHIPS, more, items.last().map(|m| m.organization.id));
     Ok((items, next))
 }

@@ -49,14 +49,6 @@ mod tests {
     use super::*;
     use crate::pg::{TestDatabase, connect, with_dbname};
 
-    /// A real error from the server, raised with `sqlstate`.
-    async fn raise(sqlstate: &str) -> tokio_postgres::Error {
-        let client = connect(&with_dbname(&TestDatabase::server(), "postgres")).await.unwrap();
-        let sql =
-            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
-        client.batch_execute(&sql).await.unwrap_err()
-    }
-
     #[tokio::test]
     async fn server_errors_are_classified_by_sqlstate() {
         for (sqlstate, lost, conflict) in [
@@ -72,7 +64,7 @@ mod tests {
             ("23505", false, false), // unique violation
             ("XX000", false, false), // internal error
         ] {
-            let e = raise(sqlstate).await;
+            let e = TestDatabase::raise(sqlstate).await;
             assert_eq!(is_connection_loss(&e), lost, "{sqlstate}");
             assert_eq!(is_transaction_conflict(&e), conflict, "{sqlstate}");
         }
