@@ -48,7 +48,7 @@ impl TestDatabase {
             .expect("connect to test server");
         let sql =
             format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
-        client.batch_execute(&sql).await.err().expect("the statement raises")
+        client.batch_execute(&sql).await.expect_err("the statement raises")
     }
 
     /// A `postgres://` URL of this database, for configuring a child process. Assumes a TCP
