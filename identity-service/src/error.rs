@@ -50,9 +50,6 @@ pub enum Error {
     /// A PostgreSQL error.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
-    /// A column could not be read (the query and its reader disagree): a bug.
-    #[error("database row: {0}")]
-    Row(#[from] clinic_shared::pg::RowError),
     /// No database connection could be had in time.
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

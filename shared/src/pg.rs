@@ -59,7 +59,7 @@ pub async fn refuse_privileged(client: &tokio_postgres::Client) -> Result<(), Pg
             &[],
         )
         .await?;
-    let (user, privileged): (String, bool) = (row.column(0)?, row.column(1)?);
+    let (user, privileged): (String, bool) = (row.col(0)?, row.col(1)?);
     if privileged { Err(PgError::Privileged(user)) } else { Ok(()) }
 }
 

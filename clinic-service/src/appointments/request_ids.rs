@@ -70,10 +70,10 @@ pub async fn claim(
             &[&member_id, &request_id],
         )
         .await?;
-    if row.column::<&[u8], _>(0)? != fingerprint {
+    if row.col::<&[u8], _>(0)? != fingerprint {
         return Err(Error::RequestIdReused);
     }
-    row.column::<Option<Uuid>, _>(1)?
+    row.col::<Option<Uuid>, _>(1)?
         .map(Claim::Booked)
         .ok_or(Error::Internal("a committed request id without its appointment"))
 }

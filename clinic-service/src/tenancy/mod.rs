@@ -318,8 +318,8 @@ impl TenantAccess {
             .await
             .map_err(|e| Error::tenant_db("load caller", &e))?;
         let row = row.ok_or_else(Error::organization_not_found)?;
-        let role = Role::from_db(row.column::<Option<&str>, _>("role")?)
+        let role = Role::from_db(row.col::<Option<&str>, _>("role")?)
             .ok_or_else(Error::organization_not_found)?;
-        Ok((conn, Caller { member_id: row.column("id")?, user_id: claims.user_id, role }))
+        Ok((conn, Caller { member_id: row.col("id")?, user_id: claims.user_id, role }))
     }
 }

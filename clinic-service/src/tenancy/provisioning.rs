@@ -159,7 +159,7 @@ async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
             .query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[])
             .await
             .map_err(db)?
-            .column(0)?;
+            .col(0)?;
         tx.execute(
             "INSERT INTO organization_user (user_id, email, name, admin_profile_id) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",

@@ -1,7 +1,7 @@
 //! Reading columns without panicking. `Row::get` panics when a column is missing or its type
 //! does not match the Rust type (a query and its reader disagree, or the schema drifted); a
 //! service must answer that as INTERNAL instead of dropping the caller's connection.
-//! [`RowExt::column`] is the one way to read a column: a typed [`RowError`] that each service
+//! [`RowExt::col`] is the one way to read a column: a typed [`RowError`] that each service
 //! converts into its INTERNAL variant.
 
 use std::fmt;
@@ -23,14 +23,14 @@ pub struct RowError {
 /// Column access that fails with [`RowError`] instead of panicking.
 pub trait RowExt {
     /// The value of column `index` (a name or a position) as `T`.
-    fn column<'a, T, I>(&'a self, index: I) -> Result<T, RowError>
+    fn col<'a, T, I>(&'a self, index: I) -> Result<T, RowError>
     where
         T: FromSql<'a>,
         I: RowIndex + fmt::Display;
 }
 
 impl RowExt for Row {
-    fn column<'a, T, I>(&'a self, index: I) -> Result<T, RowError>
+    fn col<'a, T, I>(&'a self, index: I) -> Result<T, RowError>
     where
         T: FromSql<'a>,
         I: RowIndex + fmt::Display,
@@ -49,13 +49,13 @@ mod tests {
     async fn mismatches_are_errors_not_panics() {
         let client = connect(&with_dbname(&TestDatabase::server(), "postgres")).await.unwrap();
         let row = client.query_one("SELECT 'x'::text AS name, 7::int4 AS n", &[]).await.unwrap();
-        assert_eq!(row.column::<&str, _>("name").unwrap(), "x");
-        assert_eq!(row.column::<i32, _>(1).unwrap(), 7);
-        let wrong_type = row.column::<i64, _>("n").unwrap_err();
+        assert_eq!(row.col::<&str, _>("name").unwrap(), "x");
+        assert_eq!(row.col::<i32, _>(1).unwrap(), 7);
+        let wrong_type = row.col::<i64, _>("n").unwrap_err();
         assert_eq!(wrong_type.column, "n");
         assert!(!is_connection_loss(&wrong_type.source));
-        let missing = row.column::<i32, _>("nope").unwrap_err();
+        let missing = row.col::<i32, _>("nope").unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
-        assert!(row.column::<i32, _>(9).is_err());
+        assert!(row.col::<i32, _>(9).is_err());
     }
 }
