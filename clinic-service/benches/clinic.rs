@@ -10,6 +10,9 @@
 //! Run with `cargo bench -p clinic-service --bench clinic` (PostgreSQL at `TEST_DATABASE_URL`,
 //! default 127.0.0.1:5432; scripts/test.sh starts one when missing).
 
+// A benchmark may panic on a row it did not expect.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../tests/api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;

@@ -64,16 +64,24 @@ impl Error {
         Self::Internal(format!("{context}: {cause}"))
     }
 
-    /// A tenant database failure: connection-level problems are UNAVAILABLE, transactions lost
-    /// to concurrent ones ABORTED, the rest INTERNAL.
+    /// A tenant database failure: a lost connection is UNAVAILABLE (see
+    /// `clinic_shared::pg::is_connection_loss`), transactions lost to concurrent ones ABORTED,
+    /// the rest (conversion errors included) INTERNAL.
     pub fn tenant_db(context: &str, e: &tokio_postgres::Error) -> Self {
         if clinic_shared::pg::is_transaction_conflict(e) {
             Self::Aborted(format!("{context}: a concurrent change won; retry"))
-        } else if e.as_db_error().is_none() {
+        } else if clinic_shared::pg::is_connection_loss(e) {
             Self::Unavailable { what: "tenant database", cause: format!("{context}: {e}") }
         } else {
             Self::Internal(format!("{context}: {}", describe_pg(e)))
         }
+    }
+}
+
+/// A column that could not be read is a bug (the query and its reader disagree): INTERNAL.
+impl From<clinic_shared::pg::RowError> for Error {
+    fn from(e: clinic_shared::pg::RowError) -> Self {
+        Self::Internal(e.to_string())
     }
 }
 
@@ -127,28 +135,23 @@ fn error_kind(e: &Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use clinic_shared::pg::{TestDatabase, connect, with_dbname};
+    use clinic_shared::pg::TestDatabase;
     use tonic::Code;
 
     use super::Error;
 
-    /// Real errors from the server, raised with the SQLSTATE under test.
-    async fn raise(sqlstate: &str) -> tokio_postgres::Error {
-        let client = connect(&with_dbname(&TestDatabase::server(), "postgres")).await.unwrap();
-        let sql =
-            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
-        client.batch_execute(&sql).await.unwrap_err()
-    }
-
     #[tokio::test]
     async fn tenant_database_errors_map_to_codes() {
         for (sqlstate, code) in [
-            ("40P01", Code::Aborted),  // deadlock detected
-            ("40001", Code::Aborted),  // serialization failure
-            ("23P01", Code::Internal), // an exclusion violation nobody mapped is a bug
+            ("40P01", Code::Aborted),     // deadlock detected
+            ("40001", Code::Aborted),     // serialization failure
+            ("57P01", Code::Unavailable), // backend terminated (restart, failover)
+            ("08006", Code::Unavailable), // connection failure
+            ("23P01", Code::Internal),    // an exclusion violation nobody mapped is a bug
             ("XX000", Code::Internal),
         ] {
-            let status = tonic::Status::from(Error::tenant_db("test", &raise(sqlstate).await));
+            let status =
+                tonic::Status::from(Error::tenant_db("test", &TestDatabase::raise(sqlstate).await));
             assert_eq!(status.code(), code, "{sqlstate}");
         }
     }

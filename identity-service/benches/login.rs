@@ -7,6 +7,9 @@
 //!
 //! Run with `cargo bench -p identity-service --bench login` (PostgreSQL at `TEST_DATABASE_URL`).
 
+// A benchmark may panic on a row it did not expect.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../tests/api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;

@@ -8,7 +8,8 @@ use deadpool_postgres::Pool;
 use refinery::Target;
 use uuid::Uuid;
 
-use crate::{accounts::normalize_email, config::Config, error::Error, rows::RowExt};
+use crate::{accounts::normalize_email, config::Config, error::Error};
+use clinic_shared::pg::RowExt;
 
 refinery::embed_migrations!("migrations");
 

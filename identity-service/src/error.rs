@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use clinic_shared::error::{self, FieldViolation};
+use clinic_shared::{
+    error::{self, FieldViolation},
+    pg,
+};
 use tonic::Status;
 
 /// Everything that can go wrong in identity-service.
@@ -48,14 +51,9 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
     /// A row lacks a column, or holds it in another type, than the code expects: our bug or a
-    /// schema out of step (see [`crate::rows::RowExt`]).
-    #[error("row: column {column}: {source}")]
-    Row {
-        /// The column's name or position.
-        column: String,
-        /// What tokio-postgres said.
-        source: tokio_postgres::Error,
-    },
+    /// schema out of step (see [`clinic_shared::pg::RowExt`]).
+    #[error("row: {0}")]
+    Row(#[from] clinic_shared::pg::RowError),
     /// No database connection could be had in time.
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -114,9 +112,13 @@ impl From<Error> for Status {
             Error::QuotaExceeded { message, subject, description } => {
                 error::quota_exceeded(message, &subject, &description)
             }
-            // No connection in time, or none could be opened: the database is down or saturated.
-            Error::Pool(e) => error::unavailable("database", &e),
-            Error::Database(e) if e.is_closed() => error::unavailable("database", &e),
+            // The database is down, restarting or saturated: the caller may retry. One
+            // classification for both services (`clinic_shared::pg`).
+            Error::Pool(e) if pg::is_pool_unavailable(&e) => error::unavailable("database", &e),
+            Error::Database(e) if pg::is_connection_loss(&e) => error::unavailable("database", &e),
+            Error::Pg(pg::PgError::Postgres(e)) if pg::is_connection_loss(&e) => {
+                error::unavailable("database", &e)
+            }
             other => error::internal(&other),
         }
     }

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{config::ThrottleConfig, error::Error, peer::Peer, rows::RowExt};
+use crate::{config::ThrottleConfig, error::Error, peer::Peer};
+use clinic_shared::pg::RowExt;
 
 /// What is being counted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,56 @@ impl FieldViolation {
     }
 }
 
+/// Collects the violations of one request, so a single INVALID_ARGUMENT names every bad field
+/// (the one way both services validate a message field by field).
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Records violations found elsewhere.
+    pub fn extend(&mut self, violations: impl IntoIterator<Item = FieldViolation>) {
+        self.0.extend(violations);
+    }
+
+    /// A required UUID field; a violation (and the nil UUID) when empty or malformed.
+    pub fn uuid(&mut self, field: &str, text: &str) -> uuid::Uuid {
+        let text = text.trim();
+        uuid::Uuid::parse_str(text).unwrap_or_else(|_| {
+            self.add(field, if text.is_empty() { "required" } else { "must be a UUID" });
+            uuid::Uuid::nil()
+        })
+    }
+
+    /// An optional timestamp field (see [`crate::time::from_timestamp`]); a violation when it is
+    /// present but malformed.
+    pub fn time(
+        &mut self,
+        field: &str,
+        ts: Option<&prost_types::Timestamp>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let parsed = crate::time::from_timestamp(ts?);
+        if parsed.is_none() {
+            self.add(field, "not a valid timestamp");
+        }
+        parsed
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `value` when nothing was recorded, every violation otherwise.
+    pub fn finish<T>(self, value: T) -> Result<T, Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(value) } else { Err(self.0) }
+    }
+}
+
 /// `INVALID_ARGUMENT` naming every offending field in the message and in `BadRequest` details.
 pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
     let mut details = ErrorDetails::new();

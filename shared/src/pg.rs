@@ -9,9 +9,13 @@ use tokio_postgres::Config;
 
 use crate::slug::quote_ident;
 
+mod failure;
+mod row;
 mod testing;
 mod tls;
 
+pub use failure::{is_connection_loss, is_pool_unavailable, is_transaction_conflict};
+pub use row::{RowError, RowExt};
 pub use testing::TestDatabase;
 pub use tls::{PgTls, PgTlsConnect};
 
@@ -24,6 +28,9 @@ pub enum PgError {
     /// PostgreSQL refused or failed.
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
+    /// A column could not be read.
+    #[error(transparent)]
+    Row(#[from] RowError),
     /// The pool could not be built or hand out a connection.
     #[error("connection pool: {0}")]
     Pool(String),
@@ -52,7 +59,7 @@ pub async fn refuse_privileged(client: &tokio_postgres::Client) -> Result<(), Pg
             &[],
         )
         .await?;
-    let (user, privileged): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+    let (user, privileged): (String, bool) = (row.col(0)?, row.col(1)?);
     if privileged { Err(PgError::Privileged(user)) } else { Ok(()) }
 }
 
@@ -85,7 +92,9 @@ pub fn pool_with_tls(
     let manager = Manager::from_config(
         tls.apply(&config)?,
         tls.clone(),
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        // Verified: a connection whose server side is gone (restart, failover, terminated
+        // backend) is noticed and replaced before a caller gets it.
+        ManagerConfig { recycling_method: RecyclingMethod::Verified },
     );
     Pool::builder(manager)
         .max_size(max_size)
@@ -113,17 +122,6 @@ pub async fn connect_with_tls(
         }
     });
     Ok(client)
-}
-
-/// Whether PostgreSQL aborted the transaction only because it ran into a concurrent one
-/// (deadlock detected, serialization failure): running the same transaction again is the
-/// documented remedy, and it then sees what the other one committed.
-pub fn is_transaction_conflict(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
 }
 
 /// Whether database `name` exists on the server `client` is connected to.

@@ -56,11 +56,17 @@ pub enum Error {
     /// The slot overlaps a PENDING or APPROVED appointment of the same doctor or patient.
     #[error("overlaps an existing appointment of the {}", .0.noun())]
     Overlap(Party),
+    /// The `request_id` was used (within its lifetime) for a booking with other parameters.
+    #[error("request_id was used for a different booking; use a new request_id")]
+    RequestIdReused,
     /// Something that cannot happen did (e.g. an unknown enum label in the database); logged,
     /// answered as INTERNAL.
     #[error("internal: {0}")]
     Internal(&'static str),
-    /// PostgreSQL failed; logged, answered as INTERNAL.
+    /// A column could not be read (the query and its reader disagree); answered as INTERNAL.
+    #[error("{0}")]
+    Row(#[from] clinic_shared::pg::RowError),
+    /// PostgreSQL failed; logged, answered by `crate::error::Error::tenant_db`.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
 }
@@ -83,7 +89,9 @@ impl From<Error> for crate::error::Error {
             Error::PermissionDenied(m) => E::PermissionDenied(m.into()),
             e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
             e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
+            e @ Error::RequestIdReused => E::FailedPrecondition(e.to_string()),
             Error::Internal(m) => E::Internal(m.into()),
+            Error::Row(e) => e.into(),
             Error::Database(e) => E::tenant_db("appointments", &e),
         }
     }

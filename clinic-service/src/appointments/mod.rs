@@ -3,8 +3,8 @@
 //!
 //! - `domain`: states, the transition table, who may do what (pure).
 //! - `requests`: proto messages parsed into validated values (`TryFrom`).
-//! - `repository`, `listing`: SQL on a tenant database; `service`: the operations in
-//!   transactions.
+//! - `repository`, `listing`: SQL on a tenant database; `request_ids`: idempotency keys of
+//!   bookings; `service`: the operations in transactions.
 //! - `grpc`: the `AppointmentService` handlers (thin edge).
 //! - PostgreSQL holds the no-overlap rule (exclusion constraints, migration V10), so concurrent
 //!   bookings cannot race past it.
@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod listing;
 pub mod page_token;
 pub mod repository;
+pub mod request_ids;
 pub mod requests;
 pub mod service;
 

@@ -2,6 +2,7 @@
 //! transactions. The list query lives in `listing`.
 
 use chrono::{DateTime, Utc};
+use clinic_shared::pg::RowExt;
 use tokio_postgres::{GenericClient, Row, error::SqlState};
 use uuid::Uuid;
 
@@ -15,17 +16,17 @@ pub(super) const COLUMNS: &str = "id, patient_id, doctor_id, appointment_date_ti
                        upper(slot), status::text, notes, created_at, updated_at";
 
 pub(super) fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
-    let status: String = row.try_get(6)?;
+    let status: String = row.col(6)?;
     Ok(Appointment {
-        id: row.try_get(0)?,
-        parties: Parties { patient_id: row.try_get(1)?, doctor_id: row.try_get(2)? },
-        start_time: row.try_get(3)?,
-        duration_minutes: row.try_get(4)?,
-        end_time: row.try_get(5)?,
+        id: row.col(0)?,
+        parties: Parties { patient_id: row.col(1)?, doctor_id: row.col(2)? },
+        start_time: row.col(3)?,
+        duration_minutes: row.col(4)?,
+        end_time: row.col(5)?,
         status: parse_status(&status)?,
-        notes: row.try_get(7)?,
-        created_at: row.try_get(8)?,
-        updated_at: row.try_get(9)?,
+        notes: row.col(7)?,
+        created_at: row.col(8)?,
+        updated_at: row.col(9)?,
     })
 }
 
@@ -67,7 +68,7 @@ pub async fn require_member(
         )
         .await?;
     let Some(row) = row else { return Err(Error::MemberNotFound(party)) };
-    let actual: Option<String> = row.try_get(0)?;
+    let actual: Option<String> = row.col(0)?;
     if Role::from_db(actual.as_deref()) == Some(role) {
         Ok(())
     } else {
@@ -133,8 +134,8 @@ pub async fn lock(
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let parties = Parties { patient_id: row.try_get(0)?, doctor_id: row.try_get(1)? };
-    let status: String = row.try_get(2)?;
+    let parties = Parties { patient_id: row.col(0)?, doctor_id: row.col(1)? };
+    let status: String = row.col(2)?;
     Ok(Some((parties, parse_status(&status)?)))
 }
 
@@ -172,14 +173,14 @@ pub async fn history(client: &impl GenericClient, id: Uuid) -> Result<Vec<Status
         .await?;
     rows.iter()
         .map(|row| {
-            let from: Option<String> = row.try_get(0)?;
-            let to: String = row.try_get(1)?;
+            let from: Option<String> = row.col(0)?;
+            let to: String = row.col(1)?;
             Ok(StatusChange {
                 from_status: from.as_deref().map(parse_status).transpose()?,
                 to_status: parse_status(&to)?,
-                changed_by: row.try_get(2)?,
-                changed_at: row.try_get(3)?,
-                reason: row.try_get(4)?,
+                changed_by: row.col(2)?,
+                changed_at: row.col(3)?,
+                reason: row.col(4)?,
             })
         })
         .collect()

@@ -4,7 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
-use clinic_shared::error::FieldViolation;
+use clinic_shared::{
+    error::Violations,
+    paging::{MAX_PAGE_SIZE, Page},
+};
 use uuid::Uuid;
 
 use super::{
@@ -21,58 +24,31 @@ pub const DURATION_RANGE: std::ops::RangeInclusive<i32> = 5..=480;
 pub const MAX_NOTES_CHARS: usize = 2000;
 /// Longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
-/// Page size when the request says 0, and the most a page holds.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// The most a page holds.
-pub const MAX_PAGE_SIZE: i64 = 100;
+/// How long a `request_id` of `CreateAppointment` is remembered (then pruned; the key books
+/// anew).
+pub const REQUEST_ID_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Token kind of `ListAppointments`.
+pub(crate) const LIST_KIND: &str = "appointments";
 
 pub use crate::grpc::MemberRef;
 
-/// Collects violations so one answer names every bad field.
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    fn add(&mut self, field: &str, description: &str) {
-        self.0.push(FieldViolation::new(field, description));
+/// A member field: `me` (the caller), a UUID, or (when not `required`) empty.
+fn member(v: &mut Violations, field: &str, text: &str, required: bool) -> Option<MemberRef> {
+    if text.is_empty() && !required {
+        return None;
     }
-
-    fn uuid(&mut self, field: &str, text: &str) -> Uuid {
-        Uuid::parse_str(text).unwrap_or_else(|_| {
-            self.add(field, if text.is_empty() { "required" } else { "must be a UUID" });
-            Uuid::nil()
-        })
-    }
-
-    fn member(&mut self, field: &str, text: &str, required: bool) -> Option<MemberRef> {
-        if text.is_empty() && !required {
-            return None;
-        }
-        match MemberRef::parse_field(field, text) {
-            Ok(member) => Some(member),
-            Err(violation) => {
-                self.0.push(violation);
-                Some(MemberRef::Id(Uuid::nil()))
-            }
+    match MemberRef::parse_field(field, text) {
+        Ok(member) => Some(member),
+        Err(violation) => {
+            v.extend([violation]);
+            Some(MemberRef::Id(Uuid::nil()))
         }
     }
+}
 
-    fn time(&mut self, field: &str, ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-        let ts = ts?;
-        let parsed = u32::try_from(ts.nanos)
-            .ok()
-            .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-            // PostgreSQL keeps microseconds; truncating here keeps tokens and echoes exact.
-            .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()));
-        if parsed.is_none() {
-            self.add(field, "not a valid timestamp");
-        }
-        parsed
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Error> {
-        if self.0.is_empty() { Ok(value) } else { Err(Error::InvalidArgument(self.0)) }
-    }
+/// `value`, or INVALID_ARGUMENT naming every field `v` collected.
+fn finish<T>(v: Violations, value: T) -> Result<T, Error> {
+    v.finish(value).map_err(Error::InvalidArgument)
 }
 
 /// `CreateAppointment`, validated.
@@ -90,14 +66,31 @@ pub struct CreateAppointment {
     pub duration_minutes: i32,
     /// Notes, at most [`MAX_NOTES_CHARS`].
     pub notes: String,
+    /// The idempotency key: retries with it answer the first booking.
+    pub request_id: Option<Uuid>,
+    /// When the request was received (keys expire [`REQUEST_ID_TTL`] after it).
+    pub received_at: DateTime<Utc>,
 }
 
 impl CreateAppointment {
+    /// A digest of what this booking asks for (with the patient resolved), so a key reused for
+    /// another booking is recognised. Fixed-width fields first, the notes last: unambiguous.
+    pub fn fingerprint(&self, patient_id: Uuid) -> Vec<u8> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(patient_id.as_bytes());
+        digest.update(self.doctor_id.as_bytes());
+        digest.update(self.start_time.timestamp_micros().to_be_bytes());
+        digest.update(self.duration_minutes.to_be_bytes());
+        digest.update(self.notes.as_bytes());
+        digest.finalize().to_vec()
+    }
+
     /// Validates `req` against the clock reading `now`.
     pub fn parse(req: pb::CreateAppointmentRequest, now: DateTime<Utc>) -> Result<Self, Error> {
         let mut v = Violations::default();
         let organization_id = v.uuid("organization_id", &req.organization_id);
-        let patient = v.member("patient_id", &req.patient_id, true).unwrap_or(MemberRef::Me);
+        let patient = member(&mut v, "patient_id", &req.patient_id, true).unwrap_or(MemberRef::Me);
         let doctor_id = v.uuid("doctor_id", &req.doctor_id);
         let start_time = match v.time("start_time", req.start_time.as_ref()) {
             Some(t) if t <= now => {
@@ -123,14 +116,23 @@ impl CreateAppointment {
         if req.notes.chars().count() > MAX_NOTES_CHARS {
             v.add("notes", "at most 2000 characters");
         }
-        v.finish(Self {
-            organization_id,
-            patient,
-            doctor_id,
-            start_time,
-            duration_minutes,
-            notes: req.notes,
-        })
+        let request_id = match req.request_id.as_str() {
+            "" => None,
+            text => Some(v.uuid("request_id", text)),
+        };
+        finish(
+            v,
+            Self {
+                organization_id,
+                patient,
+                doctor_id,
+                start_time,
+                duration_minutes,
+                notes: req.notes,
+                request_id,
+                received_at: now,
+            },
+        )
     }
 }
 
@@ -157,7 +159,7 @@ impl TryFrom<pb::GetAppointmentRequest> for AppointmentRef {
     fn try_from(req: pb::GetAppointmentRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let r = Self::parse(&req.organization_id, &req.appointment_id, &mut v);
-        v.finish(r)
+        finish(v, r)
     }
 }
 
@@ -166,7 +168,7 @@ impl TryFrom<pb::ListAppointmentHistoryRequest> for AppointmentRef {
     fn try_from(req: pb::ListAppointmentHistoryRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let r = Self::parse(&req.organization_id, &req.appointment_id, &mut v);
-        v.finish(r)
+        finish(v, r)
     }
 }
 
@@ -196,7 +198,7 @@ impl Transition {
         } else if reason.chars().count() > MAX_REASON_CHARS {
             v.add("reason", "at most 500 characters");
         }
-        v.finish(Self { target, action, reason })
+        finish(v, Self { target, action, reason })
     }
 }
 
@@ -232,7 +234,7 @@ pub struct ListAppointments {
     pub start_from: Option<DateTime<Utc>>,
     /// Starting before.
     pub start_to: Option<DateTime<Utc>>,
-    /// Rows per page, 1 to [`MAX_PAGE_SIZE`].
+    /// Rows per page, 1 to `MAX_PAGE_SIZE`.
     pub page_size: i64,
     /// Continue after this row.
     pub after: Option<PageToken>,
@@ -243,8 +245,8 @@ impl TryFrom<pb::ListAppointmentsRequest> for ListAppointments {
     fn try_from(req: pb::ListAppointmentsRequest) -> Result<Self, Error> {
         let mut v = Violations::default();
         let organization_id = v.uuid("organization_id", &req.organization_id);
-        let doctor = v.member("doctor_id", &req.doctor_id, false);
-        let patient = v.member("patient_id", &req.patient_id, false);
+        let doctor = member(&mut v, "doctor_id", &req.doctor_id, false);
+        let patient = member(&mut v, "patient_id", &req.patient_id, false);
         let mut statuses = Vec::new();
         for raw in &req.statuses {
             match pb::AppointmentStatus::try_from(*raw).ok().and_then(status_from_pb) {
@@ -255,32 +257,20 @@ impl TryFrom<pb::ListAppointmentsRequest> for ListAppointments {
         }
         let start_from = v.time("start_time_from", req.start_time_from.as_ref());
         let start_to = v.time("start_time_to", req.start_time_to.as_ref());
-        let page_size = match i64::from(req.page_size) {
-            0 => DEFAULT_PAGE_SIZE,
-            n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-            n if n > MAX_PAGE_SIZE => MAX_PAGE_SIZE,
-            _ => {
-                v.add("page_size", "must not be negative");
-                DEFAULT_PAGE_SIZE
-            }
-        };
-        let after = match req.page_token.as_str() {
-            "" => None,
-            text => PageToken::decode(text).or_else(|| {
-                v.add("page_token", "not a token this service issued");
-                None
-            }),
-        };
-        v.finish(Self {
-            organization_id,
-            doctor,
-            patient,
-            statuses,
-            start_from,
-            start_to,
-            page_size,
-            after,
-        })
+        let page = Page::parse(LIST_KIND, req.page_size, &req.page_token, MAX_PAGE_SIZE, &mut v);
+        finish(
+            v,
+            Self {
+                organization_id,
+                doctor,
+                patient,
+                statuses,
+                start_from,
+                start_to,
+                page_size: page.size,
+                after: page.after,
+            },
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use super::{
     listing,
     page_token::PageToken,
     repository,
+    request_ids::{self, Claim},
     requests::{CreateAppointment, ListAppointments, Transition},
 };
 
@@ -30,7 +31,8 @@ fn run_again<T>(result: &Result<T, Error>, attempt: u32) -> bool {
     again
 }
 
-/// Books a PENDING appointment and records the booking in its history.
+/// Books a PENDING appointment and records the booking in its history. With a `request_id`,
+/// a retry answers the appointment the first call booked (see `request_ids`).
 pub async fn create(
     client: &mut Client,
     actor: &Actor,
@@ -59,6 +61,17 @@ async fn create_once(
         }));
     }
     let tx = client.transaction().await?;
+    if let Some(key) = req.request_id {
+        let fingerprint = req.fingerprint(patient_id);
+        if let Claim::Booked(id) =
+            request_ids::claim(&tx, actor.member_id, key, &fingerprint, req.received_at).await?
+        {
+            // The first call booked it: answer that, as it is now.
+            let appointment = repository::fetch(&tx, id).await?;
+            tx.commit().await?;
+            return appointment.ok_or(Error::Internal("a request id's appointment vanished"));
+        }
+    }
     repository::require_member(&tx, patient_id, Role::Patient, Party::Patient).await?;
     repository::require_member(&tx, req.doctor_id, Role::Doctor, Party::Doctor).await?;
     let appointment = repository::insert(
@@ -79,6 +92,9 @@ async fn create_once(
         "",
     )
     .await?;
+    if let Some(key) = req.request_id {
+        request_ids::record(&tx, actor.member_id, key, appointment.id).await?;
+    }
     tx.commit().await?;
     Ok(appointment)
 }

@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
@@ -75,10 +75,8 @@ fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
 fn claims_from(answer: clinic_api::identity::v1::ValidateTokenResponse) -> Result<Claims, Status> {
     let bad = || Status::unavailable("token validation returned a malformed answer");
     let user_id = answer.user_id.parse().map_err(|_| bad())?;
-    let expires_at = answer
-        .expire_time
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-        .ok_or_else(bad)?;
+    let expires_at =
+        answer.expire_time.and_then(|t| clinic_shared::time::from_timestamp(&t)).ok_or_else(bad)?;
     Ok(Claims {
         user_id,
         session_id: answer.session_id,

@@ -7,7 +7,9 @@
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::{error::Error, rows::get};
+use clinic_shared::pg::RowExt;
+
+use crate::error::Error;
 
 /// Locks the active admins and checks that changing `target`'s role (or removing it) leaves
 /// one, and that `caller` still is one (they may have been demoted since their request was
@@ -21,7 +23,7 @@ pub async fn guard(tx: &Transaction<'_>, caller: Uuid, target: Uuid) -> Result<(
         )
         .await
         .map_err(|e| Error::tenant_db("lock admins", &e))?;
-    let admins = rows.iter().map(|r| get::<Uuid>(r, 0)).collect::<Result<Vec<_>, _>>()?;
+    let admins = rows.iter().map(|r| r.col::<Uuid>(0)).collect::<Result<Vec<_>, _>>()?;
     if admins.contains(&target) && admins.iter().all(|id| *id == target) {
         return Err(Error::FailedPrecondition(
             "a clinic keeps at least one active admin: this is the last one".into(),

@@ -4,6 +4,7 @@
 //! keeps and mails) in the tenant's outbox, in the same transaction; the relay delivers it
 //! after the commit. Time is a parameter.
 
+use clinic_shared::pg::RowExt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,7 +19,6 @@ use super::{
 use crate::{
     error::Error,
     relay::outbox::{self, Change},
-    rows::get,
 };
 
 /// Invites `new.email` to organization `new.organization_id` until `expires_at`, or renews the
@@ -70,7 +70,7 @@ async fn renew(
         .await
         .map_err(db("find invitation"))?;
     let Some(row) = row else { return Ok(None) };
-    let id: Uuid = get(&row, 0)?;
+    let id: Uuid = row.col(0)?;
     write::change_role(tx, id, &new.profile).await?;
     tx.execute(
         "UPDATE organization_user SET email = $2, email_key = $2, invite_expires_at = $3 WHERE id = $1",
@@ -101,7 +101,7 @@ async fn insert(
             Error::tenant_db("insert invitation", &e)
         }
     })?;
-    get(&row, 0)
+    Ok(row.col(0)?)
 }
 
 /// When an invitation sent at `now` with lifetime `ttl` expires.

@@ -4,6 +4,7 @@
 //! `relay`). Time is a parameter.
 
 use chrono::{DateTime, Utc};
+use clinic_shared::pg::RowExt;
 use tokio_postgres::{Client, Transaction, error::SqlState};
 use uuid::Uuid;
 
@@ -13,7 +14,6 @@ use crate::{
     error::Error,
     relay::outbox::{self, Change},
     roles::Role,
-    rows::get,
     tenancy::{TenantAccess, TenantConnection},
 };
 
@@ -108,9 +108,9 @@ async fn pending(
         .await
         .map_err(db("find invitation"))?;
     if let Some(row) = row {
-        let role = Role::from_db(get(&row, 1)?)
+        let role = Role::from_db(row.col(1)?)
             .ok_or_else(|| Error::Internal("an invitation without a role".into()))?;
-        return Ok((get(&row, 0)?, role, get(&row, 2)?));
+        return Ok((row.col(0)?, role, row.col(2)?));
     }
     let member = tx
         .query_opt("SELECT 1 FROM organization_user WHERE user_id = $1", &[&claims.user_id])

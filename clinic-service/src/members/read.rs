@@ -6,7 +6,9 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::domain::{DoctorFields, PatientFields, Profile};
-use crate::{error::Error, roles::Role, rows::get as column, tenancy::Caller};
+use clinic_shared::pg::RowExt;
+
+use crate::{error::Error, roles::Role, tenancy::Caller};
 
 /// Whether a member has joined or is only invited (`organization_user.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +75,9 @@ pub(super) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Err
 
 fn from_row(row: &Row) -> Result<MemberRow, Error> {
     let text = |name: &str| -> Result<String, Error> {
-        Ok(column::<Option<String>>(row, name)?.unwrap_or_default())
+        Ok(row.col::<Option<String>>(name)?.unwrap_or_default())
     };
-    let role = Role::from_db(column(row, "role")?);
+    let role = Role::from_db(row.col("role")?);
     let profile = match role {
         None => None,
         Some(Role::Admin) => Some(Profile::Admin),
@@ -85,7 +87,7 @@ fn from_row(row: &Row) -> Result<MemberRow, Error> {
             phone_number: text("d_phone")?,
         })),
         Some(Role::Patient) => Some(Profile::Patient(PatientFields {
-            date_of_birth: column(row, "date_of_birth")?,
+            date_of_birth: row.col("date_of_birth")?,
             phone_number: text("p_phone")?,
             address: text("address")?,
             emergency_contact_name: text("emergency_contact_name")?,
@@ -96,16 +98,16 @@ fn from_row(row: &Row) -> Result<MemberRow, Error> {
         })),
     };
     Ok(MemberRow {
-        id: column(row, "id")?,
-        user_id: column(row, "user_id")?,
-        email: column(row, "email")?,
-        name: column(row, "name")?,
-        status: Status::from_db(column(row, "status")?),
-        invite_expires_at: column(row, "invite_expires_at")?,
+        id: row.col("id")?,
+        user_id: row.col("user_id")?,
+        email: row.col("email")?,
+        name: row.col("name")?,
+        status: Status::from_db(row.col("status")?),
+        invite_expires_at: row.col("invite_expires_at")?,
         role,
         profile,
-        created_at: column(row, "created_at")?,
-        updated_at: column(row, "updated_at")?,
+        created_at: row.col("created_at")?,
+        updated_at: row.col("updated_at")?,
     })
 }
 
@@ -120,7 +122,7 @@ pub async fn get(
         .query_opt(&sql, &[&caller.member_id, &caller.role.as_db(), &id])
         .await
         .map_err(db("get member"))?;
-    row.map(|r| Ok((from_row(&r)?, column(&r, "visible")?))).transpose()
+    row.map(|r| Ok((from_row(&r)?, r.col("visible")?))).transpose()
 }
 
 /// One page of the members `caller` may see, of `role` if given, after `after`, by id.

@@ -10,7 +10,9 @@ use super::{
     read::db,
     update::Change,
 };
-use crate::{error::Error, roles::Role, rows::get};
+use clinic_shared::pg::RowExt;
+
+use crate::{error::Error, roles::Role};
 
 /// The profile-id column of a role.
 pub(super) fn column(role: Role) -> &'static str {
@@ -59,7 +61,7 @@ pub(super) async fn insert_profile(
     };
     let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|(_, v)| *v).collect();
     let row = client.query_one(&sql, &params).await.map_err(db("insert profile"))?;
-    get(&row, 0)
+    Ok(row.col(0)?)
 }
 
 /// Writes the named profile fields of member `id`, whose role the caller has checked under
@@ -128,7 +130,7 @@ async fn touch(tx: &Transaction<'_>, id: Uuid) -> Result<(), Error> {
 /// Deletes the profiles a row's columns 0..3 (admin, doctor, patient profile ids) name.
 async fn delete_profiles(tx: &Transaction<'_>, row: &tokio_postgres::Row) -> Result<(), Error> {
     for (i, role) in [Role::Admin, Role::Doctor, Role::Patient].into_iter().enumerate() {
-        if let Some(profile) = get::<Option<Uuid>>(row, i)? {
+        if let Some(profile) = row.col::<Option<Uuid>>(i)? {
             tx.execute(&format!("DELETE FROM {} WHERE id = $1", table(role)), &[&profile])
                 .await
                 .map_err(db("delete old profile"))?;
@@ -163,8 +165,8 @@ pub(super) async fn delete(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Depa
     let Some(row) = row else { return Ok(None) };
     delete_profiles(tx, &row).await?;
     Ok(Some(Departed {
-        user_id: get(&row, "user_id")?,
-        email: get(&row, "email")?,
-        version: get(&row, "version")?,
+        user_id: row.col("user_id")?,
+        email: row.col("email")?,
+        version: row.col("version")?,
     }))
 }

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
-use crate::{error::Error, roles::Role, rows::get};
+use clinic_shared::pg::RowExt;
+
+use crate::{error::Error, roles::Role};
 
 /// One change to the central index of members, as identity-service applies it.
 #[derive(Clone, PartialEq, Eq)]
@@ -72,7 +74,7 @@ pub async fn next_version(tx: &Transaction<'_>, id: Uuid) -> Result<Option<i64>,
         )
         .await
         .map_err(|e| Error::tenant_db("next member version", &e))?;
-    row.map(|r| get(&r, "version")).transpose()
+    Ok(row.map(|r| r.col("version")).transpose()?)
 }
 
 /// Records `changes` of member `member_id` at `version`, inside the member change's `tx`.
@@ -128,7 +130,7 @@ pub async fn any_pending(client: &impl GenericClient) -> Result<bool, Error> {
         .query_one("SELECT EXISTS (SELECT 1 FROM member_outbox)", &[])
         .await
         .map_err(|e| Error::tenant_db("look at outbox", &e))?;
-    get(&row, 0)
+    Ok(row.col(0)?)
 }
 
 /// Deletes delivered rows.
@@ -144,28 +146,29 @@ pub async fn delete(client: &impl GenericClient, ids: &[i64]) -> Result<(), Erro
 
 fn entry(row: &Row) -> Result<Entry, Error> {
     let role = || {
-        Role::from_db(get::<Option<&str>>(row, "role")?)
+        Role::from_db(row.col::<Option<&str>>("role")?)
             .ok_or_else(|| Error::Internal("an outbox row without a known role".into()))
     };
     let user = || {
-        get::<Option<Uuid>>(row, "user_id")?
+        row.col::<Option<Uuid>>("user_id")?
             .ok_or_else(|| Error::Internal("an outbox row without a user".into()))
     };
     let email = || {
-        get::<Option<String>>(row, "email")?
+        row.col::<Option<String>>("email")?
             .ok_or_else(|| Error::Internal("an outbox row without an email".into()))
     };
-    let change = match get::<&str>(row, "change")? {
+    let change = match row.col::<&str>("change")? {
         "membership" => Change::Membership { user_id: user()?, role: role()? },
         "membership_removed" => Change::MembershipRemoved { user_id: user()? },
         "invitation" => Change::Invitation {
             email: email()?,
             role: role()?,
-            expires_at: get::<Option<DateTime<Utc>>>(row, "invite_expires_at")?
+            expires_at: row
+                .col::<Option<DateTime<Utc>>>("invite_expires_at")?
                 .ok_or_else(|| Error::Internal("an outbox invitation without expiry".into()))?,
         },
         "invitation_removed" => Change::InvitationRemoved { email: email()? },
         _ => return Err(Error::Internal("an outbox row of an unknown kind".into())),
     };
-    Ok(Entry { id: get(row, "id")?, version: get(row, "version")?, change })
+    Ok(Entry { id: row.col("id")?, version: row.col("version")?, change })
 }

@@ -5,6 +5,7 @@
 //! index holds beyond that with a version newer than any the tenant has issued, so pending
 //! outbox rows (older) cannot undo the repair and later changes (newer) still apply.
 
+use clinic_shared::pg::RowExt;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,6 @@ use uuid::Uuid;
 use super::{outbox::Change, publish};
 use crate::{
     error::Error,
-    rows::get,
     tenancy::{OrgRecord, OrgStatus, TenantAccess},
 };
 use clinic_api::identity::v1 as ipb;
@@ -128,22 +128,23 @@ async fn tenant_state(
         )
         .await
         .map_err(db("read members"))?;
-    let watermark: i64 = get(
-        &tx.query_one("SELECT nextval('member_version_seq')", &[]).await.map_err(db("version"))?,
-        0,
-    )?;
+    let watermark: i64 = tx
+        .query_one("SELECT nextval('member_version_seq')", &[])
+        .await
+        .map_err(db("version"))?
+        .col(0)?;
     tx.commit().await.map_err(db("commit"))?;
     let mut state = Vec::with_capacity(rows.len());
     for row in &rows {
-        let role = crate::roles::Role::from_db(get(row, "role")?)
+        let role = crate::roles::Role::from_db(row.col("role")?)
             .ok_or_else(|| Error::Internal("a member with an unknown role".into()))?;
-        let version: i64 = get(row, "version")?;
-        let user: Option<Uuid> = get(row, "user_id")?;
-        let expires: Option<DateTime<Utc>> = get(row, "invite_expires_at")?;
-        let change = match (get::<&str>(row, "status")?, user, expires) {
+        let version: i64 = row.col("version")?;
+        let user: Option<Uuid> = row.col("user_id")?;
+        let expires: Option<DateTime<Utc>> = row.col("invite_expires_at")?;
+        let change = match (row.col::<&str>("status")?, user, expires) {
             ("active", Some(user_id), _) => Change::Membership { user_id, role },
             ("invited", None, Some(expires_at)) if expires_at > now => {
-                Change::Invitation { email: get(row, "email")?, role, expires_at }
+                Change::Invitation { email: row.col("email")?, role, expires_at }
             }
             _ => continue,
         };

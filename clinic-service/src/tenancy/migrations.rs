@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use tokio::{sync::Semaphore, task::JoinSet};
-use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::{Location, TenantAccess};
+use super::{Location, TenantAccess, pools::RawConnection};
 use crate::error::Error;
 
 mod embedded {
@@ -41,18 +40,28 @@ pub fn fingerprint() -> String {
     hex::encode(&digest.finalize()[..6])
 }
 
-/// Brings the database `client` is connected to up to [`latest_version`]; returns how many
-/// migrations were applied. Holds an advisory lock while doing so.
-pub async fn migrate(client: &mut Client) -> Result<usize, Error> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(|e| Error::tenant_db("migration lock", &e))?;
-    let result = embedded::migrations::runner().run_async(client).await;
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
-    let report = result.map_err(|e| Error::internal("migrate", e))?;
-    unlock.map_err(|e| Error::tenant_db("migration unlock", &e))?;
-    Ok(report.applied_migrations().len())
+/// Brings the database `conn` is connected to up to [`latest_version`], then closes `conn`;
+/// returns how many migrations were applied.
+///
+/// Two runners take turns under an advisory lock. refinery runs its own transactions, so a
+/// transaction-level lock cannot cover it; the lock is session-level on this dedicated
+/// connection instead, which is taken by value and never returns to a pool: the lock ends with
+/// the connection, whether the migration finishes, fails or is abandoned (its future dropped
+/// by a cancelled `CreateOrganization` or a timeout), so nothing is left to block the next one.
+pub async fn migrate(mut conn: RawConnection) -> Result<usize, Error> {
+    let result = async {
+        conn.client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| Error::tenant_db("migration lock", &e))?;
+        embedded::migrations::runner()
+            .run_async(&mut conn.client)
+            .await
+            .map_err(|e| Error::internal("migrate", e))
+    }
+    .await;
+    conn.close().await;
+    Ok(result?.applied_migrations().len())
 }
 
 /// The outcome of migrating one tenant.
@@ -119,19 +128,63 @@ pub async fn migrate_all(
 
 #[tracing::instrument(skip_all, fields(organization_id = %location.organization_id))]
 async fn migrate_one(access: &TenantAccess, location: &Location) -> Result<usize, Error> {
-    let config = access.owner_config(location)?;
-    let mut conn = access.pools().connect(&config).await?;
-    let mut result = migrate(&mut conn.client).await;
-    // Also gives tenants made before login roles existed theirs, and new tables their grants.
-    if result.is_ok()
-        && let Err(e) = access.grant_login(location, &conn.client).await
-    {
-        result = Err(e);
+    let result = async {
+        let config = access.owner_config(location)?;
+        let applied = migrate(access.pools().connect(&config).await?).await?;
+        // Also gives tenants made before login roles existed theirs, and new tables their grants.
+        let owner = access.pools().connect(&config).await?;
+        let granted = access.grant_login(location, &owner.client).await;
+        owner.close().await;
+        granted.map(|()| applied)
     }
-    conn.close().await;
+    .await;
     match &result {
         Ok(n) => tracing::info!(applied = n, "tenant migrated"),
         Err(e) => tracing::warn!(error = %e, "tenant migration failed"),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clinic_shared::pg::{PgTls, TestDatabase, connect};
+    use tokio_postgres::Client;
+
+    use super::*;
+
+    /// Whether some session holds the migration lock in `db`.
+    async fn lock_held(monitor: &Client) -> bool {
+        let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+        monitor.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) > 0
+    }
+
+    /// A migration abandoned while it holds the lock (a cancelled CreateOrganization, a
+    /// `migrate` killed by a timeout) must not leave the lock behind for the next runner.
+    #[tokio::test]
+    async fn an_abandoned_migration_does_not_block_the_next() {
+        let db = TestDatabase::create(&TestDatabase::server(), "clinic_migration_lock").await;
+        let pools = super::super::Pools::new(4, 1, Duration::from_secs(5), PgTls::none());
+        migrate(pools.connect(&db.config).await.unwrap()).await.unwrap();
+
+        // Holds the next migration inside its lock, at refinery's history table.
+        let blocker = connect(&db.config).await.unwrap();
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE refinery_schema_history IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let abandoned = pools.connect(&db.config).await.unwrap();
+        let monitor = connect(&db.config).await.unwrap();
+        tokio::select! {
+            result = migrate(abandoned) => panic!("the migration was not held: {result:?}"),
+            () = async { while !lock_held(&monitor).await {} } => {}
+        }
+        blocker.batch_execute("ROLLBACK").await.unwrap();
+
+        let next = pools.connect(&db.config).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), migrate(next)).await;
+        assert!(outcome.is_ok(), "blocked by the abandoned migration's lock");
+    }
 }

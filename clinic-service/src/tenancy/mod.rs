@@ -15,6 +15,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use clinic_api::identity::v1 as ipb;
+use clinic_shared::pg::RowExt;
 use uuid::Uuid;
 
 pub use pools::{Pools, TenantConnection};
@@ -69,9 +70,7 @@ impl TryFrom<ipb::Organization> for OrgRecord {
             location,
             status,
             creator: org.creator_user_id.parse().ok(),
-            created_at: org.create_time.and_then(|t| {
-                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-            }),
+            created_at: org.create_time.as_ref().and_then(clinic_shared::time::from_timestamp),
         })
     }
 }
@@ -319,8 +318,8 @@ impl TenantAccess {
             .await
             .map_err(|e| Error::tenant_db("load caller", &e))?;
         let row = row.ok_or_else(Error::organization_not_found)?;
-        let role = Role::from_db(row.get::<_, Option<&str>>("role"))
+        let role = Role::from_db(row.col::<Option<&str>>("role")?)
             .ok_or_else(Error::organization_not_found)?;
-        Ok((conn, Caller { member_id: row.get("id"), user_id: claims.user_id, role }))
+        Ok((conn, Caller { member_id: row.col("id")?, user_id: claims.user_id, role }))
     }
 }

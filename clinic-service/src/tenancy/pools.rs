@@ -12,7 +12,9 @@ use std::{
 };
 
 use clinic_shared::pg::PgTls;
-use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
+use deadpool::managed::{
+    self, Metrics, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts,
+};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
@@ -74,11 +76,18 @@ impl managed::Manager for TenantManager {
         Ok(open(&self.config, &shared.tls, permit).await?.0)
     }
 
+    /// Verifies the connection with an empty query (one round trip), so one whose server side
+    /// is gone (restart, failover, terminated backend) is dropped and replaced before a caller
+    /// gets it, like deadpool-postgres' `RecyclingMethod::Verified`.
     async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<Error> {
         if client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
-        Ok(())
+        client
+            .simple_query("")
+            .await
+            .map(drop)
+            .map_err(|e| RecycleError::Backend(Error::tenant_db("verify connection", &e)))
     }
 }
 
@@ -183,10 +192,18 @@ impl Pools {
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Closed) => continue,
                 Err(PoolError::Backend(e)) => return Err(e),
-                Err(PoolError::Timeout(_)) => {
+                // Every connection busy: the documented RESOURCE_EXHAUSTED of the budget.
+                Err(PoolError::Timeout(TimeoutType::Wait)) => {
                     return Err(Error::Exhausted(
                         "no database connection available in time".into(),
                     ));
+                }
+                // Opening or verifying one hung: the server is not answering.
+                Err(PoolError::Timeout(_)) => {
+                    return Err(Error::Unavailable {
+                        what: "tenant database",
+                        cause: "connecting or verifying a connection timed out".into(),
+                    });
                 }
                 Err(e) => return Err(Error::internal("tenant pool", e)),
             }

@@ -10,6 +10,7 @@
 //! 4. the creator becomes its admin (once);
 //! 5. the membership is recorded centrally and the organization marked ACTIVE.
 
+use clinic_shared::pg::RowExt;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -17,7 +18,10 @@ use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
 use crate::{auth::Claims, error::Error, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
-/// exclusive while migrating it, shared while cloning it ("clinictp").
+/// exclusive while migrating it, shared while cloning it ("clinictp"). Session-level, on a
+/// maintenance connection of its own that is closed afterwards, or when a cancelled call drops
+/// it: the lock never outlives the operation (the same holds for the login-role lock in
+/// `login.rs`).
 const TEMPLATE_LOCK: i64 = 0x636c_696e_6963_7470;
 
 /// Creates (or finishes creating) the organization `name` for `claims`' user.
@@ -43,17 +47,15 @@ pub async fn create_organization(
         return Ok(org);
     }
     create_database(access, &org.location).await?;
-    let mut owner = access.pools().connect(&access.owner_config(&org.location)?).await?;
-    let prepared = async {
-        let applied = migrations::migrate(&mut owner.client).await?;
-        if applied > 0 {
-            tracing::info!(applied, "repaired a tenant database created without its schema");
-        }
-        access.grant_login(&org.location, &owner.client).await
+    let owner_config = access.owner_config(&org.location)?;
+    let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
+    if applied > 0 {
+        tracing::info!(applied, "repaired a tenant database created without its schema");
     }
-    .await;
+    let owner = access.pools().connect(&owner_config).await?;
+    let granted = access.grant_login(&org.location, &owner.client).await;
     tokio::spawn(owner.close());
-    prepared?;
+    granted?;
     let mut conn = access.connect(&org.location).await?;
     insert_admin(&mut conn, claims).await?;
     drop(conn);
@@ -86,12 +88,10 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
             .await
             .map_err(|e| server_error("create template", e))?;
         let config = access.database_config(server, access.template())?;
-        let mut template = access.pools().connect(&config).await?;
-        let applied = migrations::migrate(&mut template.client).await;
-        // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template, so
-        // the connection is fully closed before the lock is released.
-        template.close().await;
-        applied
+        // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template;
+        // `migrate` has fully closed its connection when it returns, before the lock is
+        // released.
+        migrations::migrate(access.pools().connect(&config).await?).await
     }
     .await;
     let unlocked = lock(&maintenance.client, "SELECT pg_advisory_unlock($1)").await;
@@ -159,7 +159,7 @@ async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
             .query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[])
             .await
             .map_err(db)?
-            .get(0);
+            .col(0)?;
         tx.execute(
             "INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",

@@ -56,6 +56,7 @@ fn booking(
         start_time: Some(ts(start)),
         duration_minutes: 0,
         notes: notes.into(),
+        request_id: String::new(),
     }
 }
 
@@ -385,4 +386,33 @@ async fn role_scope_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(cross.code(), Code::NotFound);
+}
+
+/// A booking retried with its `request_id` (the response was lost) answers the first booking;
+/// the key with other parameters, or one that is not a UUID, is refused and books nothing.
+#[tokio::test]
+async fn retried_bookings_over_grpc() {
+    let app = spawn_app().await;
+    let c = app.clinic("retries").await;
+    let mut api = client(&app, &c.patient);
+    let key = uuid::Uuid::new_v4().to_string();
+    let request = pb::CreateAppointmentRequest {
+        request_id: key.clone(),
+        ..booking(&c, "me", hours_ahead(26), "")
+    };
+    let first = book(&mut api, request.clone()).await.expect("first call");
+    let retried = book(&mut api, request.clone()).await.expect("retry");
+    assert_eq!(retried, first);
+
+    let moved = pb::CreateAppointmentRequest { start_time: Some(ts(hours_ahead(30))), ..request };
+    let status = book(&mut api, moved).await.expect_err("another booking under the same key");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("request_id"), "{status:?}");
+
+    let malformed = pb::CreateAppointmentRequest {
+        request_id: "not-a-uuid".into(),
+        ..booking(&c, "me", hours_ahead(40), "")
+    };
+    assert_eq!(violated_fields(&book(&mut api, malformed).await.unwrap_err()), ["request_id"]);
+    assert_eq!(count_rows(&app, &c).await, (1, 1));
 }

@@ -239,7 +239,7 @@ async fn both_binaries_end_to_end() {
                     nanos: 0,
                 }),
                 duration_minutes: 30,
-                notes: String::new(),
+                ..Default::default()
             })
             .await
             .expect("book")

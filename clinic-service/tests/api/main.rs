@@ -1,5 +1,8 @@
 //! clinic-service integration tests: one binary, real PostgreSQL, both services in-process.
 
+// A test may panic on a row it did not expect: that is a failed test, not a dropped call.
+#![allow(clippy::disallowed_methods)]
+
 mod appointments;
 mod e2e;
 mod helpers;
@@ -10,6 +13,8 @@ mod members;
 mod membership_sync;
 mod misconfiguration;
 mod organizations;
+mod outages;
 mod privileges;
+mod schema_drift;
 mod tenancy;
 mod tls;

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::{error::Error, rows::RowExt};
+use crate::error::Error;
+use clinic_shared::pg::RowExt;
 
 /// Longest accepted email address, in bytes (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;

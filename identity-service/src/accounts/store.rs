@@ -5,7 +5,8 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::domain::{Email, User};
-use crate::{error::Error, rows::RowExt};
+use crate::error::Error;
+use clinic_shared::pg::RowExt;
 
 /// Columns of [`User`], for SELECT lists.
 pub const USER_COLUMNS: &str = "id, email, name, is_verified, created_at";

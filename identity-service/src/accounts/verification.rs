@@ -9,7 +9,8 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{error::Error, keys::DerivedKey, rows::RowExt};
+use crate::{error::Error, keys::DerivedKey};
+use clinic_shared::pg::RowExt;
 
 /// The secret the stored form of codes is keyed with, derived from the token-signing key.
 #[derive(Clone)]

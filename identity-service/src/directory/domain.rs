@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{error::Error, rows::RowExt};
+use crate::error::Error;
+use clinic_shared::pg::RowExt;
 
 /// Provisioning state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,20 @@
 //! Memberships: which users belong to which organizations, with what role (and, listed with
 //! them, the invitations of `invitations.rs`).
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
     Membership, Organization, Role,
     domain::ORG_COLUMNS,
-    paging::Page,
+    paging::{self, Page},
     versions::{self, Freshness, Subject},
 };
+use clinic_shared::{
+    error::Violations,
+    paging::{self as shared_paging, Cursor},
+};
+
 use crate::{error::Error, state::AppState};
 
 /// Records (or updates) `user`'s role in `organization`, unless a newer `version` of that
@@ -111,7 +115,8 @@ pub async fn list_for_user(
         .collect::<Result<Vec<_>, Error>>()?;
     let more = items.len() as i64 > page.size;
     items.truncate(page.size as usize);
-    let next = Page::next_token(more, items.last().map(|m| m.organization.id));
+    let next =
+        paging::next_token(paging::MEMBERSHIPS, more, items.last().map(|m| m.organization.id));
     Ok((items, next))
 }
 
@@ -130,15 +135,49 @@ pub struct Entry {
     pub version: i64,
 }
 
-/// One page (at most `size`, after `token`) of `organization`'s memberships (by user id), then
-/// invitations (by email), and the next page token (empty on the last page).
+/// Token kind of `ListOrganizationMembers`.
+pub const MEMBERS: &str = "members";
+
+/// Sort key of `ListOrganizationMembers`: memberships (kind 0, by user id) before invitations
+/// (kind 1, by normalised email), keys compared bytewise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryKey {
+    kind: i32,
+    key: String,
+}
+
+impl Cursor for EntryKey {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(if self.kind == 0 { b'0' } else { b'1' });
+        out.extend_from_slice(self.key.as_bytes());
+    }
+    fn read(bytes: &[u8]) -> Option<Self> {
+        let (kind, key) = bytes.split_first()?;
+        let kind = match kind {
+            b'0' => 0,
+            b'1' => 1,
+            _ => return None,
+        };
+        Some(Self { kind, key: String::from_utf8(key.to_vec()).ok()? })
+    }
+}
+
+/// A page request of `ListOrganizationMembers` (the shared page-size rule, at most 1000).
+pub fn members_page(size: i32, token: &str) -> Result<shared_paging::Page<EntryKey>, Error> {
+    let mut v = Violations::default();
+    let page = shared_paging::Page::parse(MEMBERS, size, token, 1000, &mut v);
+    v.finish(page).map_err(Error::InvalidArgument)
+}
+
+/// One page of `organization`'s memberships (by user id), then invitations (by email), and the
+/// next page token (empty on the last page).
 pub async fn list_for_organization(
     state: &AppState,
     organization: Uuid,
-    size: i64,
-    token: &str,
+    page: shared_paging::Page<EntryKey>,
 ) -> Result<(Vec<Entry>, String), Error> {
-    let (after_kind, after_key) = decode_token(token)?;
+    let wanted = page.len();
+    let after = page.after.unwrap_or(EntryKey { kind: -1, key: String::new() });
     let rows = state
         .conn()
         .await?
@@ -156,12 +195,12 @@ pub async fn list_for_organization(
                WHERE i.organization_id = $1 \
              ) e WHERE (kind, key COLLATE \"C\") > ($2, $3 COLLATE \"C\") \
              ORDER BY kind, key COLLATE \"C\" LIMIT $4",
-            &[&organization, &after_kind, &after_key, &(size + 1)],
+            &[&organization, &after.kind, &after.key, &(page.size + 1)],
         )
         .await?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut last = None;
-    for row in rows.iter().take(size as usize) {
+    for row in rows.iter().take(wanted) {
         let kind: i32 = row.try_get("kind")?;
         let key: String = row.try_get("key")?;
         let (user, email) = if kind == 0 {
@@ -182,28 +221,8 @@ pub async fn list_for_organization(
             invited_until: row.try_get("invited_until")?,
             version: row.try_get("version")?,
         });
-        last = Some((kind, key));
+        last = Some(EntryKey { kind, key });
     }
-    let next = match last {
-        Some((kind, key)) if rows.len() as i64 > size => {
-            URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
-        }
-        _ => String::new(),
-    };
-    Ok((entries, next))
-}
-
-/// The sort key after which a page starts: (0 memberships / 1 invitations, key).
-fn decode_token(token: &str) -> Result<(i32, String), Error> {
-    if token.is_empty() {
-        return Ok((-1, String::new()));
-    }
-    let bad = || Error::invalid("page_token", "is not a token from a previous page");
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    match raw.split_once(':') {
-        Some(("0", key)) => Ok((0, key.to_owned())),
-        Some(("1", key)) => Ok((1, key.to_owned())),
-        _ => Err(bad()),
-    }
+    let more = rows.len() > wanted;
+    Ok((entries, shared_paging::next_page_token(MEMBERS, last.filter(|_| more).as_ref())))
 }

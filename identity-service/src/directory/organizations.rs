@@ -4,8 +4,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Organization, domain::ORG_COLUMNS, paging::Page};
-use crate::{error::Error, rows::RowExt, state::AppState, throttle::Key};
+use super::{
+    Organization,
+    domain::ORG_COLUMNS,
+    paging::{self, Page},
+};
+use crate::{error::Error, state::AppState, throttle::Key};
+use clinic_shared::pg::RowExt;
 
 /// Serialises reservations so server placement counts are never stale.
 const RESERVE_LOCK: i64 = 0x1d_0c_0a_11;
@@ -136,6 +141,6 @@ pub async fn list(state: &AppState, page: Page) -> Result<(Vec<Organization>, St
     let mut orgs = rows.iter().map(Organization::from_row).collect::<Result<Vec<_>, _>>()?;
     let more = orgs.len() as i64 > page.size;
     orgs.truncate(page.size as usize);
-    let next = Page::next_token(more, orgs.last().map(|o| o.id));
+    let next = paging::next_token(paging::ORGANIZATIONS, more, orgs.last().map(|o| o.id));
     Ok((orgs, next))
 }

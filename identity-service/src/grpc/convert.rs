@@ -1,6 +1,5 @@
 //! Conversions between proto messages and domain values shared by the handlers.
 
-use chrono::{DateTime, Utc};
 use clinic_api::identity::v1 as pb;
 use uuid::Uuid;
 
@@ -55,10 +54,7 @@ pub fn all3<A, B, C>(
     }
 }
 
-/// A protobuf timestamp.
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
+pub use clinic_shared::time::to_timestamp as timestamp;
 
 impl From<User> for pb::User {
     fn from(u: User) -> Self {
@@ -163,9 +159,7 @@ impl TryFrom<pb::SendInvitationRequest> for Invitation {
             .expire_time
             .ok_or_else(|| Error::invalid("expire_time", "is required"))
             .and_then(|t| {
-                u32::try_from(t.nanos)
-                    .ok()
-                    .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+                clinic_shared::time::from_timestamp(&t)
                     .ok_or_else(|| Error::invalid("expire_time", "is not a valid time"))
             });
         let ((organization, email, role), (expires_at, version)) = both(

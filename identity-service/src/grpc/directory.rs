@@ -13,8 +13,7 @@ use crate::{
         invitations::{self, Invitation},
         memberships,
         organizations::{self, Reservation},
-        paging::Page,
-        versions,
+        paging, versions,
     },
     error::Error,
     state::AppState,
@@ -119,7 +118,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::ListOrganizationsRequest>,
     ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
         let m = request.into_inner();
-        let page = Page::parse(m.page_size, &m.page_token, 1000)?;
+        let page = paging::parse(paging::ORGANIZATIONS, m.page_size, &m.page_token, 1000)?;
         let (orgs, next_page_token) = organizations::list(&self.state, page).await?;
         Ok(Response::new(pb::ListOrganizationsResponse {
             organizations: orgs.into_iter().map(Into::into).collect(),
@@ -166,8 +165,10 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::ListUserMembershipsRequest>,
     ) -> Result<Response<pb::ListUserMembershipsResponse>, Status> {
         let m = request.into_inner();
-        let (user, page) =
-            both(uuid("user_id", &m.user_id), Page::parse(m.page_size, &m.page_token, 100))?;
+        let (user, page) = both(
+            uuid("user_id", &m.user_id),
+            paging::parse(paging::MEMBERSHIPS, m.page_size, &m.page_token, 100),
+        )?;
         let (items, next_page_token) =
             memberships::list_for_user(&self.state, user, page, m.include_invitations, Utc::now())
                 .await?;
@@ -210,12 +211,12 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::ListOrganizationMembersRequest>,
     ) -> Result<Response<pb::ListOrganizationMembersResponse>, Status> {
         let m = request.into_inner();
-        let (org, size) = both(
+        let (org, page) = both(
             uuid("organization_id", &m.organization_id),
-            Page::parse(m.page_size, "", 1000).map(|p| p.size),
+            memberships::members_page(m.page_size, &m.page_token),
         )?;
         let (entries, next_page_token) =
-            memberships::list_for_organization(&self.state, org, size, &m.page_token).await?;
+            memberships::list_for_organization(&self.state, org, page).await?;
         Ok(Response::new(pb::ListOrganizationMembersResponse {
             members: entries.into_iter().map(Into::into).collect(),
             next_page_token,

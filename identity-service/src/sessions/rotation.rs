@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{TokenPair, store};
-use crate::{error::Error, rows::RowExt, state::AppState, tokens::refresh};
+use crate::{error::Error, state::AppState, tokens::refresh};
+use clinic_shared::pg::RowExt;
 
 const INVALID: Error = Error::Unauthenticated("invalid, expired or revoked refresh token");
 
@@ -131,7 +132,7 @@ async fn regrantable(
             &[successor_hash, &p.session, &now],
         )
         .await?;
-    row.map(|r| r.col("expires_at")).transpose()
+    Ok(row.map(|r| r.col("expires_at")).transpose()?)
 }
 
 /// Revokes the session of `token` (any token of its chain). Logging out of an already revoked

@@ -40,6 +40,17 @@ impl TestDatabase {
         Self { config: with_dbname(server, &name), name, server: server.clone(), tls: tls.clone() }
     }
 
+    /// A real error from the test server carrying `sqlstate` (a fixed code from the test), to
+    /// check how errors are classified.
+    pub async fn raise(sqlstate: &str) -> tokio_postgres::Error {
+        let client = connect_with_tls(&with_dbname(&Self::server(), "postgres"), &PgTls::none())
+            .await
+            .expect("connect to test server");
+        let sql =
+            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
+        client.batch_execute(&sql).await.expect_err("the statement raises")
+    }
+
     /// A `postgres://` URL of this database, for configuring a child process. Assumes a TCP
     /// host and no password, as test servers here use trust authentication.
     pub fn url(&self) -> String {

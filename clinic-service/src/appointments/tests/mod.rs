@@ -4,6 +4,7 @@
 mod booking;
 mod domain_tables;
 mod edge;
+mod idempotency;
 mod lifecycle;
 mod listing;
 mod requests;
@@ -128,6 +129,8 @@ pub fn booking(
         start_time: start,
         duration_minutes: minutes,
         notes: String::new(),
+        request_id: None,
+        received_at: Utc::now(),
     }
 }
 

@@ -29,6 +29,7 @@ fn valid_create(now: DateTime<Utc>) -> pb::CreateAppointmentRequest {
         start_time: Some(ts(now + Duration::hours(1))),
         duration_minutes: 0,
         notes: "ok".into(),
+        request_id: String::new(),
     }
 }
 
