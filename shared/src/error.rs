@@ -62,6 +62,16 @@ impl Violations {
         parsed
     }
 
+    /// Keeps only the violations `keep` accepts.
+    pub fn retain(&mut self, keep: impl FnMut(&FieldViolation) -> bool) {
+        self.0.retain(keep);
+    }
+
+    /// What was recorded so far.
+    pub fn as_slice(&self) -> &[FieldViolation] {
+        &self.0
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -70,6 +80,11 @@ impl Violations {
     /// `value` when nothing was recorded, every violation otherwise.
     pub fn finish<T>(self, value: T) -> Result<T, Vec<FieldViolation>> {
         if self.0.is_empty() { Ok(value) } else { Err(self.0) }
+    }
+
+    /// Everything recorded.
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use clinic_api::clinic::v1 as pb;
 use uuid::Uuid;
 
-use super::validate::{Violations, parse_profile, violations};
+use super::validate::{MemberChecks, Violations, parse_profile, violations};
 use crate::{error::Error, grpc::parse_uuid, roles::Role};
 
 /// A doctor's profile fields.
@@ -92,7 +92,7 @@ impl NewMember {
     pub fn parse(req: &pb::AddMemberRequest, today: NaiveDate) -> Result<Self, Error> {
         let mut v = Violations::default();
         let organization_id = parse_uuid("organization_id", &req.organization_id)
-            .map_err(|e| v.0.extend(violations(e)))
+            .map_err(|e| v.extend(violations(e)))
             .unwrap_or_default();
         let email = v.email("email", &req.email);
         let profile = match Role::from_proto(req.role) {
@@ -102,6 +102,6 @@ impl NewMember {
                 Profile::Admin
             }
         };
-        v.finish(Self { organization_id, email, profile })
+        v.finish(Self { organization_id, email, profile }).map_err(Error::InvalidArgument)
     }
 }

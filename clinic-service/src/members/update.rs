@@ -90,7 +90,7 @@ impl ProfileUpdate {
         } else {
             parse_fields(&paths, req.profile.as_ref(), today, &mut v)?
         };
-        v.finish(Self { organization_id, member, change })
+        v.finish(Self { organization_id, member, change }).map_err(Error::InvalidArgument)
     }
 }
 
@@ -137,14 +137,14 @@ fn parse_fields(
         }
         _ => return Err(Error::field("update_mask", "unknown path")),
     };
-    v.0.extend(inner.0);
+    v.extend(inner.into_vec());
     Ok(change)
 }
 
 /// Only fields the mask names are written, so only they can be wrong.
 fn keep_named<'a>(v: &mut Violations, named: impl Iterator<Item = &'a str>) {
     let named: Vec<&str> = named.collect();
-    v.0.retain(|violation| {
+    v.retain(|violation| {
         let name = violation.field.rsplit('.').next().unwrap_or_default();
         named.contains(&name)
     });

@@ -11,23 +11,25 @@ use crate::{error::Error, roles::Role};
 /// Blood types the schema's CHECK accepts (besides empty).
 const BLOOD_TYPES: &[&str] = &["A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-"];
 
-/// Collects violations while parsing a message.
-#[derive(Default)]
-pub struct Violations(pub Vec<FieldViolation>);
+pub use clinic_shared::error::Violations;
 
-impl Violations {
-    /// Records one.
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
-    }
-
-    /// `Ok(value)` when nothing was recorded.
-    pub fn finish<T>(self, value: T) -> Result<T, Error> {
-        if self.0.is_empty() { Ok(value) } else { Err(Error::InvalidArgument(self.0)) }
-    }
-
+/// The checks of member fields, recorded in the one collector of violations both services use.
+pub trait MemberChecks {
     /// A text field of at most `max` characters.
-    pub fn text(&mut self, field: &str, value: &str, max: usize) -> String {
+    fn text(&mut self, field: &str, value: &str, max: usize) -> String;
+    /// An email address (see the implementation).
+    fn email(&mut self, field: &str, value: &str) -> String;
+    /// A phone number (see the implementation).
+    fn phone(&mut self, field: &str, value: &str) -> String;
+    /// A date of birth (see the implementation).
+    fn birth_date(&mut self, field: &str, value: &str, today: NaiveDate) -> Option<NaiveDate>;
+    /// A blood type or empty.
+    fn blood_type(&mut self, field: &str, value: &str) -> String;
+}
+
+impl MemberChecks for Violations {
+    /// A text field of at most `max` characters.
+    fn text(&mut self, field: &str, value: &str, max: usize) -> String {
         let value = value.trim();
         if value.chars().count() > max {
             self.add(field, format!("must be at most {max} characters"));
@@ -42,7 +44,7 @@ impl Violations {
     /// service accepts is never refused when the invitation is sent. Answers the normalised
     /// form ([`clinic_shared::email::normalize`]), which invitations are keyed by here and in
     /// identity-service.
-    pub fn email(&mut self, field: &str, value: &str) -> String {
+    fn email(&mut self, field: &str, value: &str) -> String {
         let value = value.trim();
         let well_formed = value.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
@@ -55,7 +57,7 @@ impl Violations {
     }
 
     /// A phone number: digits, spaces and `+-()`, at most 32 characters, empty allowed.
-    pub fn phone(&mut self, field: &str, value: &str) -> String {
+    fn phone(&mut self, field: &str, value: &str) -> String {
         let value = value.trim();
         let allowed = value.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
         if value.chars().count() > 32 {
@@ -67,7 +69,7 @@ impl Violations {
     }
 
     /// A date of birth `YYYY-MM-DD`, not after `today`, empty allowed.
-    pub fn birth_date(&mut self, field: &str, value: &str, today: NaiveDate) -> Option<NaiveDate> {
+    fn birth_date(&mut self, field: &str, value: &str, today: NaiveDate) -> Option<NaiveDate> {
         let value = value.trim();
         if value.is_empty() {
             return None;
@@ -90,7 +92,7 @@ impl Violations {
     }
 
     /// A blood type or empty.
-    pub fn blood_type(&mut self, field: &str, value: &str) -> String {
+    fn blood_type(&mut self, field: &str, value: &str) -> String {
         let value = value.trim().to_ascii_uppercase();
         if !value.is_empty() && !BLOOD_TYPES.contains(&value.as_str()) {
             self.add(field, "must be one of A+, A-, B+, B-, AB+, AB-, O+, O-");
@@ -187,7 +189,7 @@ mod tests {
         };
         let mut v = Violations::default();
         parse_patient(&bad, "profile.patient", today(), &mut v);
-        let fields: Vec<_> = v.0.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<_> = v.as_slice().iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
             fields,
             [
@@ -197,7 +199,7 @@ mod tests {
                 "profile.patient.blood_type"
             ]
         );
-        assert!(v.0.iter().all(|f| !f.description.contains("Z+")));
+        assert!(v.as_slice().iter().all(|f| !f.description.contains("Z+")));
     }
 
     #[test]
@@ -205,12 +207,12 @@ mod tests {
         for bad in ["", "no-at", "@example.com", "a@", "a@b@c", "a b@example.com", "a\n@x.y"] {
             let mut v = Violations::default();
             v.email("email", bad);
-            assert_eq!(v.0.len(), 1, "{bad:?}");
+            assert_eq!(v.as_slice().len(), 1, "{bad:?}");
         }
         let mut v = Violations::default();
         assert_eq!(v.email("email", " Ann@Example.com "), "ann@example.com");
         assert_eq!(v.email("email", "U\u{308}@x.org"), "\u{fc}@x.org");
-        assert!(v.0.is_empty());
+        assert!(v.is_empty());
     }
 
     #[test]
@@ -223,7 +225,7 @@ mod tests {
         };
         let mut v = Violations::default();
         let p = parse_patient(&ok, "p", today(), &mut v);
-        assert!(v.0.is_empty());
+        assert!(v.is_empty());
         assert_eq!(p.blood_type, "AB-");
         assert_eq!(format!("{p:?}"), "PatientFields(<redacted>)");
     }

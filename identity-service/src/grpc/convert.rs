@@ -1,6 +1,7 @@
 //! Conversions between proto messages and domain values shared by the handlers.
 
 use clinic_api::identity::v1 as pb;
+use clinic_shared::error::Violations;
 use uuid::Uuid;
 
 use crate::{
@@ -24,14 +25,14 @@ pub fn uuid(field: &str, raw: &str) -> Result<Uuid, Error> {
 /// One INVALID_ARGUMENT carrying the violations of every failed check (or the first error
 /// that is not a violation).
 fn merged(errors: impl IntoIterator<Item = Option<Error>>) -> Error {
-    let mut violations = Vec::new();
+    let mut violations = Violations::default();
     for error in errors.into_iter().flatten() {
         match error {
-            Error::InvalidArgument(v) => violations.extend(v),
+            Error::InvalidArgument(found) => violations.extend(found),
             other => return other,
         }
     }
-    Error::InvalidArgument(violations)
+    Error::InvalidArgument(violations.into_vec())
 }
 
 /// Both values, or every violation of both.
