@@ -1,11 +1,27 @@
 //! Tenant schema migrations: refinery migrations embedded in the binary, applied to one tenant
 //! database under an advisory lock (two runners at once wait for each other instead of racing),
 //! or to every tenant with bounded parallelism and a result per tenant.
+//!
+//! A successful run leaves a *schema marker* on the database: its comment,
+//! `clinic-schema <version> <fingerprint>` (see [`marker`]). A PostgreSQL session cannot read
+//! another database's tables, but every database's comment is in the shared catalog, so
+//! [`migrate_all`] reads all markers of a server with one query and opens only the tenants
+//! without the current one (none, an older version, another build's fingerprint).
+//!
+//! Why the marker never claims more than the schema has: refinery commits each migration in
+//! transactions of its own, so the marker cannot be written in the last migration's
+//! transaction without changing migration checksums. It is written right after refinery
+//! succeeds, on the same connection, while the migration lock is still held: no other runner
+//! migrates in between, and a crash between the two leaves the old marker (or none), so the
+//! next run merely opens that database once more. Any change to the history table withdraws
+//! the marker (a trigger, migration V14), so a history edited by hand is checked again too.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::{sync::Semaphore, task::JoinSet};
 use uuid::Uuid;
+
+use clinic_shared::pg::RowExt;
 
 use super::{Location, TenantAccess, pools::RawConnection};
 use crate::error::Error;
@@ -40,8 +56,14 @@ pub fn fingerprint() -> String {
     hex::encode(&digest.finalize()[..6])
 }
 
-/// Brings the database `conn` is connected to up to [`latest_version`], then closes `conn`;
-/// returns how many migrations were applied.
+/// The schema marker of a database migrated by this binary: its comment once [`migrate`] has
+/// succeeded on it.
+pub fn marker() -> String {
+    format!("clinic-schema {} {}", latest_version(), fingerprint())
+}
+
+/// Brings the database `conn` is connected to up to [`latest_version`] and marks it (see the
+/// module header), then closes `conn`; returns how many migrations were applied.
 ///
 /// Two runners take turns under an advisory lock. refinery runs its own transactions, so a
 /// transaction-level lock cannot cover it; the lock is session-level on this dedicated
@@ -54,14 +76,61 @@ pub async fn migrate(mut conn: RawConnection) -> Result<usize, Error> {
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| Error::tenant_db("migration lock", &e))?;
-        embedded::migrations::runner()
+        let report = embedded::migrations::runner()
             .run_async(&mut conn.client)
             .await
-            .map_err(|e| Error::internal("migrate", e))
+            .map_err(|e| Error::internal("migrate", e))?;
+        // Still under the lock: see the module header.
+        mark(&conn.client).await?;
+        Ok(report.applied_migrations().len())
     }
     .await;
     conn.close().await;
-    Ok(result?.applied_migrations().len())
+    result
+}
+
+/// Sets the current database's comment to [`marker`]. PostgreSQL quotes both (COMMENT takes
+/// no parameters).
+async fn mark(client: &tokio_postgres::Client) -> Result<(), Error> {
+    let db = |e: tokio_postgres::Error| Error::tenant_db("schema marker", &e);
+    let sql: String = client
+        .query_one(
+            "SELECT format('COMMENT ON DATABASE %I IS %L', current_database(), $1::text)",
+            &[&marker()],
+        )
+        .await
+        .map_err(db)?
+        .col(0)?;
+    client.batch_execute(&sql).await.map_err(db)
+}
+
+/// Every database's marker on `server`, by database name: one catalog query. None when the
+/// server cannot be asked; then every tenant there is opened (and reports its own error).
+async fn markers(access: &TenantAccess, server: &str) -> HashMap<String, String> {
+    let result = async {
+        let conn = access.pools().connect(&access.maintenance_config(server)?).await?;
+        let rows = conn
+            .client
+            .query(
+                "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::tenant_db("schema markers", &e));
+        conn.close().await;
+        let mut markers = HashMap::new();
+        for row in rows? {
+            if let Some(marker) = row.col::<Option<String>>(1)? {
+                markers.insert(row.col(0)?, marker);
+            }
+        }
+        Ok::<_, Error>(markers)
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        tracing::warn!(server, error = %e, "schema markers unreadable");
+        HashMap::new()
+    })
 }
 
 /// The outcome of migrating one tenant.
@@ -77,9 +146,10 @@ pub struct TenantMigration {
     pub result: Result<usize, String>,
 }
 
-/// Migrates every organization's database, `concurrency` at a time. One tenant failing is
-/// reported in its result and does not stop the others; listing organizations failing is an
-/// error.
+/// Migrates every organization's database that lacks the current [`marker`], `concurrency` at
+/// a time; the others are reported up to date (0 applied) without being opened. One tenant
+/// failing is reported in its result and does not stop the others; listing organizations
+/// failing is an error.
 pub async fn migrate_all(
     access: &TenantAccess,
     concurrency: usize,
@@ -99,9 +169,30 @@ pub async fn migrate_all(
         }
         token = page.next_page_token;
     }
+    // One catalog query per server holding tenants.
+    let mut current = HashMap::new();
+    for location in &tenants {
+        if !current.contains_key(&location.server) {
+            let markers = markers(access, &location.server).await;
+            current.insert(location.server.clone(), markers);
+        }
+    }
+    let marker = marker();
+    let (up_to_date, behind): (Vec<_>, Vec<_>) = tenants
+        .into_iter()
+        .partition(|t| current.get(&t.server).and_then(|m| m.get(&t.database)) == Some(&marker));
+    let mut results: Vec<_> = up_to_date
+        .into_iter()
+        .map(|location| TenantMigration {
+            organization_id: location.organization_id,
+            database: location.database,
+            server: location.server,
+            result: Ok(0),
+        })
+        .collect();
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for location in tenants {
+    for location in behind {
         let access = access.clone();
         let limit = limit.clone();
         tasks.spawn(async move {
@@ -115,7 +206,6 @@ pub async fn migrate_all(
             }
         });
     }
-    let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(outcome) => results.push(outcome),

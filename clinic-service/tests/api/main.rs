@@ -16,5 +16,6 @@ mod organizations;
 mod outages;
 mod privileges;
 mod schema_drift;
+mod schema_markers;
 mod tenancy;
 mod tls;
