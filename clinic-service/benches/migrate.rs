@@ -22,11 +22,9 @@ mod helpers;
 
 use std::time::{Duration, Instant};
 
-use clinic_api::identity::v1 as ipb;
 use clinic_service::tenancy::{migrations, provisioning};
-use clinic_shared::pg::{connect, create_database, parse_url};
 use cluster::{Cluster, Removed};
-use helpers::{Options, first_server_url, spawn_with};
+use helpers::{Options, spawn_with};
 
 const RUNS: usize = 3;
 
@@ -50,26 +48,9 @@ async fn run(tenants: usize) {
     let access = &app.access;
     provisioning::ensure_template(access, "main").await.unwrap();
     let owner = app.user("owner").await;
-    let maintenance = connect(&parse_url(&first_server_url()).unwrap()).await.unwrap();
-    let mut directory = app.directory();
     let started = Instant::now();
     for i in 0..tenants {
-        let org = directory
-            .reserve_organization(ipb::ReserveOrganizationRequest {
-                name: app.org_name(&format!("tenant {i}")),
-                creator_user_id: owner.id.clone(),
-                candidate_servers: vec!["main".into()],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .organization
-            .unwrap();
-        create_database(&maintenance, &org.database_name, Some(access.template())).await.unwrap();
-        directory
-            .activate_organization(ipb::ActivateOrganizationRequest { organization_id: org.id })
-            .await
-            .unwrap();
+        app.register_org(&owner, &format!("tenant {i}"), Some(access.template())).await;
     }
     println!("created and registered {tenants} tenant databases in {:?}", started.elapsed());
 

@@ -104,7 +104,7 @@ async fn mark(client: &tokio_postgres::Client) -> Result<(), Error> {
     client.batch_execute(&sql).await.map_err(db)
 }
 
-/// Every database's marker on `server`, by database name: one catalog query. None when the
+/// Every database's marker on `server`, by database name: one catalog query. Empty when the
 /// server cannot be asked; then every tenant there is opened (and reports its own error).
 async fn markers(access: &TenantAccess, server: &str) -> HashMap<String, String> {
     let result = async {

@@ -22,7 +22,7 @@ use clinic_api::{
 };
 use clinic_service::config::TenantServer;
 use clinic_shared::{
-    pg::{TestDatabase, connect, drop_database, parse_url, with_dbname},
+    pg::{TestDatabase, connect, create_database, drop_database, parse_url, with_dbname},
     server::ShutdownHandle,
     slug::quote_ident,
 };
@@ -311,6 +311,39 @@ impl TestApp {
     /// A verified, logged-in user.
     pub async fn user(&self, label: &str) -> TestUser {
         self.user_with(label, true).await
+    }
+
+    /// Registers an ACTIVE organization `<tag> base` of `owner` on the first server directly
+    /// through the directory, its database created empty or cloned from `template`, without
+    /// clinic-service (no migration, no marker, no members).
+    pub async fn register_org(
+        &self,
+        owner: &TestUser,
+        base: &str,
+        template: Option<&str>,
+    ) -> ipb::Organization {
+        let mut directory = self.directory();
+        let org = directory
+            .reserve_organization(ipb::ReserveOrganizationRequest {
+                name: self.org_name(base),
+                creator_user_id: owner.id.clone(),
+                candidate_servers: vec!["main".into()],
+            })
+            .await
+            .expect("reserve")
+            .into_inner()
+            .organization
+            .expect("organization");
+        let maintenance =
+            connect(&parse_url(&first_server_url()).expect("url")).await.expect("connect");
+        create_database(&maintenance, &org.database_name, template).await.expect("create database");
+        directory
+            .activate_organization(ipb::ActivateOrganizationRequest {
+                organization_id: org.id.clone(),
+            })
+            .await
+            .expect("activate");
+        org
     }
 
     /// Creates a clinic `<tag> base` as `owner`.

@@ -11,7 +11,7 @@ use std::{
 
 use clinic_api::{clinic::v1 as pb, identity::v1 as ipb};
 use clinic_service::tenancy::migrations;
-use clinic_shared::pg::{connect, create_database, parse_url};
+use clinic_shared::pg::{connect, parse_url};
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::Code;
 
@@ -113,26 +113,7 @@ async fn migrate_all_reports_each_tenant_and_survives_a_broken_one() {
     let good = app.create_org(&owner, "Good").await;
     let broken = app.create_org(&owner, "Broken").await;
     // A tenant whose database was created without any migration (registered, then activated).
-    let mut directory = app.directory();
-    let bare = directory
-        .reserve_organization(ipb::ReserveOrganizationRequest {
-            name: app.org_name("Bare"),
-            creator_user_id: owner.id.clone(),
-            candidate_servers: vec!["main".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
-    let maintenance = connect(&parse_url(&first_server_url()).unwrap()).await.unwrap();
-    create_database(&maintenance, &bare.database_name, None).await.unwrap();
-    directory
-        .activate_organization(ipb::ActivateOrganizationRequest {
-            organization_id: bare.id.clone(),
-        })
-        .await
-        .unwrap();
+    let bare = app.register_org(&owner, "Bare", None).await;
     // Break one: its recorded history no longer matches the embedded migrations.
     let tenant = app.tenant_client("main", &broken.database_name).await;
     tenant
