@@ -1,6 +1,6 @@
 //! `migrate_all` over many up-to-date tenants. A private PostgreSQL cluster (see
 //! `support/cluster.rs`) serves identity-service and clinic-service, both in-process.
-//! `TENANTS` (default 1,000) tenant databases are cloned from the migrated template and
+//! `TENANTS` (default 1,000; each takes about 7.5 MB of disk) tenant databases are cloned from the migrated template and
 //! registered centrally as ACTIVE organizations, without a schema marker. Printed:
 //!
 //! - baseline: the first `migrate_all`, which finds no marker and so opens every database and
