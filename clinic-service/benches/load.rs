@@ -17,7 +17,8 @@
 //! server, default `TEST_DATABASE_URL`). Printed: req/s, p50 and p99, and service/raw.
 //!
 //! Run with `cargo bench -p clinic-service --bench load -- [--clients 8] [--secs 10]
-//! [--clinic URL --identity URL] [--database-url URL]`.
+//! [--clinic URL --identity URL] [--database-url URL] [--pool N]` (`--pool`: the in-process
+//! service's tenant pool size; the raw side always has one connection per client).
 
 // A benchmark may panic on a row it did not expect.
 #![allow(clippy::disallowed_methods)]
@@ -46,7 +47,7 @@ use clinic_service::appointments::{
     requests::ListAppointments,
 };
 use clinic_shared::pg::{connect, parse_url, with_dbname};
-use helpers::{Authed, TestApp, TestUser, bearer, first_server_url, sign_up, spawn_app};
+use helpers::{Authed, Options, TestApp, TestUser, bearer, first_server_url, sign_up, spawn_with};
 use tokio_postgres::Statement;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -84,11 +85,14 @@ struct Args {
     clients: usize,
     secs: u64,
     remote: Option<(String, String)>,
+    /// In-process only: the tenant pool size (default: the tests' configuration).
+    pool: Option<usize>,
     database_url: String,
 }
 
 fn args() -> Args {
-    let mut args = Args { clients: 8, secs: 10, remote: None, database_url: first_server_url() };
+    let mut args =
+        Args { clients: 8, secs: 10, remote: None, pool: None, database_url: first_server_url() };
     let (mut clinic, mut identity) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +108,7 @@ fn args() -> Args {
             "--clinic" => clinic = Some(value),
             "--identity" => identity = Some(value),
             "--database-url" => args.database_url = value,
+            "--pool" => args.pool = Some(number() as usize),
             _ => panic!("unknown option {flag}; see the header of clinic-service/benches/load.rs"),
         }
     }
@@ -281,17 +286,20 @@ impl Client {
                 Scenario::GetMember => {
                     let req =
                         pb::GetMemberRequest { organization_id: org(), member_id: "me".into() };
-                    members.get_member(req).await.map(drop)
+                    let answer = members.get_member(req).await;
+                    answer.map(|r| assert!(r.into_inner().member.is_some(), "no member"))
                 }
                 Scenario::GetAppointment => {
                     let req = pb::GetAppointmentRequest {
                         organization_id: org(),
                         appointment_id: appointment_id.clone(),
                     };
-                    appointments.get_appointment(req).await.map(drop)
+                    let answer = appointments.get_appointment(req).await;
+                    answer.map(|r| assert!(!r.into_inner().history.is_empty(), "no history"))
                 }
                 Scenario::ListAppointments => {
-                    appointments.list_appointments(ctx.list_request()).await.map(drop)
+                    let answer = appointments.list_appointments(ctx.list_request()).await;
+                    answer.map(|r| assert_eq!(r.into_inner().appointments.len(), PAGE as usize))
                 }
                 Scenario::CreateAppointment => {
                     appointments.create_appointment(booking(&ctx.seed)).await.map(drop)
@@ -320,7 +328,8 @@ impl Client {
         let role = Role::from_db(row.get(1)).expect("caller role");
         match scenario {
             Scenario::GetMember => {
-                db.query_opt(&*member, &[&member_id, &role.as_db(), &member_id]).await?;
+                let row = db.query_opt(&*member, &[&member_id, &role.as_db(), &member_id]).await?;
+                assert!(row.is_some_and(|r| r.get::<_, bool>("visible")), "member not visible");
             }
             Scenario::GetAppointment => {
                 let id: Uuid = appointment_id.parse().expect("appointment id");
@@ -330,14 +339,14 @@ impl Client {
                     .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                     .start()
                     .await?;
-                tx.query_opt(&*appointment, &[&id]).await?;
-                tx.query(&*history, &[&id]).await?;
+                assert!(tx.query_opt(&*appointment, &[&id]).await?.is_some(), "no appointment");
+                assert!(!tx.query(&*history, &[&id]).await?.is_empty(), "no history");
                 tx.commit().await?;
             }
             Scenario::ListAppointments => {
                 let req = ListAppointments::try_from(ctx.list_request()).expect("list request");
                 let q = list_query(&Actor { member_id, role }, &req);
-                db.query(&*list, &q.param_refs()).await?;
+                assert_eq!(db.query(&*list, &q.param_refs()).await?.len(), PAGE as usize);
             }
             Scenario::CreateAppointment => unreachable!("no raw CreateAppointment"),
         }
@@ -439,7 +448,11 @@ async fn main() {
             (clinic, identity, format!("load {}", &Uuid::new_v4().simple().to_string()[..8]))
         }
         None => {
-            let a = app.insert(spawn_app().await);
+            let pool = args.pool;
+            let tweak = Box::new(move |c: &mut clinic_service::Config| {
+                c.tenant_pool_size = pool.unwrap_or(c.tenant_pool_size)
+            });
+            let a = app.insert(spawn_with(Options { tweak, ..Options::default() }).await);
             let urls = (format!("http://{}", a.clinic_addr), format!("http://{}", a.identity_addr));
             (urls.0, urls.1, a.org_name("load"))
         }
@@ -454,7 +467,9 @@ async fn main() {
     });
 
     let (n, secs) = (args.clients, args.secs);
-    let stack = if args.remote.is_some() { "a running stack" } else { "in-process stack" };
+    let stack = app.as_ref().map_or("a running stack".to_owned(), |a| {
+        format!("in-process stack, tenant pool {}", a.config.tenant_pool_size)
+    });
     println!(
         "\n== load: {n} clients, {secs} s per run, {stack}; raw SQL = the service's statements"
     );
