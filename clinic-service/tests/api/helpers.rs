@@ -260,6 +260,8 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.clinic_shutdown.shutdown();
         self.identity_shutdown.shutdown();
+        // The development mailer's folder is this test's own (a fresh temporary directory).
+        let _ = std::fs::remove_dir_all(&self.outbox);
     }
 }
 

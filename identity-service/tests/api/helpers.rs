@@ -39,6 +39,8 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.shutdown();
+        // The development mailer's folder is this test's own (a fresh temporary directory).
+        let _ = std::fs::remove_dir_all(&self.outbox);
     }
 }
 
