@@ -58,11 +58,9 @@ impl Email {
     }
 }
 
-/// The one normalisation of email addresses ([`clinic_shared::email::normalize`]: NFC, then
-/// lowercase), stored in `app_user.email_normalized`.
-pub fn normalize_email(email: &str) -> String {
-    clinic_shared::email::normalize(email)
-}
+/// The one normalisation of email addresses (NFC, then lowercase), stored in
+/// `app_user.email_normalized`.
+pub use clinic_shared::email::normalize as normalize_email;
 
 /// A display name: 1 to 100 characters, no control characters, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
