@@ -1,8 +1,10 @@
 //! The list query: the caller's role scope, the filters and the keyset cursor, assembled from
 //! fixed SQL fragments with numbered parameters (no caller text ever enters the SQL).
 
-use tokio_postgres::{GenericClient, types::ToSql};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+use crate::tenancy::Db;
 
 use super::{
     domain::{Actor, Appointment, Role},
@@ -77,7 +79,7 @@ pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
 
 /// One page for `actor`, and the cursor of the next page if there is one.
 pub async fn list(
-    client: &impl GenericClient,
+    client: &impl Db,
     actor: &Actor,
     req: &ListAppointments,
 ) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {

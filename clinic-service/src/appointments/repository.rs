@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{GenericClient, Row, error::SqlState};
+use tokio_postgres::{Row, error::SqlState};
 use uuid::Uuid;
+
+use crate::tenancy::Db;
 
 use super::{
     domain::{Appointment, AppointmentStatus, Parties, Role, StatusChange},
@@ -56,7 +58,7 @@ pub fn map_write_error(e: tokio_postgres::Error) -> Error {
 /// the transaction ends, so a concurrent role change or removal cannot slip in between. An
 /// invited member who has not accepted yet is not found, like an unknown id.
 pub async fn require_member(
-    client: &impl GenericClient,
+    client: &impl Db,
     member_id: Uuid,
     role: Role,
     party: Party,
@@ -78,7 +80,7 @@ pub async fn require_member(
 
 /// Inserts a PENDING appointment.
 pub async fn insert(
-    client: &impl GenericClient,
+    client: &impl Db,
     patient_id: Uuid,
     doctor_id: Uuid,
     start_time: DateTime<Utc>,
@@ -98,7 +100,7 @@ pub async fn insert(
 
 /// Appends one history entry.
 pub async fn insert_history(
-    client: &impl GenericClient,
+    client: &impl Db,
     appointment_id: Uuid,
     from: Option<AppointmentStatus>,
     to: AppointmentStatus,
@@ -124,7 +126,7 @@ pub async fn insert_history(
 
 /// The parties and state of an appointment, locked (FOR UPDATE) until the transaction ends.
 pub async fn lock(
-    client: &impl GenericClient,
+    client: &impl Db,
     id: Uuid,
 ) -> Result<Option<(Parties, AppointmentStatus)>, Error> {
     let row = client
@@ -141,7 +143,7 @@ pub async fn lock(
 
 /// Moves the appointment to `to` if it is in one of `from`; `None` when it is not.
 pub async fn update_status(
-    client: &impl GenericClient,
+    client: &impl Db,
     id: Uuid,
     from: &[AppointmentStatus],
     to: AppointmentStatus,
@@ -156,14 +158,14 @@ pub async fn update_status(
 }
 
 /// One appointment, whoever may see it.
-pub async fn fetch(client: &impl GenericClient, id: Uuid) -> Result<Option<Appointment>, Error> {
+pub async fn fetch(client: &impl Db, id: Uuid) -> Result<Option<Appointment>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM appointment WHERE id = $1");
     let row = client.query_opt(&sql, &[&id]).await?;
     row.as_ref().map(appointment_from_row).transpose()
 }
 
 /// The status history of an appointment, oldest first.
-pub async fn history(client: &impl GenericClient, id: Uuid) -> Result<Vec<StatusChange>, Error> {
+pub async fn history(client: &impl Db, id: Uuid) -> Result<Vec<StatusChange>, Error> {
     let rows = client
         .query(
             "SELECT from_status::text, to_status::text, changed_by, changed_at, reason \

@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use clinic_shared::pg::RowExt;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{error::Error, requests::REQUEST_ID_TTL};
+use crate::tenancy::Db;
 
 /// Expired rows removed per booking: bounded work, and every booking with a key helps.
 const PRUNE_BATCH: i64 = 100;
@@ -33,7 +33,7 @@ fn cutoff(now: DateTime<Utc>) -> Result<DateTime<Utc>, Error> {
 /// Claims key `request_id` of `member_id` for a booking with `fingerprint`, in the caller's
 /// transaction. [`Error::RequestIdReused`] when the live key was used for other parameters.
 pub async fn claim(
-    tx: &impl GenericClient,
+    tx: &impl Db,
     member_id: Uuid,
     request_id: Uuid,
     fingerprint: &[u8],
@@ -80,7 +80,7 @@ pub async fn claim(
 
 /// Records the appointment booked under a key claimed in this transaction.
 pub async fn record(
-    tx: &impl GenericClient,
+    tx: &impl Db,
     member_id: Uuid,
     request_id: Uuid,
     appointment_id: Uuid,

@@ -1,8 +1,9 @@
 //! The appointment operations on one tenant connection: the rules of `domain` applied inside
 //! transactions, so checks and writes see the same rows.
 
-use tokio_postgres::Client;
 use uuid::Uuid;
+
+use crate::tenancy::{Db, TenantClient};
 
 use super::{
     domain::{Actor, Appointment, AppointmentStatus, Role, StatusChange, may_book},
@@ -34,7 +35,7 @@ fn run_again<T>(result: &Result<T, Error>, attempt: u32) -> bool {
 /// Books a PENDING appointment and records the booking in its history. With a `request_id`,
 /// a retry answers the appointment the first call booked (see `request_ids`).
 pub async fn create(
-    client: &mut Client,
+    client: &mut TenantClient,
     actor: &Actor,
     req: &CreateAppointment,
 ) -> Result<Appointment, Error> {
@@ -49,7 +50,7 @@ pub async fn create(
 }
 
 async fn create_once(
-    client: &mut Client,
+    client: &mut TenantClient,
     actor: &Actor,
     req: &CreateAppointment,
 ) -> Result<Appointment, Error> {
@@ -102,17 +103,12 @@ async fn create_once(
 /// One appointment the caller may see, with its history. Appointments the caller may not see
 /// are `NOT_FOUND`, so ids do not reveal what exists.
 pub async fn get(
-    client: &mut Client,
+    client: &mut TenantClient,
     actor: &Actor,
     id: Uuid,
 ) -> Result<(Appointment, Vec<StatusChange>), Error> {
     // One snapshot for both reads, so the history matches the state shown.
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await?;
+    let tx = client.snapshot().await?;
     let appointment = match repository::fetch(&tx, id).await? {
         Some(a) if a.parties.visible_to(actor) => a,
         _ => return Err(Error::NotFound),
@@ -125,7 +121,7 @@ pub async fn get(
 /// Applies a transition: locks the row, checks visibility, permission and the transition
 /// table, updates the state and appends to the history, all in one transaction.
 pub async fn transition(
-    client: &mut Client,
+    client: &mut TenantClient,
     actor: &Actor,
     req: &Transition,
 ) -> Result<Appointment, Error> {
@@ -140,7 +136,7 @@ pub async fn transition(
 }
 
 async fn transition_once(
-    client: &mut Client,
+    client: &mut TenantClient,
     actor: &Actor,
     req: &Transition,
 ) -> Result<Appointment, Error> {
@@ -172,7 +168,7 @@ async fn transition_once(
 
 /// One page of the appointments the caller may see, matching the filters.
 pub async fn list(
-    client: &Client,
+    client: &impl Db,
     actor: &Actor,
     req: &ListAppointments,
 ) -> Result<(Vec<Appointment>, Option<PageToken>), Error> {

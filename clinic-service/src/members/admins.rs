@@ -4,7 +4,7 @@
 //! transaction ends. Two admins demoting or removing each other at the same moment therefore
 //! go one after the other, and the second sees the first's change.
 
-use tokio_postgres::Transaction;
+use crate::tenancy::{Db, TenantTransaction};
 use uuid::Uuid;
 
 use clinic_shared::pg::RowExt;
@@ -14,7 +14,7 @@ use crate::error::Error;
 /// Locks the active admins and checks that changing `target`'s role (or removing it) leaves
 /// one, and that `caller` still is one (they may have been demoted since their request was
 /// authorized). FAILED_PRECONDITION or PERMISSION_DENIED otherwise.
-pub async fn guard(tx: &Transaction<'_>, caller: Uuid, target: Uuid) -> Result<(), Error> {
+pub async fn guard(tx: &TenantTransaction<'_>, caller: Uuid, target: Uuid) -> Result<(), Error> {
     let rows = tx
         .query(
             "SELECT id FROM organization_user WHERE status = 'active' AND role = 'admin' \

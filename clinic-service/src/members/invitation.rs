@@ -8,7 +8,7 @@ use clinic_shared::pg::RowExt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Transaction, error::SqlState};
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{
@@ -19,6 +19,7 @@ use super::{
 use crate::{
     error::Error,
     relay::outbox::{self, Change},
+    tenancy::{Db, TenantClient, TenantTransaction},
 };
 
 /// Invites `new.email` to organization `new.organization_id` until `expires_at`, or renews the
@@ -26,7 +27,7 @@ use crate::{
 /// role and profile, and records the central invitation (identity-service mails the person).
 /// Returns the member id. ALREADY_EXISTS when the email belongs to an active member.
 pub async fn invite(
-    client: &mut Client,
+    client: &mut TenantClient,
     new: &NewMember,
     expires_at: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
@@ -57,7 +58,7 @@ pub async fn invite(
 
 /// Renews the invitation of `new.email`, if there is one.
 async fn renew(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     new: &NewMember,
     expires_at: DateTime<Utc>,
 ) -> Result<Option<Uuid>, Error> {
@@ -83,7 +84,7 @@ async fn renew(
 
 /// Inserts a new invited member with its profile.
 async fn insert(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     new: &NewMember,
     expires_at: DateTime<Utc>,
 ) -> Result<Uuid, Error> {

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{Client, Transaction, error::SqlState};
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::{read::db, write};
@@ -14,7 +14,7 @@ use crate::{
     error::Error,
     relay::outbox::{self, Change},
     roles::Role,
-    tenancy::{TenantAccess, TenantConnection},
+    tenancy::{Db, TenantAccess, TenantClient, TenantConnection, TenantTransaction},
 };
 
 /// Opens the clinic an invited caller names (see [`TenantAccess::open`]), once their email is
@@ -35,7 +35,7 @@ pub async fn open(
 /// caller's user id, email and name; centrally, the membership replaces the invitation.
 /// Returns the member id and role. See [`pending`] for the errors.
 pub async fn accept(
-    client: &mut Client,
+    client: &mut TenantClient,
     claims: &Claims,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, Role), Error> {
@@ -77,7 +77,7 @@ pub async fn accept(
 /// are deleted, and so is the central invitation. Returns the member id that was. See
 /// [`pending`] for the errors.
 pub async fn decline(
-    client: &mut Client,
+    client: &mut TenantClient,
     claims: &Claims,
     now: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
@@ -95,7 +95,7 @@ pub async fn decline(
 /// the form invitations are stored in) and its role and invited address, locked until `tx`
 /// ends. ALREADY_EXISTS when the caller is a member already (as after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
 async fn pending(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     claims: &Claims,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, Role, String), Error> {

@@ -2,13 +2,17 @@
 //! see; the public-fields redaction is in `view.rs`.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::domain::{DoctorFields, PatientFields, Profile};
 use clinic_shared::pg::RowExt;
 
-use crate::{error::Error, roles::Role, tenancy::Caller};
+use crate::{
+    error::Error,
+    roles::Role,
+    tenancy::{Caller, Db, TenantTransaction},
+};
 
 /// Whether a member has joined or is only invited (`organization_user.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +117,7 @@ fn from_row(row: &Row) -> Result<MemberRow, Error> {
 
 /// One member and whether `caller` may see it; `None` when there is no such member.
 pub async fn get(
-    client: &impl GenericClient,
+    client: &impl Db,
     caller: &Caller,
     id: Uuid,
 ) -> Result<Option<(MemberRow, bool)>, Error> {
@@ -127,7 +131,7 @@ pub async fn get(
 
 /// One page of the members `caller` may see, of `role` if given, after `after`, by id.
 pub async fn list(
-    client: &impl GenericClient,
+    client: &impl Db,
     caller: &Caller,
     role: Option<Role>,
     after: Option<Uuid>,
@@ -146,7 +150,7 @@ pub async fn list(
 }
 
 /// Member `id`'s row, locked until `tx` ends; `None` when there is none.
-pub async fn lock(tx: &Transaction<'_>, id: Uuid) -> Result<Option<MemberRow>, Error> {
+pub async fn lock(tx: &TenantTransaction<'_>, id: Uuid) -> Result<Option<MemberRow>, Error> {
     let sql = format!("SELECT {COLUMNS} {FROM} WHERE ou.id = $1 FOR UPDATE OF ou");
     let row = tx.query_opt(&sql, &[&id]).await.map_err(db("lock member"))?;
     row.as_ref().map(from_row).transpose()

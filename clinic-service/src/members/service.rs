@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
-use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{
@@ -27,7 +26,7 @@ use crate::{
         outbox::{self, Change as Central},
     },
     roles::Role,
-    tenancy::Caller,
+    tenancy::{Caller, Db, TenantClient},
 };
 
 /// What the operations need beyond a connection: the relay and the invitation lifetime.
@@ -63,7 +62,11 @@ fn no_such_member() -> Error {
 }
 
 /// Member `id` as `caller` may see it.
-pub async fn get(client: &Client, caller: &Caller, member: MemberRef) -> Result<pb::Member, Error> {
+pub async fn get(
+    client: &impl Db,
+    caller: &Caller,
+    member: MemberRef,
+) -> Result<pb::Member, Error> {
     match read::get(client, caller, member.resolve(caller.member_id)).await? {
         // Invited members do not appear to anyone but admins, not even as refusals.
         None => Err(no_such_member()),
@@ -75,7 +78,7 @@ pub async fn get(client: &Client, caller: &Caller, member: MemberRef) -> Result<
 
 /// One page of the members `caller` may see, and the next page's last id (`None`: last page).
 pub async fn list(
-    client: &Client,
+    client: &impl Db,
     caller: &Caller,
     req: ListMembers,
 ) -> Result<(Vec<pb::Member>, Option<Uuid>), Error> {
@@ -93,7 +96,7 @@ impl Members {
     /// AddMember: invites (or re-invites) an email.
     pub async fn add(
         &self,
-        client: &mut Client,
+        client: &mut TenantClient,
         caller: &Caller,
         new: &NewMember,
         now: DateTime<Utc>,
@@ -110,7 +113,7 @@ impl Members {
     /// (admins, not on themselves, keeping an active admin).
     pub async fn update_profile(
         &self,
-        client: &mut Client,
+        client: &mut TenantClient,
         caller: &Caller,
         update: &ProfileUpdate,
         now: DateTime<Utc>,
@@ -170,7 +173,7 @@ impl Members {
     /// cancels an invitation.
     pub async fn remove(
         &self,
-        client: &mut Client,
+        client: &mut TenantClient,
         caller: &Caller,
         organization_id: Uuid,
         member: MemberRef,
@@ -197,7 +200,7 @@ impl Members {
     /// AcceptInvitation: the caller's invitation becomes their membership.
     pub async fn accept(
         &self,
-        client: &mut Client,
+        client: &mut TenantClient,
         organization_id: Uuid,
         claims: &Claims,
         now: DateTime<Utc>,
@@ -212,7 +215,7 @@ impl Members {
     /// DeclineInvitation: the caller's invitation goes.
     pub async fn decline(
         &self,
-        client: &mut Client,
+        client: &mut TenantClient,
         organization_id: Uuid,
         claims: &Claims,
         now: DateTime<Utc>,

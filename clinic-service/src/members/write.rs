@@ -1,7 +1,7 @@
 //! Writing members inside the caller's transaction: profiles, field and role changes, removal.
 //! Table and column names come from fixed lists (`fields.rs`, [`column`]), never from input.
 
-use tokio_postgres::{GenericClient, Transaction, types::ToSql};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
@@ -12,7 +12,11 @@ use super::{
 };
 use clinic_shared::pg::RowExt;
 
-use crate::{error::Error, roles::Role};
+use crate::{
+    error::Error,
+    roles::Role,
+    tenancy::{Db, TenantTransaction},
+};
 
 /// The profile-id column of a role.
 pub(super) fn column(role: Role) -> &'static str {
@@ -38,10 +42,7 @@ fn placeholders(first: usize, n: usize) -> Vec<String> {
 }
 
 /// Inserts a profile row and returns its id.
-pub(super) async fn insert_profile(
-    client: &impl GenericClient,
-    profile: &Profile,
-) -> Result<Uuid, Error> {
+pub(super) async fn insert_profile(client: &impl Db, profile: &Profile) -> Result<Uuid, Error> {
     let values = match profile {
         Profile::Admin => Vec::new(),
         Profile::Doctor(d) => columns(&fields::DOCTOR.iter().collect::<Vec<_>>(), d),
@@ -67,7 +68,7 @@ pub(super) async fn insert_profile(
 /// Writes the named profile fields of member `id`, whose role the caller has checked under
 /// the member's row lock. ABORTED when no profile row matched (it changed meanwhile).
 pub(super) async fn set_fields(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     id: Uuid,
     change: &Change,
 ) -> Result<(), Error> {
@@ -101,7 +102,7 @@ pub(super) async fn set_fields(
 
 /// Gives member `id` a new role and profile (the old profile goes).
 pub(super) async fn change_role(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     id: Uuid,
     profile: &Profile,
 ) -> Result<(), Error> {
@@ -120,7 +121,7 @@ pub(super) async fn change_role(
     touch(tx, id).await
 }
 
-async fn touch(tx: &Transaction<'_>, id: Uuid) -> Result<(), Error> {
+async fn touch(tx: &TenantTransaction<'_>, id: Uuid) -> Result<(), Error> {
     tx.execute("UPDATE organization_user SET updated_at = now() WHERE id = $1", &[&id])
         .await
         .map_err(db("touch member"))?;
@@ -128,7 +129,10 @@ async fn touch(tx: &Transaction<'_>, id: Uuid) -> Result<(), Error> {
 }
 
 /// Deletes the profiles a row's columns 0..3 (admin, doctor, patient profile ids) name.
-async fn delete_profiles(tx: &Transaction<'_>, row: &tokio_postgres::Row) -> Result<(), Error> {
+async fn delete_profiles(
+    tx: &TenantTransaction<'_>,
+    row: &tokio_postgres::Row,
+) -> Result<(), Error> {
     for (i, role) in [Role::Admin, Role::Doctor, Role::Patient].into_iter().enumerate() {
         if let Some(profile) = row.col::<Option<Uuid>>(i)? {
             tx.execute(&format!("DELETE FROM {} WHERE id = $1", table(role)), &[&profile])
@@ -152,7 +156,10 @@ pub struct Departed {
 
 /// Deletes member `id` and its profile inside `tx` (their appointments keep their rows: FK set
 /// null). Who it was, or `None` when there is none.
-pub(super) async fn delete(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Departed>, Error> {
+pub(super) async fn delete(
+    tx: &TenantTransaction<'_>,
+    id: Uuid,
+) -> Result<Option<Departed>, Error> {
     let row = tx
         .query_opt(
             "DELETE FROM organization_user WHERE id = $1 RETURNING admin_profile_id, \

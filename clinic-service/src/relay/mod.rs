@@ -25,10 +25,13 @@ pub mod reconcile;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::{sync::Notify, time::Instant};
-use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::{error::Error, identity::IdentityClient, tenancy::TenantAccess};
+use crate::{
+    error::Error,
+    identity::IdentityClient,
+    tenancy::{Db, TenantAccess},
+};
 use outbox::Change;
 
 /// Rows delivered per round trip to the tenant.
@@ -69,7 +72,7 @@ impl Relay {
     /// After a commit in `organization_id`'s database: delivers its outbox over `client` now;
     /// what cannot be delivered is left to the background task. Never fails: the change is
     /// committed, and that is the answer.
-    pub async fn committed(&self, client: &Client, organization_id: Uuid) {
+    pub async fn committed(&self, client: &impl Db, organization_id: Uuid) {
         match deliver(self.inner.access.identity(), client, organization_id).await {
             Ok(true) => {}
             Ok(false) => self.defer(organization_id),
@@ -184,7 +187,7 @@ impl Relay {
 /// `Ok(false)` when identity-service could not be reached (the rest stays for a retry).
 pub async fn deliver(
     identity: &IdentityClient,
-    client: &Client,
+    client: &impl Db,
     organization_id: Uuid,
 ) -> Result<bool, Error> {
     loop {

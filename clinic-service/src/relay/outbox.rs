@@ -2,12 +2,16 @@
 //! transaction of the member change it mirrors, read and deleted by the relay.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row, Transaction};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use clinic_shared::pg::RowExt;
 
-use crate::{error::Error, roles::Role};
+use crate::{
+    error::Error,
+    roles::Role,
+    tenancy::{Db, TenantTransaction},
+};
 
 /// One change to the central index of members, as identity-service applies it.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,7 +69,7 @@ pub struct Entry {
 
 /// Takes the next version for member `id` (locking its row until `tx` ends) and returns it.
 /// `None` when there is no such member.
-pub async fn next_version(tx: &Transaction<'_>, id: Uuid) -> Result<Option<i64>, Error> {
+pub async fn next_version(tx: &TenantTransaction<'_>, id: Uuid) -> Result<Option<i64>, Error> {
     let row = tx
         .query_opt(
             "UPDATE organization_user SET version = nextval('member_version_seq') \
@@ -79,7 +83,7 @@ pub async fn next_version(tx: &Transaction<'_>, id: Uuid) -> Result<Option<i64>,
 
 /// Records `changes` of member `member_id` at `version`, inside the member change's `tx`.
 pub async fn record(
-    tx: &Transaction<'_>,
+    tx: &TenantTransaction<'_>,
     member_id: Uuid,
     version: i64,
     changes: &[Change],
@@ -112,7 +116,7 @@ pub async fn record(
 }
 
 /// The oldest `limit` pending rows.
-pub async fn pending(client: &impl GenericClient, limit: i64) -> Result<Vec<Entry>, Error> {
+pub async fn pending(client: &impl Db, limit: i64) -> Result<Vec<Entry>, Error> {
     let rows = client
         .query(
             "SELECT id, version, change, user_id, email, role, invite_expires_at \
@@ -125,7 +129,7 @@ pub async fn pending(client: &impl GenericClient, limit: i64) -> Result<Vec<Entr
 }
 
 /// Whether anything is pending.
-pub async fn any_pending(client: &impl GenericClient) -> Result<bool, Error> {
+pub async fn any_pending(client: &impl Db) -> Result<bool, Error> {
     let row = client
         .query_one("SELECT EXISTS (SELECT 1 FROM member_outbox)", &[])
         .await
@@ -134,7 +138,7 @@ pub async fn any_pending(client: &impl GenericClient) -> Result<bool, Error> {
 }
 
 /// Deletes delivered rows.
-pub async fn delete(client: &impl GenericClient, ids: &[i64]) -> Result<(), Error> {
+pub async fn delete(client: &impl Db, ids: &[i64]) -> Result<(), Error> {
     if !ids.is_empty() {
         client
             .execute("DELETE FROM member_outbox WHERE id = ANY($1)", &[&ids])

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{outbox::Change, publish};
 use crate::{
     error::Error,
-    tenancy::{OrgRecord, OrgStatus, TenantAccess},
+    tenancy::{Db, OrgRecord, OrgStatus, TenantAccess},
 };
 use clinic_api::identity::v1 as ipb;
 

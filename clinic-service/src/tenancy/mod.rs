@@ -10,6 +10,7 @@ pub mod pools;
 pub mod provisioning;
 mod registry;
 mod socket;
+pub mod statements;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use pools::{Pools, TenantConnection};
 use registry::Registry;
+pub use statements::{Db, TenantClient, TenantTransaction};
 
 use crate::{
     auth::Claims,
@@ -304,22 +306,46 @@ impl TenantAccess {
     /// [`Self::open`], then loads the caller's membership. A caller who is not an active
     /// member (an invited one who has not accepted included: their row has no user yet) learns
     /// nothing: NOT_FOUND, exactly as for an id that does not exist.
+    ///
+    /// The membership query is the first statement on the connection, so it also tells whether
+    /// a pooled connection is still alive (pools do not verify busy connections): one found
+    /// dead is dropped and the call goes on with another, up to [`DEAD_CONNECTION_RETRIES`]
+    /// times. Nothing has run on it, so nothing is repeated.
     pub async fn acquire(
         &self,
         claims: &Claims,
         organization_id: Uuid,
     ) -> Result<(TenantConnection, Caller), Error> {
-        let conn = self.open(claims, organization_id).await?;
-        let row = conn
-            .query_opt(
-                "SELECT id, role FROM organization_user WHERE user_id = $1 AND status = 'active'",
-                &[&claims.user_id],
-            )
-            .await
-            .map_err(|e| Error::tenant_db("load caller", &e))?;
-        let row = row.ok_or_else(Error::organization_not_found)?;
-        let role = Role::from_db(row.col::<Option<&str>>("role")?)
-            .ok_or_else(Error::organization_not_found)?;
-        Ok((conn, Caller { member_id: row.col("id")?, user_id: claims.user_id, role }))
+        let mut retries = 0;
+        loop {
+            let conn = self.open(claims, organization_id).await?;
+            let row = match conn.query_opt(CALLER, &[&claims.user_id]).await {
+                Ok(row) => row,
+                Err(e)
+                    if retries < DEAD_CONNECTION_RETRIES
+                        && clinic_shared::pg::is_connection_loss(&e) =>
+                {
+                    retries += 1;
+                    tracing::debug!(retries, "pooled tenant connection was dead; taking another");
+                    // Dropped, not returned: deadpool's recycle sees it closed.
+                    let _ = TenantConnection::take(conn);
+                    continue;
+                }
+                Err(e) => return Err(Error::tenant_db("load caller", &e)),
+            };
+            let row = row.ok_or_else(Error::organization_not_found)?;
+            let role = Role::from_db(row.col::<Option<&str>>("role")?)
+                .ok_or_else(Error::organization_not_found)?;
+            let caller = Caller { member_id: row.col("id")?, user_id: claims.user_id, role };
+            return Ok((conn, caller));
+        }
     }
 }
+
+/// The caller's membership in a tenant (see [`TenantAccess::acquire`]).
+pub const CALLER: &str =
+    "SELECT id, role FROM organization_user WHERE user_id = $1 AND status = 'active'";
+
+/// How many dead pooled connections one call may discard before it fails (a restarted server
+/// leaves at most a pool's worth).
+const DEAD_CONNECTION_RETRIES: usize = 8;

@@ -23,14 +23,20 @@ use tokio::{
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::statements::TenantClient;
 use crate::error::Error;
 
-/// A pooled connection to one tenant database; derefs to `tokio_postgres::Client`.
+/// A pooled connection to one tenant database; derefs to [`TenantClient`].
 pub type TenantConnection = managed::Object<TenantManager>;
 type TenantPool = managed::Pool<TenantManager>;
 
 /// Longest wait for a TCP connection and the PostgreSQL handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection idle for longer is verified with a round trip before it is handed out; one used
+/// more recently is trusted unless its socket is known to be closed (a request that finds it
+/// dead anyway is retried on another connection, see `TenantAccess::acquire`).
+const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// Retry step while waiting for idle connections elsewhere to be returned and evicted.
 const EVICTION_POLL: Duration = Duration::from_millis(10);
@@ -65,25 +71,30 @@ pub struct TenantManager {
 }
 
 impl managed::Manager for TenantManager {
-    type Type = Client;
+    type Type = TenantClient;
     type Error = Error;
 
-    async fn create(&self) -> Result<Client, Error> {
+    async fn create(&self) -> Result<TenantClient, Error> {
         let shared =
             self.shared.upgrade().ok_or_else(|| Error::Internal("pools dropped".into()))?;
         let deadline = Instant::now() + shared.acquire_timeout;
         let permit = shared.permit(Some(self.organization_id), deadline).await?;
-        Ok(open(&self.config, &shared.tls, permit).await?.0)
+        Ok(TenantClient::new(open(&self.config, &shared.tls, permit).await?.0))
     }
 
-    /// Verifies the connection with an empty query (one round trip), so one whose server side
-    /// is gone (restart, failover, terminated backend) is dropped and replaced before a caller
-    /// gets it, like deadpool-postgres' `RecyclingMethod::Verified`.
-    async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<Error> {
+    /// Drops a connection whose socket is closed (the server ended it: restart, failover,
+    /// terminated backend). One idle for longer than [`VERIFY_AFTER_IDLE`] is also verified
+    /// with an empty query, since a silent network failure leaves its socket open; a busy
+    /// connection is not, so the hot path pays no extra round trip per call.
+    async fn recycle(&self, client: &mut TenantClient, metrics: &Metrics) -> RecycleResult<Error> {
         if client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
+        if metrics.last_used() < VERIFY_AFTER_IDLE {
+            return Ok(());
+        }
         client
+            .raw()
             .simple_query("")
             .await
             .map(drop)

@@ -14,7 +14,7 @@ use clinic_shared::pg::RowExt;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
+use super::{Db, Location, OrgRecord, OrgStatus, TenantAccess, TenantClient, migrations};
 use crate::{auth::Claims, error::Error, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
@@ -147,7 +147,7 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already.
-async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
+async fn insert_admin(conn: &mut TenantClient, claims: &Claims) -> Result<(), Error> {
     let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
     let tx = conn.transaction().await.map_err(db)?;
     let existing = tx

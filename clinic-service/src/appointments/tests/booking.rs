@@ -11,6 +11,7 @@ use crate::appointments::{
     error::{Error, Party},
     service,
 };
+use crate::tenancy::Db;
 
 /// 50 patients book the same doctor's slot at once: PostgreSQL lets exactly one through.
 #[tokio::test]
@@ -23,19 +24,23 @@ async fn fifty_concurrent_bookings_of_one_slot() {
     }
     // A pool, as the service uses; 20 connections keep the test within the server's limit
     // while many transactions still race.
-    let pool = Arc::new(
-        clinic_shared::pg::pool(t.db.config.clone(), 20, StdDuration::from_secs(30)).unwrap(),
-    );
+    let pool = Arc::new(crate::tenancy::Pools::new(
+        20,
+        20,
+        StdDuration::from_secs(30),
+        clinic_shared::pg::PgTls::none(),
+    ));
+    let (org, config) = (Uuid::new_v4(), Arc::new(t.db.config.clone()));
     let start = hours_ahead(5);
     let barrier = Arc::new(tokio::sync::Barrier::new(patients.len()));
     let tasks: Vec<_> = patients
         .iter()
         .map(|p| {
-            let (pool, barrier, p) = (pool.clone(), barrier.clone(), *p);
+            let (pool, barrier, p, config) = (pool.clone(), barrier.clone(), *p, config.clone());
             let req = booking(p.member_id, doctor.member_id, start, 30);
             tokio::spawn(async move {
                 barrier.wait().await;
-                let mut conn = pool.get().await.expect("connection");
+                let mut conn = pool.get(org, &config).await.expect("connection");
                 service::create(&mut conn, &p, &req).await
             })
         })

@@ -43,16 +43,20 @@ async fn concurrent_retries_book_once() {
     let (doctor, patient) = (t.doctor().await, t.patient().await);
     let req =
         keyed(booking(patient.member_id, doctor.member_id, hours_ahead(5), 30), Uuid::new_v4());
-    let pool = Arc::new(
-        clinic_shared::pg::pool(t.db.config.clone(), 8, std::time::Duration::from_secs(30))
-            .unwrap(),
-    );
+    let pool = Arc::new(crate::tenancy::Pools::new(
+        8,
+        8,
+        std::time::Duration::from_secs(30),
+        clinic_shared::pg::PgTls::none(),
+    ));
+    let (org, config) = (Uuid::new_v4(), Arc::new(t.db.config.clone()));
     let barrier = Arc::new(tokio::sync::Barrier::new(8));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let (pool, barrier, req) = (pool.clone(), barrier.clone(), req.clone());
+            let (pool, barrier, req, config) =
+                (pool.clone(), barrier.clone(), req.clone(), config.clone());
             tokio::spawn(async move {
-                let mut conn = pool.get().await.expect("connection");
+                let mut conn = pool.get(org, &config).await.expect("connection");
                 barrier.wait().await;
                 service::create(&mut conn, &patient, &req).await
             })

@@ -13,6 +13,7 @@ use crate::appointments::{
     requests::{AppointmentRef, Transition},
     service,
 };
+use crate::tenancy::Db;
 
 fn request(id: Uuid, action: Action) -> Transition {
     let reason = if action.requires_reason() { "a reason".to_owned() } else { String::new() };

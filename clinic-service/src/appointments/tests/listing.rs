@@ -8,8 +8,8 @@ use std::{
     },
 };
 
+use crate::tenancy::{Db, TenantClient};
 use chrono::{DateTime, Duration, Utc};
-use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{Tenant, hours_ahead};
@@ -40,7 +40,7 @@ fn all() -> ListAppointments {
 
 /// Inserts directly (the rules are tested elsewhere); `None` parties never overlap.
 async fn seed(
-    client: &Client,
+    client: &TenantClient,
     patient: Option<Uuid>,
     doctor: Option<Uuid>,
     start: DateTime<Utc>,
@@ -58,7 +58,7 @@ async fn seed(
 }
 
 /// Every page for `actor`, checking the order as it goes.
-async fn walk(client: &Client, actor: &Actor, mut req: ListAppointments) -> Vec<Uuid> {
+async fn walk(client: &TenantClient, actor: &Actor, mut req: ListAppointments) -> Vec<Uuid> {
     let mut ids = Vec::new();
     let mut last: Option<(DateTime<Utc>, Uuid)> = None;
     loop {

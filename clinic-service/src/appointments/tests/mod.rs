@@ -10,9 +10,9 @@ mod listing;
 mod requests;
 mod scale;
 
+use crate::tenancy::{Db, TenantClient};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use clinic_shared::pg::{TestDatabase, connect};
-use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{
@@ -29,7 +29,7 @@ mod embedded {
 /// A migrated tenant database and a connection to it.
 pub struct Tenant {
     pub db: TestDatabase,
-    pub client: Client,
+    pub client: TenantClient,
 }
 
 impl Tenant {
@@ -37,7 +37,7 @@ impl Tenant {
         let db = TestDatabase::create(&TestDatabase::server(), "appt_test").await;
         let mut client = connect(&db.config).await.expect("connect to test database");
         embedded::migrations::runner().run_async(&mut client).await.expect("tenant migrations");
-        Self { db, client }
+        Self { db, client: TenantClient::new(client) }
     }
 
     /// Waits until exactly `n` sessions of this database wait for a lock.
@@ -55,8 +55,8 @@ impl Tenant {
     }
 
     /// Another connection to the same database.
-    pub async fn connect(&self) -> Client {
-        connect(&self.db.config).await.expect("connect")
+    pub async fn connect(&self) -> TenantClient {
+        TenantClient::new(connect(&self.db.config).await.expect("connect"))
     }
 
     /// A new member with `role` and an empty profile.

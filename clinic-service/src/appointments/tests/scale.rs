@@ -11,6 +11,7 @@ use crate::appointments::{
     page_token::PageToken,
     requests::ListAppointments,
 };
+use crate::tenancy::Db;
 
 const DOCTORS: i64 = 100;
 const PATIENTS: i64 = 1000;

@@ -1,0 +1,239 @@
+//! Tenant connections that prepare each statement once: every statement text is parsed and
+//! planned by PostgreSQL the first time a connection runs it, and bound by name afterwards (one
+//! round trip per statement instead of two, and no re-parsing).
+//!
+//! [`TenantClient`] and [`TenantTransaction`] are the only ways requests reach a tenant
+//! database. Neither dereferences to the tokio-postgres type it wraps, so no call can bypass the
+//! cache by accident; [`Db`] is what SQL code takes, whether or not a transaction is open.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Mutex, PoisonError},
+};
+
+use tokio_postgres::{
+    Client, Error as PgError, GenericClient, IsolationLevel, Row, Statement, Transaction,
+    error::SqlState, types::ToSql,
+};
+
+/// The statements one connection has prepared, by text.
+#[derive(Default)]
+pub struct Statements(Mutex<HashMap<Box<str>, Statement>>);
+
+impl Statements {
+    /// `sql` prepared on `client`'s connection: from the cache, or prepared and cached.
+    async fn prepare(&self, client: &impl GenericClient, sql: &str) -> Result<Statement, PgError> {
+        if let Some(statement) = self.lock().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql).await?;
+        self.lock().insert(sql.into(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Forgets every statement after an error saying the server no longer has one (or its
+    /// plan no longer fits, after a migration changed a table under it): the next use prepares
+    /// again.
+    fn invalidate_on(&self, error: &PgError) {
+        let stale = matches!(
+            error.code(),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED | &SqlState::INVALID_SQL_STATEMENT_NAME)
+        );
+        if stale {
+            self.lock().clear();
+        }
+    }
+
+    /// How many statements are cached.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Statement>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs statements with the cache of the connection they run on.
+pub trait Db: Sync {
+    /// The tokio-postgres client or transaction underneath.
+    type Client: GenericClient + Sync;
+
+    /// The client and its connection's statements.
+    fn parts(&self) -> (&Self::Client, &Statements);
+
+    /// Like `tokio_postgres::Client::query`, with `sql` prepared once per connection.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, PgError>> + Send {
+        async move {
+            let (client, statements) = self.parts();
+            let statement = statements.prepare(client, sql).await?;
+            let result = client.query(&statement, params).await;
+            if let Err(e) = &result {
+                statements.invalidate_on(e);
+            }
+            result
+        }
+    }
+
+    /// Like `tokio_postgres::Client::query_opt`, with `sql` prepared once per connection.
+    fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, PgError>> + Send {
+        async move {
+            let (client, statements) = self.parts();
+            let statement = statements.prepare(client, sql).await?;
+            let result = client.query_opt(&statement, params).await;
+            if let Err(e) = &result {
+                statements.invalidate_on(e);
+            }
+            result
+        }
+    }
+
+    /// Like `tokio_postgres::Client::query_one`, with `sql` prepared once per connection.
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, PgError>> + Send {
+        async move {
+            let (client, statements) = self.parts();
+            let statement = statements.prepare(client, sql).await?;
+            let result = client.query_one(&statement, params).await;
+            if let Err(e) = &result {
+                statements.invalidate_on(e);
+            }
+            result
+        }
+    }
+
+    /// Like `tokio_postgres::Client::execute`, with `sql` prepared once per connection.
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, PgError>> + Send {
+        async move {
+            let (client, statements) = self.parts();
+            let statement = statements.prepare(client, sql).await?;
+            let result = client.execute(&statement, params).await;
+            if let Err(e) = &result {
+                statements.invalidate_on(e);
+            }
+            result
+        }
+    }
+
+    /// Runs `sql` (one or more statements, no parameters) with the simple protocol: for
+    /// `LOCK` and similar commands that are not worth preparing.
+    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<(), PgError>> + Send {
+        async move { self.parts().0.batch_execute(sql).await }
+    }
+}
+
+/// A connection to a tenant database with its statement cache.
+pub struct TenantClient {
+    client: Client,
+    statements: Statements,
+}
+
+impl TenantClient {
+    /// Wraps a fresh connection (nothing prepared yet).
+    pub fn new(client: Client) -> Self {
+        Self { client, statements: Statements::default() }
+    }
+
+    /// Starts a transaction (READ COMMITTED, read-write).
+    pub async fn transaction(&mut self) -> Result<TenantTransaction<'_>, PgError> {
+        let tx = self.client.transaction().await?;
+        Ok(TenantTransaction { tx, statements: &self.statements })
+    }
+
+    /// Starts a read-only REPEATABLE READ transaction: every statement in it sees one
+    /// snapshot.
+    pub async fn snapshot(&mut self) -> Result<TenantTransaction<'_>, PgError> {
+        let tx = self
+            .client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
+        Ok(TenantTransaction { tx, statements: &self.statements })
+    }
+
+    /// Whether the connection is known to be closed.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// The statements this connection has prepared.
+    pub fn statements(&self) -> &Statements {
+        &self.statements
+    }
+
+    /// The tokio-postgres client, for what the cache does not serve (simple queries).
+    pub fn raw(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Db for TenantClient {
+    type Client = Client;
+
+    fn parts(&self) -> (&Client, &Statements) {
+        (&self.client, &self.statements)
+    }
+}
+
+/// A transaction on a [`TenantClient`], preparing through its connection's cache. Dropped
+/// without [`Self::commit`], it rolls back.
+pub struct TenantTransaction<'a> {
+    tx: Transaction<'a>,
+    statements: &'a Statements,
+}
+
+impl TenantTransaction<'_> {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), PgError> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), PgError> {
+        self.tx.rollback().await
+    }
+}
+
+impl<'a> Db for TenantTransaction<'a> {
+    type Client = Transaction<'a>;
+
+    fn parts(&self) -> (&Transaction<'a>, &Statements) {
+        (&self.tx, self.statements)
+    }
+}
+
+impl<M> Db for deadpool::managed::Object<M>
+where
+    M: deadpool::managed::Manager<Type = TenantClient>,
+    deadpool::managed::Object<M>: Sync,
+{
+    type Client = Client;
+
+    fn parts(&self) -> (&Client, &Statements) {
+        let client: &TenantClient = self;
+        client.parts()
+    }
+}
