@@ -17,8 +17,9 @@
 //! server, default `TEST_DATABASE_URL`). Printed: req/s, p50 and p99, and service/raw.
 //!
 //! Run with `cargo bench -p clinic-service --bench load -- [--clients 8] [--secs 10]
-//! [--clinic URL --identity URL] [--database-url URL] [--pool N]` (`--pool`: the in-process
-//! service's tenant pool size; the raw side always has one connection per client).
+//! [--clinic URL --identity URL] [--database-url URL] [--pool N] [--seed-only]` (`--pool`: the
+//! in-process service's tenant pool size; the raw side always has one connection per client;
+//! `--seed-only`: seed a running stack, print what `benches/h2load.sh` needs and stop).
 
 // A benchmark may panic on a row it did not expect.
 #![allow(clippy::disallowed_methods)]
@@ -56,30 +57,16 @@ use uuid::Uuid;
 const SEEDED: usize = 20;
 const PAGE: i32 = 20;
 
-/// The caller lookup of `TenantAccess::acquire` (clinic-service/src/tenancy/mod.rs).
-const CALLER: &str =
-    "SELECT id, role FROM organization_user WHERE user_id = $1 AND status = 'active'";
-/// `members::read::get` (clinic-service/src/members/read.rs: COLUMNS, VISIBLE, FROM).
-const MEMBER: &str = "SELECT ou.id, ou.user_id, ou.email, ou.name, ou.role, ou.status, \
-    ou.invite_expires_at, ou.created_at, ou.updated_at, d.specialization, d.license_number, \
-    d.phone_number AS d_phone, p.date_of_birth, p.phone_number AS p_phone, p.address, \
-    p.emergency_contact_name, p.emergency_contact_phone, p.blood_type, p.allergies, \
-    p.chronic_conditions, \
-    ($2 = 'admin' OR (ou.status = 'active' AND (ou.id = $1 \
-    OR (ou.role = 'doctor' AND $2 IN ('doctor', 'patient')) \
-    OR ($2 = 'doctor' AND ou.role = 'patient' AND EXISTS \
-        (SELECT 1 FROM appointment a WHERE a.doctor_id = $1 AND a.patient_id = ou.id))))) \
-    AS visible \
-    FROM organization_user ou \
-    LEFT JOIN doctor_profile d ON d.id = ou.doctor_profile_id \
-    LEFT JOIN patient_profile p ON p.id = ou.patient_profile_id WHERE ou.id = $3";
-/// `appointments::repository::fetch` and `history`, in the read-only repeatable-read
-/// transaction of `appointments::service::get`.
-const APPOINTMENT: &str = "SELECT id, patient_id, doctor_id, appointment_date_time, \
-    duration_minutes, upper(slot), status::text, notes, created_at, updated_at \
-    FROM appointment WHERE id = $1";
-const HISTORY: &str = "SELECT from_status::text, to_status::text, changed_by, changed_at, \
-    reason FROM appointment_status_history WHERE appointment_id = $1 ORDER BY id";
+/// The service's own statements (so the raw side runs exactly what it runs): GetMember and
+/// GetAppointment are one statement each with the caller's membership folded in; ListAppointments
+/// is the caller lookup, then the page query for the caller's role.
+fn statements() -> [(&'static str, String); 3] {
+    [
+        ("member", clinic_service::members::read::GET_FOR_CALLER.clone()),
+        ("appointment", clinic_service::appointments::repository::GET_FOR_CALLER.clone()),
+        ("caller", clinic_service::tenancy::CALLER.to_owned()),
+    ]
+}
 
 struct Args {
     clients: usize,
@@ -88,16 +75,28 @@ struct Args {
     /// In-process only: the tenant pool size (default: the tests' configuration).
     pool: Option<usize>,
     database_url: String,
+    /// Seed, print what an external load generator needs, and stop.
+    seed_only: bool,
 }
 
 fn args() -> Args {
-    let mut args =
-        Args { clients: 8, secs: 10, remote: None, pool: None, database_url: first_server_url() };
+    let mut args = Args {
+        clients: 8,
+        secs: 10,
+        remote: None,
+        pool: None,
+        database_url: first_server_url(),
+        seed_only: false,
+    };
     let (mut clinic, mut identity) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         // cargo bench passes --bench to every bench binary.
         if flag == "--bench" {
+            continue;
+        }
+        if flag == "--seed-only" {
+            args.seed_only = true;
             continue;
         }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -245,7 +244,6 @@ enum Client {
         caller: Statement,
         member: Statement,
         appointment: Statement,
-        history: Statement,
         list: Statement,
     },
 }
@@ -266,11 +264,11 @@ impl Client {
         let list = ListAppointments::try_from(ctx.list_request()).expect("list request");
         let sql = list_query(&Actor { member_id: Uuid::nil(), role: Role::Patient }, &list).sql;
         let prepare = async |sql: &str| db.prepare(sql).await.expect("prepare");
+        let [(_, member), (_, appointment), (_, caller)] = statements();
         Client::Raw {
-            caller: prepare(CALLER).await,
-            member: prepare(MEMBER).await,
-            appointment: prepare(APPOINTMENT).await,
-            history: prepare(HISTORY).await,
+            caller: prepare(&caller).await,
+            member: prepare(&member).await,
+            appointment: prepare(&appointment).await,
             list: prepare(&sql).await,
             db,
         }
@@ -313,37 +311,31 @@ impl Client {
         tally.record(started, result.map_err(|s| format!("{:?}", s.code())));
     }
 
-    /// The service's statements for `scenario`: the caller lookup, then the read.
+    /// The service's statements for `scenario`.
     async fn raw_call(
         &mut self,
         scenario: Scenario,
         ctx: &Ctx,
         appointment_id: &str,
     ) -> Result<(), tokio_postgres::Error> {
-        let Client::Raw { db, caller, member, appointment, history, list } = self else {
+        let Client::Raw { db, caller, member, appointment, list } = self else {
             unreachable!("raw_call on a service client")
         };
-        let row = db.query_one(&*caller, &[&ctx.user_id]).await?;
-        let member_id: Uuid = row.get(0);
-        let role = Role::from_db(row.get(1)).expect("caller role");
         match scenario {
             Scenario::GetMember => {
-                let row = db.query_opt(&*member, &[&member_id, &role.as_db(), &member_id]).await?;
-                assert!(row.is_some_and(|r| r.get::<_, bool>("visible")), "member not visible");
+                let me: Option<Uuid> = None;
+                let row = db.query_one(&*member, &[&ctx.user_id, &me]).await?;
+                assert!(row.get::<_, bool>("visible"), "member not visible");
             }
             Scenario::GetAppointment => {
                 let id: Uuid = appointment_id.parse().expect("appointment id");
-                let tx = db
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .await?;
-                assert!(tx.query_opt(&*appointment, &[&id]).await?.is_some(), "no appointment");
-                assert!(!tx.query(&*history, &[&id]).await?.is_empty(), "no history");
-                tx.commit().await?;
+                let rows = db.query(&*appointment, &[&ctx.user_id, &id]).await?;
+                assert!(rows.first().is_some_and(|r| r.get::<_, Option<Uuid>>(2).is_some()));
             }
             Scenario::ListAppointments => {
+                let row = db.query_one(&*caller, &[&ctx.user_id]).await?;
+                let member_id: Uuid = row.get(0);
+                let role = Role::from_db(row.get(1)).expect("caller role");
                 let req = ListAppointments::try_from(ctx.list_request()).expect("list request");
                 let q = list_query(&Actor { member_id, role }, &req);
                 assert_eq!(db.query(&*list, &q.param_refs()).await?.len(), PAGE as usize);
@@ -351,6 +343,36 @@ impl Client {
             Scenario::CreateAppointment => unreachable!("no raw CreateAppointment"),
         }
         Ok(())
+    }
+}
+
+/// The raw statements as pgbench scripts (into `dir` when it is set), as the service runs
+/// them. Variables: `uid` and `aid` (given with `-D`); for ListAppointments `mid` and `mrole`
+/// (from the caller lookup, with `\gset`).
+fn pgbench_scripts(dir: &std::path::Path) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    let [(_, member), (_, appointment), (_, caller)] = statements();
+    let caller =
+        caller.replace("$1", ":uid").replace("caller_id", "mid").replace("caller_role", "mrole");
+    let list = ListAppointments::try_from(pb::ListAppointmentsRequest {
+        organization_id: Uuid::nil().to_string(),
+        page_size: PAGE,
+        ..Default::default()
+    })
+    .expect("list request");
+    let list = list_query(&Actor { member_id: Uuid::nil(), role: Role::Patient }, &list);
+    let list = list.sql.replace("$1", ":mid").replace("$2", &(PAGE + 1).to_string());
+    let scripts = [
+        // `$2::uuid IS NULL`: "me".
+        ("GetMember", member.replace("$1", ":uid").replace("$2::uuid", "NULL::uuid")),
+        ("GetAppointment", appointment.replace("$1", ":uid").replace("$2", ":aid")),
+        ("ListAppointments", format!("{caller} \\gset\n{list}")),
+    ];
+    for (name, script) in scripts {
+        std::fs::write(dir.join(format!("{name}.sql")), format!("{script};\n"))
+            .expect("write pgbench script");
     }
 }
 
@@ -458,6 +480,16 @@ async fn main() {
         }
     };
     let seed = seed(&clinic_url, &identity_url, org_name).await;
+    if args.seed_only {
+        // For `benches/h2load.sh`: shell assignments, no personal data beyond the load users'.
+        println!("ORG_ID={}", seed.org.id);
+        println!("TENANT_DATABASE={}", seed.org.database_name);
+        println!("USER_ID={}", seed.patient.id);
+        println!("APPOINTMENT_ID={}", seed.appointments[0]);
+        println!("TOKEN={}", seed.patient.token);
+        pgbench_scripts(std::path::Path::new(&std::env::var("PGBENCH_DIR").unwrap_or_default()));
+        return;
+    }
     let server = parse_url(&args.database_url).expect("--database-url");
     let ctx = Arc::new(Ctx {
         tenant: with_dbname(&server, &seed.org.database_name),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{
     domain::{Actor, Appointment, AppointmentStatus, StatusChange},
     error::Error,
+    repository,
     requests::{AppointmentRef, CreateAppointment, ListAppointments, Transition},
     service,
 };
@@ -41,6 +42,29 @@ impl AppointmentHandler {
         Span::current().record("organization_id", display(organization_id));
         let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
         Ok((conn, caller.into()))
+    }
+
+    /// An appointment the caller may see, with its history: the caller's membership and the
+    /// rows in one statement (see `repository::GET_FOR_CALLER`).
+    async fn read<T>(
+        &self,
+        request: &Request<T>,
+        target: &AppointmentRef,
+    ) -> Result<(Appointment, Vec<StatusChange>), Status> {
+        let claims = Claims::from_request(request)?;
+        Span::current().record("organization_id", display(target.organization_id));
+        let (_conn, caller, rows) = self
+            .access
+            .acquire_with(
+                &claims,
+                target.organization_id,
+                &repository::GET_FOR_CALLER,
+                &[&target.appointment_id],
+            )
+            .await?;
+        let found = repository::appointment_with_history(&rows, repository::AFTER_CALLER)
+            .map_err(status)?;
+        service::visible(&caller.into(), found).map_err(status)
     }
 
     async fn transition<T>(&self, request: Request<T>) -> Result<pb::Appointment, Status>
@@ -137,9 +161,7 @@ impl AppointmentService for AppointmentHandler {
     ) -> Result<Response<pb::GetAppointmentResponse>, Status> {
         let (request, req) = parse(request, AppointmentRef::try_from)?;
         Span::current().record("appointment_id", display(req.appointment_id));
-        let (mut conn, actor) = self.enter(&request, req.organization_id).await?;
-        let (appointment, history) =
-            service::get(&mut conn, &actor, req.appointment_id).await.map_err(status)?;
+        let (appointment, history) = self.read(&request, &req).await?;
         Ok(Response::new(pb::GetAppointmentResponse {
             appointment: Some(to_proto(&appointment)),
             history: history.iter().map(change_to_proto).collect(),
@@ -167,9 +189,7 @@ impl AppointmentService for AppointmentHandler {
     ) -> Result<Response<pb::ListAppointmentHistoryResponse>, Status> {
         let (request, req) = parse(request, AppointmentRef::try_from)?;
         Span::current().record("appointment_id", display(req.appointment_id));
-        let (mut conn, actor) = self.enter(&request, req.organization_id).await?;
-        let (_, history) =
-            service::get(&mut conn, &actor, req.appointment_id).await.map_err(status)?;
+        let (_, history) = self.read(&request, &req).await?;
         Ok(Response::new(pb::ListAppointmentHistoryResponse {
             changes: history.iter().map(change_to_proto).collect(),
         }))

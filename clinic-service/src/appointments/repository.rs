@@ -1,12 +1,14 @@
 //! SQL on one tenant database: fixed statements with numbered parameters. Callers own the
 //! transactions. The list query lives in `listing`.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use clinic_shared::pg::RowExt;
 use tokio_postgres::{Row, error::SqlState};
 use uuid::Uuid;
 
-use crate::tenancy::Db;
+use crate::tenancy::{CALLER, Db};
 
 use super::{
     domain::{Appointment, AppointmentStatus, Parties, Role, StatusChange},
@@ -18,17 +20,105 @@ pub(super) const COLUMNS: &str = "id, patient_id, doctor_id, appointment_date_ti
                        upper(slot), status::text, notes, created_at, updated_at";
 
 pub(super) fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
-    let status: String = row.col(6)?;
+    appointment_at(row, 0)
+}
+
+/// The appointment in [`COLUMNS`] starting at column `first` of `row`.
+fn appointment_at(row: &Row, first: usize) -> Result<Appointment, Error> {
+    let status: String = row.col(first + 6)?;
     Ok(Appointment {
-        id: row.col(0)?,
-        parties: Parties { patient_id: row.col(1)?, doctor_id: row.col(2)? },
-        start_time: row.col(3)?,
-        duration_minutes: row.col(4)?,
-        end_time: row.col(5)?,
+        id: row.col(first)?,
+        parties: Parties { patient_id: row.col(first + 1)?, doctor_id: row.col(first + 2)? },
+        start_time: row.col(first + 3)?,
+        duration_minutes: row.col(first + 4)?,
+        end_time: row.col(first + 5)?,
         status: parse_status(&status)?,
-        notes: row.col(7)?,
-        created_at: row.col(8)?,
-        updated_at: row.col(9)?,
+        notes: row.col(first + 7)?,
+        created_at: row.col(first + 8)?,
+        updated_at: row.col(first + 9)?,
+    })
+}
+
+/// An appointment (`$N`, see [`with_history`]) with its history: [`COLUMNS`], then one entry's
+/// [`HISTORY_COLUMNS`] (NULL when it has none) and the entry's order (`entry`).
+fn with_history(param: &str) -> String {
+    format!(
+        "SELECT {COLUMNS}, {HISTORY_COLUMNS}, h.entry FROM appointment \
+         LEFT JOIN (SELECT id AS entry, appointment_id AS entry_of, from_status, to_status, \
+                    changed_by, changed_at, reason FROM appointment_status_history) h \
+             ON h.entry_of = appointment.id \
+         WHERE appointment.id = {param}"
+    )
+}
+
+/// An appointment with its history in one statement (one snapshot): `$1` its id. Rows as
+/// [`appointment_with_history`] reads them from column 0; none when there is no such
+/// appointment.
+static GET: LazyLock<String> = LazyLock::new(|| format!("{} ORDER BY h.entry", with_history("$1")));
+
+/// GetAppointment in one statement, so one snapshot and one round trip, with the caller's
+/// membership (see `TenantAccess::acquire_with`): `$1` the caller's user id, `$2` the
+/// appointment's id. Each row: `caller_id`, `caller_role`, then the appointment and one history
+/// entry as in [`GET`] (all NULL when there is no such appointment). No row: the caller is not
+/// an active member.
+pub static GET_FOR_CALLER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH caller AS ({CALLER}) SELECT caller.caller_id, caller.caller_role, x.* \
+         FROM caller LEFT JOIN LATERAL ({}) x ON true ORDER BY x.entry",
+        with_history("$2")
+    )
+});
+
+/// Where [`GET_FOR_CALLER`]'s appointment columns start.
+pub const AFTER_CALLER: usize = 2;
+
+/// The columns of a history entry, as [`change_at`] reads them.
+const HISTORY_COLUMNS: &str = "from_status::text, to_status::text, changed_by, changed_at, reason";
+
+/// How many columns [`COLUMNS`] has.
+const APPOINTMENT_WIDTH: usize = 10;
+
+/// The appointment and its history from rows of [`GET`] (`first` = 0) or [`GET_FOR_CALLER`]
+/// (`first` = [`AFTER_CALLER`]); `None` when there is no such appointment.
+pub fn appointment_with_history(
+    rows: &[Row],
+    first: usize,
+) -> Result<Option<(Appointment, Vec<StatusChange>)>, Error> {
+    let Some(row) = rows.first() else { return Ok(None) };
+    if row.col::<Option<Uuid>>(first)?.is_none() {
+        return Ok(None);
+    }
+    let appointment = appointment_at(row, first)?;
+    let entry = first + APPOINTMENT_WIDTH;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in rows {
+        // `to_status` is never NULL in a stored entry: NULL means the appointment has none.
+        if row.col::<Option<&str>>(entry + 1)?.is_some() {
+            history.push(change_at(row, entry)?);
+        }
+    }
+    Ok(Some((appointment, history)))
+}
+
+/// An appointment and its history, whoever may see them; `None` when there is none.
+pub async fn fetch_with_history(
+    client: &impl Db,
+    id: Uuid,
+) -> Result<Option<(Appointment, Vec<StatusChange>)>, Error> {
+    let rows = client.query(&GET, &[&id]).await?;
+    appointment_with_history(&rows, 0)
+}
+
+/// The history entry in [`HISTORY_COLUMNS`] starting at column `first` of `row`.
+fn change_at(row: &Row, first: usize) -> Result<StatusChange, Error> {
+    let from: Option<String> = row.col(first)?;
+    let to: String = row.col(first + 1)?;
+    Ok(StatusChange {
+        from_status: from.as_deref().map(parse_status).transpose()?,
+        to_status: parse_status(&to)?,
+        changed_by: row.col(first + 2)?,
+        changed_at: row.col(first + 3)?,
+        reason: row.col(first + 4)?,
     })
 }
 
@@ -162,28 +252,4 @@ pub async fn fetch(client: &impl Db, id: Uuid) -> Result<Option<Appointment>, Er
     let sql = format!("SELECT {COLUMNS} FROM appointment WHERE id = $1");
     let row = client.query_opt(&sql, &[&id]).await?;
     row.as_ref().map(appointment_from_row).transpose()
-}
-
-/// The status history of an appointment, oldest first.
-pub async fn history(client: &impl Db, id: Uuid) -> Result<Vec<StatusChange>, Error> {
-    let rows = client
-        .query(
-            "SELECT from_status::text, to_status::text, changed_by, changed_at, reason \
-             FROM appointment_status_history WHERE appointment_id = $1 ORDER BY id",
-            &[&id],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let from: Option<String> = row.col(0)?;
-            let to: String = row.col(1)?;
-            Ok(StatusChange {
-                from_status: from.as_deref().map(parse_status).transpose()?,
-                to_status: parse_status(&to)?,
-                changed_by: row.col(2)?,
-                changed_at: row.col(3)?,
-                reason: row.col(4)?,
-            })
-        })
-        .collect()
 }

@@ -100,22 +100,26 @@ async fn create_once(
     Ok(appointment)
 }
 
-/// One appointment the caller may see, with its history. Appointments the caller may not see
-/// are `NOT_FOUND`, so ids do not reveal what exists.
+/// One appointment the caller may see, with its history, read in one statement (one
+/// snapshot). Appointments the caller may not see are `NOT_FOUND`, so ids do not reveal what
+/// exists.
 pub async fn get(
-    client: &mut TenantClient,
+    client: &impl Db,
     actor: &Actor,
     id: Uuid,
 ) -> Result<(Appointment, Vec<StatusChange>), Error> {
-    // One snapshot for both reads, so the history matches the state shown.
-    let tx = client.snapshot().await?;
-    let appointment = match repository::fetch(&tx, id).await? {
-        Some(a) if a.parties.visible_to(actor) => a,
-        _ => return Err(Error::NotFound),
-    };
-    let history = repository::history(&tx, id).await?;
-    tx.commit().await?;
-    Ok((appointment, history))
+    visible(actor, repository::fetch_with_history(client, id).await?)
+}
+
+/// What `actor` is told of an appointment found (or not) with its history.
+pub fn visible(
+    actor: &Actor,
+    found: Option<(Appointment, Vec<StatusChange>)>,
+) -> Result<(Appointment, Vec<StatusChange>), Error> {
+    match found {
+        Some((a, history)) if a.parties.visible_to(actor) => Ok((a, history)),
+        _ => Err(Error::NotFound),
+    }
 }
 
 /// Applies a transition: locks the row, checks visibility, permission and the transition

@@ -76,8 +76,7 @@ impl MemberService for MemberHandler {
         let claims = Claims::from_request(&request)?;
         let (organization_id, member) =
             member_of(&request.get_ref().organization_id, &request.get_ref().member_id)?;
-        let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        let member = service::get(&conn, &caller, member).await?;
+        let member = service::get(&self.access, &claims, organization_id, member).await?;
         Ok(Response::new(pb::GetMemberResponse { member: Some(member) }))
     }
 

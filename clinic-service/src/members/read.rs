@@ -1,6 +1,8 @@
 //! Reading members. Visibility is applied in SQL, so a caller never receives a row they may not
 //! see; the public-fields redaction is in `view.rs`.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -11,7 +13,7 @@ use clinic_shared::pg::RowExt;
 use crate::{
     error::Error,
     roles::Role,
-    tenancy::{Caller, Db, TenantTransaction},
+    tenancy::{CALLER, Caller, Db, TenantTransaction},
 };
 
 /// Whether a member has joined or is only invited (`organization_user.status`).
@@ -65,13 +67,48 @@ const FROM: &str = "FROM organization_user ou \
     LEFT JOIN doctor_profile d ON d.id = ou.doctor_profile_id \
     LEFT JOIN patient_profile p ON p.id = ou.patient_profile_id";
 
-/// Who the caller ($1 member id, $2 role) may see: admins everyone (invited members included);
-/// everyone themselves and the active doctors; doctors also the patients they have appointments
-/// with. Invited members are seen by admins only.
-const VISIBLE: &str = "($2 = 'admin' OR (ou.status = 'active' AND (ou.id = $1 \
-    OR (ou.role = 'doctor' AND $2 IN ('doctor', 'patient')) \
-    OR ($2 = 'doctor' AND ou.role = 'patient' AND EXISTS \
-        (SELECT 1 FROM appointment a WHERE a.doctor_id = $1 AND a.patient_id = ou.id)))))";
+/// Who the caller (member id `me`, role `role`: SQL expressions) may see: admins everyone
+/// (invited members included); everyone themselves and the active doctors; doctors also the
+/// patients they have appointments with. Invited members are seen by admins only.
+fn visible(me: &str, role: &str) -> String {
+    format!(
+        "({role} = 'admin' OR (ou.status = 'active' AND (ou.id = {me} \
+         OR (ou.role = 'doctor' AND {role} IN ('doctor', 'patient')) \
+         OR ({role} = 'doctor' AND ou.role = 'patient' AND EXISTS \
+             (SELECT 1 FROM appointment a WHERE a.doctor_id = {me} AND a.patient_id = ou.id)))))"
+    )
+}
+
+/// One member and whether the caller may see it: `$1` the caller's member id, `$2` their role,
+/// `$3` the member's id.
+static GET: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS}, {} AS visible {FROM} WHERE ou.id = $3", visible("$1", "$2"))
+});
+
+/// GetMember in one statement with the caller's membership (see
+/// `TenantAccess::acquire_with`): `$1` the caller's user id, `$2` the member's id (NULL: the
+/// caller themself). Each row: `caller_id`, `caller_role`, then the member's columns (NULL
+/// when there is no such member) and `visible`. No row: the caller is not an active member.
+pub static GET_FOR_CALLER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH caller AS ({CALLER}) SELECT caller.*, m.* FROM caller LEFT JOIN LATERAL \
+         (SELECT {COLUMNS}, {} AS visible {FROM} \
+          WHERE ou.id = COALESCE($2::uuid, caller.caller_id)) m ON true",
+        visible("caller.caller_id", "caller.caller_role")
+    )
+});
+
+/// A page of the members the caller may see: `$1` the caller's member id, `$2` their role, `$3`
+/// a role to keep (NULL: all), `$4` the last id of the previous page (NULL: first page), `$5`
+/// the page size.
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} {FROM} WHERE {} AND ($3::text IS NULL OR ou.role = $3) \
+         AND ($4::uuid IS NULL OR ou.id > $4) ORDER BY ou.id LIMIT $5",
+        visible("$1", "$2")
+    )
+});
+
 /// Maps a tenant database error with context.
 pub(super) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| Error::tenant_db(context, &e)
@@ -121,9 +158,8 @@ pub async fn get(
     caller: &Caller,
     id: Uuid,
 ) -> Result<Option<(MemberRow, bool)>, Error> {
-    let sql = format!("SELECT {COLUMNS}, {VISIBLE} AS visible {FROM} WHERE ou.id = $3");
     let row = client
-        .query_opt(&sql, &[&caller.member_id, &caller.role.as_db(), &id])
+        .query_opt(&GET, &[&caller.member_id, &caller.role.as_db(), &id])
         .await
         .map_err(db("get member"))?;
     row.map(|r| Ok((from_row(&r)?, r.col("visible")?))).transpose()
@@ -137,16 +173,21 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<MemberRow>, Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} {FROM} WHERE {VISIBLE} AND ($3::text IS NULL OR ou.role = $3) \
-         AND ($4::uuid IS NULL OR ou.id > $4) ORDER BY ou.id LIMIT $5"
-    );
     let role = role.map(Role::as_db);
     let rows = client
-        .query(&sql, &[&caller.member_id, &caller.role.as_db(), &role, &after, &limit])
+        .query(&LIST, &[&caller.member_id, &caller.role.as_db(), &role, &after, &limit])
         .await
         .map_err(db("list members"))?;
     rows.iter().map(from_row).collect()
+}
+
+/// The member of a [`GET_FOR_CALLER`] row and whether the caller may see it; `None` when there
+/// is no such member.
+pub fn member_for_caller(row: &Row) -> Result<Option<(MemberRow, bool)>, Error> {
+    if row.col::<Option<Uuid>>("id")?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some((from_row(row)?, row.col("visible")?)))
 }
 
 /// Member `id`'s row, locked until `tx` ends; `None` when there is none.

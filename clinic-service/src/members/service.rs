@@ -26,7 +26,7 @@ use crate::{
         outbox::{self, Change as Central},
     },
     roles::Role,
-    tenancy::{Caller, Db, TenantClient},
+    tenancy::{Caller, Db, TenantAccess, TenantClient},
 };
 
 /// What the operations need beyond a connection: the relay and the invitation lifetime.
@@ -61,13 +61,36 @@ fn no_such_member() -> Error {
     Error::NotFound("no such member".into())
 }
 
-/// Member `id` as `caller` may see it.
+/// GetMember: the member as the caller may see it, read with the caller's membership in one
+/// statement.
 pub async fn get(
+    access: &TenantAccess,
+    claims: &Claims,
+    organization_id: Uuid,
+    member: MemberRef,
+) -> Result<pb::Member, Error> {
+    let id = match member {
+        MemberRef::Me => None,
+        MemberRef::Id(id) => Some(id),
+    };
+    let (_conn, caller, rows) =
+        access.acquire_with(claims, organization_id, &read::GET_FOR_CALLER, &[&id]).await?;
+    let found = rows.first().map(read::member_for_caller).transpose()?.flatten();
+    seen_as(&caller, found)
+}
+
+/// Member `member` as `caller` may see it, on a connection already open (after a write).
+pub async fn show(
     client: &impl Db,
     caller: &Caller,
     member: MemberRef,
 ) -> Result<pb::Member, Error> {
-    match read::get(client, caller, member.resolve(caller.member_id)).await? {
+    seen_as(caller, read::get(client, caller, member.resolve(caller.member_id)).await?)
+}
+
+/// What `caller` is told of a member found (or not), given whether they may see it.
+fn seen_as(caller: &Caller, found: Option<(MemberRow, bool)>) -> Result<pb::Member, Error> {
+    match found {
         // Invited members do not appear to anyone but admins, not even as refusals.
         None => Err(no_such_member()),
         Some((row, false)) if row.status == MemberStatus::Invited => Err(no_such_member()),
@@ -106,7 +129,7 @@ impl Members {
         let id = invitation::invite(client, new, expires_at).await?;
         tracing::info!(member_id = %id, role = new.profile.role().as_db(), "member invited");
         self.relay.committed(client, new.organization_id).await;
-        get(client, caller, MemberRef::Id(id)).await
+        show(client, caller, MemberRef::Id(id)).await
     }
 
     /// UpdateMemberProfile: a field change (the member themself or an admin) or a role change
@@ -166,7 +189,7 @@ impl Members {
             tracing::info!(member_id = %target, role = profile.role().as_db(), "role changed");
             self.relay.committed(client, update.organization_id).await;
         }
-        get(client, caller, MemberRef::Id(target)).await
+        show(client, caller, MemberRef::Id(target)).await
     }
 
     /// RemoveMember (admins; not themselves; keeping an active admin): removes a member or
@@ -209,7 +232,7 @@ impl Members {
         tracing::info!(%member_id, role = role.as_db(), "invitation accepted");
         self.relay.committed(client, organization_id).await;
         let caller = Caller { member_id, user_id: claims.user_id, role };
-        get(client, &caller, MemberRef::Me).await
+        show(client, &caller, MemberRef::Me).await
     }
 
     /// DeclineInvitation: the caller's invitation goes.

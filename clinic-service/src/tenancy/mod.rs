@@ -17,6 +17,7 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::{DateTime, Utc};
 use clinic_api::identity::v1 as ipb;
 use clinic_shared::pg::RowExt;
+use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 pub use pools::{Pools, TenantConnection};
@@ -306,45 +307,66 @@ impl TenantAccess {
     /// [`Self::open`], then loads the caller's membership. A caller who is not an active
     /// member (an invited one who has not accepted included: their row has no user yet) learns
     /// nothing: NOT_FOUND, exactly as for an id that does not exist.
-    ///
-    /// The membership query is the first statement on the connection, so it also tells whether
-    /// a pooled connection is still alive (pools do not verify busy connections): one found
-    /// dead is dropped and the call goes on with another, up to [`DEAD_CONNECTION_RETRIES`]
-    /// times. Nothing has run on it, so nothing is repeated.
     pub async fn acquire(
         &self,
         claims: &Claims,
         organization_id: Uuid,
     ) -> Result<(TenantConnection, Caller), Error> {
+        let (conn, caller, _) = self.acquire_with(claims, organization_id, CALLER, &[]).await?;
+        Ok((conn, caller))
+    }
+
+    /// [`Self::acquire`] with the call's read folded into the membership lookup, so both take
+    /// one round trip: `sql` takes the caller's user id as `$1` and `params` from `$2` on, and
+    /// every row it returns starts with the caller's member id and role (`caller_id`,
+    /// `caller_role`, see [`CALLER`]); no row means the caller is not an active member. Returns
+    /// the rows with the connection.
+    ///
+    /// This is the first statement on the connection, so it also tells whether a pooled
+    /// connection is still alive (pools do not verify busy connections): one found dead is
+    /// dropped and the call goes on with another, up to [`DEAD_CONNECTION_RETRIES`] times.
+    /// Nothing has run on it, so nothing is repeated.
+    pub async fn acquire_with(
+        &self,
+        claims: &Claims,
+        organization_id: Uuid,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(TenantConnection, Caller, Vec<Row>), Error> {
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 1);
+        all.push(&claims.user_id);
+        all.extend_from_slice(params);
         let mut retries = 0;
         loop {
             let conn = self.open(claims, organization_id).await?;
-            let row = match conn.query_opt(CALLER, &[&claims.user_id]).await {
-                Ok(row) => row,
+            let rows = match conn.query(sql, &all).await {
+                Ok(rows) => rows,
                 Err(e)
                     if retries < DEAD_CONNECTION_RETRIES
                         && clinic_shared::pg::is_connection_loss(&e) =>
                 {
                     retries += 1;
                     tracing::debug!(retries, "pooled tenant connection was dead; taking another");
-                    // Dropped, not returned: deadpool's recycle sees it closed.
-                    let _ = TenantConnection::take(conn);
+                    // Taken out of the pool, so it is closed rather than returned.
+                    drop(TenantConnection::take(conn));
                     continue;
                 }
                 Err(e) => return Err(Error::tenant_db("load caller", &e)),
             };
-            let row = row.ok_or_else(Error::organization_not_found)?;
-            let role = Role::from_db(row.col::<Option<&str>>("role")?)
+            let first = rows.first().ok_or_else(Error::organization_not_found)?;
+            let role = Role::from_db(first.col::<Option<&str>>("caller_role")?)
                 .ok_or_else(Error::organization_not_found)?;
-            let caller = Caller { member_id: row.col("id")?, user_id: claims.user_id, role };
-            return Ok((conn, caller));
+            let caller =
+                Caller { member_id: first.col("caller_id")?, user_id: claims.user_id, role };
+            return Ok((conn, caller, rows));
         }
     }
 }
 
-/// The caller's membership in a tenant (see [`TenantAccess::acquire`]).
-pub const CALLER: &str =
-    "SELECT id, role FROM organization_user WHERE user_id = $1 AND status = 'active'";
+/// The caller's membership in a tenant, as [`TenantAccess::acquire_with`] expects it: `$1` is
+/// the caller's user id. Reads fold it in as a CTE: `WITH caller AS (CALLER) ...`.
+pub const CALLER: &str = "SELECT id AS caller_id, role AS caller_role FROM organization_user \
+    WHERE user_id = $1 AND status = 'active'";
 
 /// How many dead pooled connections one call may discard before it fails (a restarted server
 /// leaves at most a pool's worth).

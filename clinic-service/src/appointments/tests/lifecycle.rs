@@ -36,7 +36,7 @@ async fn all_25_status_pairs() {
         let start = hours_ahead(1 + i as i64);
         let booked = t.book(&admin, patient.member_id, doctor.member_id, start, 30).await.unwrap();
         t.force_status(booked.id, from).await;
-        let history_before = service::get(&mut t.client, &admin, booked.id).await.unwrap().1;
+        let history_before = service::get(&t.client, &admin, booked.id).await.unwrap().1;
         let actions: Vec<Action> = Action::ALL.into_iter().filter(|a| a.target() == to).collect();
         if actions.is_empty() {
             assert_eq!(allowed, None, "{from:?} -> {to:?}: no action leads there");
@@ -44,7 +44,7 @@ async fn all_25_status_pairs() {
         for action in actions {
             let result =
                 service::transition(&mut t.client, &admin, &request(booked.id, action)).await;
-            let (now, history) = service::get(&mut t.client, &admin, booked.id).await.unwrap();
+            let (now, history) = service::get(&t.client, &admin, booked.id).await.unwrap();
             if allowed == Some(action) {
                 let updated = result.unwrap_or_else(|e| panic!("{from:?} -> {to:?}: {e}"));
                 assert_eq!((updated.status, now.status), (to, to), "{from:?} -> {to:?}");
@@ -141,7 +141,7 @@ async fn concurrent_decisions_cannot_both_succeed() {
         for r in [r1, r2].into_iter().filter_map(Result::err) {
             assert!(matches!(r, Error::InvalidTransition { .. }), "{r:?}");
         }
-        let history = service::get(&mut t.client, &admin, a.id).await.unwrap().1;
+        let history = service::get(&t.client, &admin, a.id).await.unwrap().1;
         assert_eq!(history.len(), 2, "booking + one decision");
         // Free the slot for the next round.
         let cancel = request(a.id, Action::Cancel);
@@ -164,7 +164,7 @@ async fn removing_a_member_keeps_history_readable() {
         .execute("DELETE FROM organization_user WHERE id = $1", &[&doctor.member_id])
         .await
         .unwrap();
-    let (after, history) = service::get(&mut t.client, &admin, a.id).await.unwrap();
+    let (after, history) = service::get(&t.client, &admin, a.id).await.unwrap();
     assert_eq!(after.parties.doctor_id, None);
     assert_eq!(after.parties.patient_id, Some(patient.member_id));
     assert_eq!(history.len(), 2);
@@ -172,7 +172,7 @@ async fn removing_a_member_keeps_history_readable() {
     assert_eq!(history[1].changed_by, None, "the removed doctor's id is gone");
     assert_eq!(history[1].to_status, AppointmentStatus::Approved);
     // The patient still sees it and may still cancel it.
-    service::get(&mut t.client, &patient, a.id).await.unwrap();
+    service::get(&t.client, &patient, a.id).await.unwrap();
     let cancelled =
         service::transition(&mut t.client, &patient, &request(a.id, Action::Cancel)).await;
     assert_eq!(cancelled.unwrap().status, AppointmentStatus::Cancelled);

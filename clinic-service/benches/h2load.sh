@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The hot path measured the way issue 9 measured it: an independent HTTP/2 load generator
+# (h2load, Debian's nghttp2-client) sending gRPC frames to a release build of the stack running
+# as its own processes, beside pgbench -M prepared running the statements the service runs for
+# the same call, at the same concurrency, in the same run. Prints req/s, the ratio, and the
+# grpc-status of one sample call per scenario (h2load itself only sees HTTP statuses).
+#
+#   clinic-service/benches/h2load.sh [CLIENTS=8] [SECS=10]
+#
+# PostgreSQL as for the tests (127.0.0.1:5432, trust). The stack runs in development mode on
+# ports 52051/52061/52052 with a central database of its own, dropped at the end with the clinic.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/lib.sh
+CLIENTS="${1:-8}"
+SECS="${2:-10}"
+PG="postgres://postgres@127.0.0.1:5432"
+
+command -v h2load >/dev/null || apt_install nghttp2-client
+command -v pgbench >/dev/null || apt_install postgresql-contrib
+command -v curl >/dev/null || apt_install curl
+ensure_bootstrap 5432
+
+log "building (release)"
+cargo build --release --bins -p identity-service -p clinic-service
+cargo bench -p clinic-service --bench load --no-run
+
+work="$(mktemp -d)"
+central="h2load_central_$(date +%s)_$$"
+pids=()
+tenant=""
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "$tenant" ] && psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS \"$tenant\" WITH (FORCE)" || true
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS \"$central\" WITH (FORCE)" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+psql -q "$PG/postgres" -c "CREATE DATABASE \"$central\""
+
+export APP_MODE=development SERVICE_TOKEN=h2load-service-token RUST_LOG=warn
+export IDENTITY_ADDR=127.0.0.1:52051 IDENTITY_INTERNAL_ADDR=127.0.0.1:52061
+export CLINIC_ADDR=127.0.0.1:52052 IDENTITY_URL=http://127.0.0.1:52061
+export IDENTITY_DATABASE_URL="$PG/$central" MAIL_OUTBOX_DIR="$work/outbox"
+target/release/identity-service & pids+=($!)
+sleep 1
+target/release/clinic-service & pids+=($!)
+for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/52052) 2>/dev/null && break
+    sleep 0.2
+done
+for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a service did not start (ports 52051/52061/52052 taken?)" >&2; exit 1; }
+done
+
+log "seeding one clinic through the public API"
+mkdir -p "$work/pgbench"
+PGBENCH_DIR="$work/pgbench" cargo bench -q -p clinic-service --bench load -- \
+    --seed-only --clinic http://127.0.0.1:52052 --identity http://127.0.0.1:52051 >"$work/seed"
+# ORG_ID, TENANT_DATABASE, USER_ID, APPOINTMENT_ID, TOKEN
+source <(grep -E '^[A-Z_]+=' "$work/seed")
+tenant="$TENANT_DATABASE"
+
+# A gRPC frame: no compression, 4-byte length, then the message: organization_id (field 1), then
+# the member or appointment id (string field 2), or page_size (varint field 7 of
+# ListAppointmentsRequest).
+frame() {
+    python3 - "$@" <<'PY'
+import struct, sys
+out, org, second, kind = sys.argv[1:5]
+def field(n, data):
+    return bytes([n << 3 | 2, len(data)]) + data
+msg = field(1, org.encode())
+if kind == "string":
+    msg += field(2, second.encode())
+else:
+    msg += bytes([7 << 3, int(second)])
+open(out, "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
+PY
+}
+frame "$work/GetMember.bin" "$ORG_ID" me string
+frame "$work/GetAppointment.bin" "$ORG_ID" "$APPOINTMENT_ID" string
+frame "$work/ListAppointments.bin" "$ORG_ID" 20 varint
+
+declare -A path=(
+    [GetMember]=/clinic.v1.MemberService/GetMember
+    [GetAppointment]=/clinic.v1.AppointmentService/GetAppointment
+    [ListAppointments]=/clinic.v1.AppointmentService/ListAppointments
+)
+
+printf '\n== h2load vs pgbench -M prepared: %s clients, %s s each, release build, this machine\n' "$CLIENTS" "$SECS"
+printf '%-18s %12s %12s %8s  %s\n' scenario "rpc req/s" "sql tx/s" ratio "sample grpc-status"
+for s in GetMember GetAppointment ListAppointments; do
+    status="$(curl -s --http2-prior-knowledge -o /dev/null -D - -X POST \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        -H "authorization: Bearer $TOKEN" --data-binary "@$work/$s.bin" \
+        "http://127.0.0.1:52052${path[$s]}" | tr -d '\r' | awk -F': ' '/^grpc-status/ {print $2}')"
+    rpc="$(h2load -c "$CLIENTS" -m 1 -D "$SECS" -d "$work/$s.bin" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        -H "authorization: Bearer $TOKEN" "http://127.0.0.1:52052${path[$s]}" |
+        awk '/^finished in/ {gsub(",", "", $4); print $4}')"
+    sql="$(pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
+        -D uid="$USER_ID" -D aid="$APPOINTMENT_ID" -f "$work/pgbench/$s.sql" \
+        "$PG/$TENANT_DATABASE" 2>/dev/null | awk '/^tps/ {print int($3)}')"
+    ratio="$(python3 -c "print(f'{$rpc / $sql:.2f}x')")"
+    printf '%-18s %12.0f %12s %8s  %s\n' "$s" "$rpc" "$sql" "$ratio" "${status:-none}"
+done
