@@ -237,3 +237,66 @@ where
         client.parts()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+
+    use clinic_shared::pg::{TestDatabase, connect};
+
+    use super::*;
+
+    async fn client(db: &TestDatabase) -> TenantClient {
+        TenantClient::new(connect(&db.config).await.expect("connect"))
+    }
+
+    /// What the server has prepared on this connection.
+    async fn prepared(client: &TenantClient) -> i64 {
+        let row = client
+            .raw()
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements \
+                 WHERE statement NOT LIKE '%pg_prepared_statements%'",
+                &[],
+            )
+            .await
+            .expect("pg_prepared_statements");
+        row.get(0)
+    }
+
+    #[tokio::test]
+    async fn each_statement_is_prepared_once_per_connection_in_and_out_of_transactions() {
+        let db = TestDatabase::create(&TestDatabase::server(), "stmt_cache").await;
+        let mut client = client(&db).await;
+        client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+        for i in 0..5 {
+            client.execute("INSERT INTO t VALUES ($1, 'x')", &[&i]).await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            tx.query_one("SELECT v FROM t WHERE id = $1", &[&i]).await.unwrap();
+            tx.execute("UPDATE t SET v = 'y' WHERE id = $1", &[&i]).await.unwrap();
+            tx.commit().await.unwrap();
+            client.query_opt("SELECT v FROM t WHERE id = $1", &[&i]).await.unwrap();
+        }
+        assert_eq!(client.statements().len(), 3);
+        // Each of the 15 calls above bound a statement the server had prepared once.
+        assert_eq!(prepared(&client).await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_statement_a_migration_invalidated_is_prepared_again() {
+        let db = TestDatabase::create(&TestDatabase::server(), "stmt_stale").await;
+        let client = client(&db).await;
+        client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int)").await.unwrap();
+        client.execute("INSERT INTO t VALUES (1, 1)", &[]).await.unwrap();
+        let read = "SELECT * FROM t WHERE id = 1";
+        client.query_one(read, &[]).await.unwrap();
+        // A migration run elsewhere changes the result type under the cached statement.
+        let other = connect(&db.config).await.unwrap();
+        other.batch_execute("ALTER TABLE t ADD COLUMN w text").await.unwrap();
+        let stale = client.query_one(read, &[]).await.expect_err("the old plan no longer fits");
+        assert_eq!(stale.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+        assert!(client.statements().is_empty(), "the cache was cleared");
+        let row = client.query_one(read, &[]).await.expect("prepared again");
+        assert_eq!(row.len(), 3);
+    }
+}
