@@ -1,5 +1,7 @@
-//! A bounded cache of valid token answers, keyed by a SHA-256 of the token (the token itself is
-//! never kept or logged). Time is a parameter so tests control expiry.
+//! A bounded cache of verified tokens' claims, keyed by a SHA-256 of the token (the token itself
+//! is never kept or logged), so a token's signature is checked once per `TOKEN_CACHE_TTL_SECS`.
+//! It never decides whether a session is revoked: that is checked on every call. Time is a
+//! parameter so tests control expiry.
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,7 @@ pub fn token_key(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Valid answers, each kept until the earlier of `ttl` and the token's own expiry.
+/// Verified claims, each kept until the earlier of `ttl` and the token's own expiry.
 pub struct TokenCache {
     ttl: Duration,
     capacity: usize,
@@ -71,10 +73,7 @@ mod tests {
     fn claims() -> Claims {
         Claims {
             user_id: uuid::Uuid::nil(),
-            session_id: "s".into(),
-            email: "a@b.c".into(),
-            name: "a".into(),
-            email_verified: true,
+            session_id: uuid::Uuid::nil(),
             expires_at: chrono::Utc::now(),
         }
     }

@@ -19,7 +19,7 @@ use super::{
     write,
 };
 use crate::{
-    auth::Claims,
+    auth::Person,
     error::Error,
     grpc::MemberRef,
     relay::{
@@ -199,7 +199,7 @@ impl Members {
         &self,
         client: &mut Client,
         organization_id: Uuid,
-        claims: &Claims,
+        claims: &Person,
         now: DateTime<Utc>,
     ) -> Result<pb::Member, Error> {
         let (member_id, role) = joining::accept(client, claims, now).await?;
@@ -214,7 +214,7 @@ impl Members {
         &self,
         client: &mut Client,
         organization_id: Uuid,
-        claims: &Claims,
+        claims: &Person,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let member_id = joining::decline(client, claims, now).await?;

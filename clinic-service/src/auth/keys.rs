@@ -1,0 +1,142 @@
+//! The public keys that verify access tokens, fetched from identity-service
+//! (`ListSigningKeys`) at start and again when a token names a key not seen yet — at most once
+//! per `SIGNING_KEYS_REFETCH_SECS`, so tokens with made-up key ids cannot make this service
+//! hammer identity-service. Time is a parameter.
+
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tonic::Status;
+
+use super::Claims;
+use crate::identity::IdentityClient;
+
+/// What a token says, as signed.
+#[derive(Deserialize)]
+struct Signed {
+    sub: uuid::Uuid,
+    sid: uuid::Uuid,
+    exp: i64,
+}
+
+struct Key {
+    decoding: DecodingKey,
+    verify_until: Option<DateTime<Utc>>,
+}
+
+/// Why a token was not verified locally.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Malformed, badly signed, expired, or signed by no listed key: the caller's token is bad.
+    Invalid,
+    /// The keys could not be fetched (identity-service down or misconfigured): nobody knows.
+    KeysUnavailable,
+}
+
+/// The verifying keys, by key id.
+pub struct SigningKeys {
+    identity: IdentityClient,
+    validation: Validation,
+    refetch_every: Duration,
+    keys: RwLock<HashMap<String, Key>>,
+    /// The last fetch attempt; held while fetching, so concurrent callers share one fetch.
+    fetched: Mutex<Option<Instant>>,
+}
+
+impl SigningKeys {
+    /// Keys of tokens issued by `issuer`, fetched from `identity` (at most once per
+    /// `refetch_every` after the first).
+    pub fn new(identity: IdentityClient, issuer: &str, refetch_every: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Expiry is checked against the caller's `now`.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_issuer(&[issuer]);
+        Self {
+            identity,
+            validation,
+            refetch_every,
+            keys: RwLock::new(HashMap::new()),
+            fetched: Mutex::new(None),
+        }
+    }
+
+    /// The claims of `token` if a listed key verifies it and it has not expired at `now`.
+    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, Rejected> {
+        let kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|h| h.kid)
+            .ok_or(Rejected::Invalid)?;
+        if let Some(claims) = self.check(&kid, token, now)? {
+            return Ok(claims);
+        }
+        // A key not seen yet: identity-service may have published it since the last fetch.
+        self.refetch().await?;
+        self.check(&kid, token, now)?.ok_or(Rejected::Invalid)
+    }
+
+    /// `None` when no listed key has this id.
+    fn check(&self, kid: &str, token: &str, now: DateTime<Utc>) -> Result<Option<Claims>, Rejected> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let Some(key) = keys.get(kid) else { return Ok(None) };
+        if key.verify_until.is_some_and(|until| now >= until) {
+            return Err(Rejected::Invalid);
+        }
+        let data = jsonwebtoken::decode::<Signed>(token, &key.decoding, &self.validation)
+            .map_err(|_| Rejected::Invalid)?;
+        let expires_at = DateTime::from_timestamp(data.claims.exp, 0).ok_or(Rejected::Invalid)?;
+        if expires_at <= now {
+            return Err(Rejected::Invalid);
+        }
+        Ok(Some(Claims { user_id: data.claims.sub, session_id: data.claims.sid, expires_at }))
+    }
+
+    /// Fetches the keys unless an attempt was made within `refetch_every` (then the keys stay as
+    /// they are). KeysUnavailable when the fetch fails and no key is known at all.
+    pub async fn refetch(&self) -> Result<(), Rejected> {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < self.refetch_every) {
+            return Ok(());
+        }
+        *fetched = Some(Instant::now());
+        match self.identity.list_signing_keys().await {
+            Ok(listed) => {
+                let keys = parse(listed);
+                tracing::info!(keys = keys.len(), "access-token keys fetched");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                Ok(())
+            }
+            Err(status) => {
+                log_failure(&status);
+                Err(Rejected::KeysUnavailable)
+            }
+        }
+    }
+}
+
+fn log_failure(status: &Status) {
+    if !crate::identity::is_misconfigured(status) {
+        tracing::warn!(code = ?status.code(), "ListSigningKeys failed");
+    }
+}
+
+/// The usable keys of a `ListSigningKeys` answer (EdDSA, 32-byte keys; others are skipped).
+fn parse(listed: clinic_api::identity::v1::ListSigningKeysResponse) -> HashMap<String, Key> {
+    listed
+        .keys
+        .into_iter()
+        .filter(|k| k.algorithm == "EdDSA" && k.public_key.len() == 32 && !k.kid.is_empty())
+        .map(|k| {
+            let verify_until =
+                k.verify_until.as_ref().and_then(clinic_shared::time::from_timestamp);
+            (k.kid, Key { decoding: DecodingKey::from_ed_der(&k.public_key), verify_until })
+        })
+        .collect()
+}
