@@ -233,8 +233,12 @@ impl Config {
             token_cache_ttl: Duration::from_secs(config::parse("TOKEN_CACHE_TTL_SECS", 5)?),
             token_cache_capacity: positive("TOKEN_CACHE_CAPACITY", 10_000)?,
             jwt_issuer: config::string("JWT_ISSUER", "clinic-identity"),
-            signing_keys_refetch: Duration::from_secs(positive("SIGNING_KEYS_REFETCH_SECS", 5)? as u64),
-            revocation_stale_after: Duration::from_secs(positive("REVOCATION_STALE_SECS", 15)? as u64),
+            signing_keys_refetch: Duration::from_secs(
+                positive("SIGNING_KEYS_REFETCH_SECS", 5)? as u64
+            ),
+            revocation_stale_after: Duration::from_secs(
+                positive("REVOCATION_STALE_SECS", 15)? as u64
+            ),
             identity_timeout: Duration::from_millis(config::parse("IDENTITY_TIMEOUT_MS", 2000)?),
             migration_concurrency: positive("MIGRATION_CONCURRENCY", 4)?,
             migrate_on_start: config::flag("MIGRATE_ON_START", false)?,

@@ -63,7 +63,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let access = tenant_access(&config)?;
         let identity = access.identity().clone();
-        let keys = SigningKeys::new(identity.clone(), &config.jwt_issuer, config.signing_keys_refetch);
+        let keys =
+            SigningKeys::new(identity.clone(), &config.jwt_issuer, config.signing_keys_refetch);
         let revocations = Arc::new(Revocations::new(config.revocation_stale_after));
         let validator = Arc::new(TokenValidator::new(
             identity,

@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::RwLock,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -46,6 +49,9 @@ pub struct SigningKeys {
     validation: Validation,
     refetch_every: Duration,
     keys: RwLock<HashMap<String, Key>>,
+    /// Counts the fetches that replaced the keys: what was verified under an older generation
+    /// is verified again (a key may have been retired or withdrawn since).
+    generation: AtomicU64,
     /// The last fetch attempt; held while fetching, so concurrent callers share one fetch.
     fetched: Mutex<Option<Instant>>,
 }
@@ -64,16 +70,26 @@ impl SigningKeys {
             validation,
             refetch_every,
             keys: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             fetched: Mutex::new(None),
         }
     }
 
-    /// The claims of `token` if a listed key verifies it and it has not expired at `now`.
-    pub async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, Rejected> {
-        let kid = jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|h| h.kid)
-            .ok_or(Rejected::Invalid)?;
+    /// The current generation of the keys (see [`Self::verify`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The claims of `token` if a listed key verifies it and it has not expired at `now`, and
+    /// until when the claims may be trusted without verifying again (the earlier of the token's
+    /// expiry and its key's retire time), valid while [`Self::generation`] stays as it was.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Claims, DateTime<Utc>), Rejected> {
+        let kid =
+            jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).ok_or(Rejected::Invalid)?;
         if let Some(claims) = self.check(&kid, token, now)? {
             return Ok(claims);
         }
@@ -83,7 +99,12 @@ impl SigningKeys {
     }
 
     /// `None` when no listed key has this id.
-    fn check(&self, kid: &str, token: &str, now: DateTime<Utc>) -> Result<Option<Claims>, Rejected> {
+    fn check(
+        &self,
+        kid: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Claims, DateTime<Utc>)>, Rejected> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let Some(key) = keys.get(kid) else { return Ok(None) };
         if key.verify_until.is_some_and(|until| now >= until) {
@@ -95,7 +116,9 @@ impl SigningKeys {
         if expires_at <= now {
             return Err(Rejected::Invalid);
         }
-        Ok(Some(Claims { user_id: data.claims.sub, session_id: data.claims.sid, expires_at }))
+        let trusted_until = key.verify_until.map_or(expires_at, |until| until.min(expires_at));
+        let claims = Claims { user_id: data.claims.sub, session_id: data.claims.sid, expires_at };
+        Ok(Some((claims, trusted_until)))
     }
 
     /// Fetches the keys unless an attempt was made within `refetch_every` (then the keys stay as
@@ -111,6 +134,7 @@ impl SigningKeys {
                 let keys = parse(listed);
                 tracing::info!(keys = keys.len(), "access-token keys fetched");
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
             Err(status) => {

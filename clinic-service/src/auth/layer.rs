@@ -65,10 +65,11 @@ impl TokenValidator {
         let token = bearer(headers)?;
         let key = token_key(&token);
         let now = Utc::now();
-        let claims = match self.cache.get(&key, Instant::now()) {
+        let generation = self.keys.generation();
+        let claims = match self.cache.get(&key, Instant::now(), generation) {
             Some(claims) if claims.expires_at > now => claims,
             _ => {
-                let claims = match self.keys.verify(&token, now).await {
+                let (claims, trusted_until) = match self.keys.verify(&token, now).await {
                     Ok(claims) => claims,
                     Err(Rejected::Invalid) => return Err(invalid()),
                     Err(Rejected::KeysUnavailable) => {
@@ -77,8 +78,9 @@ impl TokenValidator {
                         ));
                     }
                 };
-                let left = (claims.expires_at - now).to_std().unwrap_or_default();
-                self.cache.insert(key, claims.clone(), Instant::now(), left);
+                let left = (trusted_until - now).to_std().unwrap_or_default();
+                let generation = self.keys.generation();
+                self.cache.insert(key, claims.clone(), Instant::now(), left, generation);
                 claims
             }
         };

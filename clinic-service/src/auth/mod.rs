@@ -70,8 +70,9 @@ impl Person {
             .map_err(|_| Error::Unauthenticated("missing credentials".into()))?;
         let answer = match identity.validate_token(token).await {
             Ok(answer) => answer,
-            Err(status) if status.code() == Code::Unauthenticated
-                && !clinic_shared::auth::is_service_credential_rejected(&status) =>
+            Err(status)
+                if status.code() == Code::Unauthenticated
+                    && !clinic_shared::auth::is_service_credential_rejected(&status) =>
             {
                 return Err(Error::Unauthenticated("invalid or expired access token".into()));
             }
