@@ -91,7 +91,8 @@ async fn main() {
         identity_calls += proxy.calls("") - before;
     }
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     let within = samples.iter().filter(|d| **d <= Duration::from_secs(1)).count();
     println!("\n== logout → first refusal by clinic-service (token cache TTL 60 s)");
     println!(

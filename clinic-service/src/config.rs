@@ -88,6 +88,9 @@ pub struct Config {
     /// `SIGNING_KEYS_REFETCH_SECS` (default 5): a token naming an unknown key makes this service
     /// fetch identity-service's keys again, at most this often.
     pub signing_keys_refetch: Duration,
+    /// `SIGNING_KEYS_REFRESH_SECS` (default 300): the keys are fetched again this often anyway,
+    /// so a key withdrawn from identity-service (compromised) stops verifying here.
+    pub signing_keys_refresh: Duration,
     /// `REVOCATION_STALE_SECS` (default 15, three of identity-service's heartbeats): a revocation
     /// stream silent this long counts as down (every call is then validated with
     /// identity-service until it is back and caught up).
@@ -236,6 +239,9 @@ impl Config {
             signing_keys_refetch: Duration::from_secs(
                 positive("SIGNING_KEYS_REFETCH_SECS", 5)? as u64
             ),
+            signing_keys_refresh: Duration::from_secs(
+                positive("SIGNING_KEYS_REFRESH_SECS", 300)? as u64
+            ),
             revocation_stale_after: Duration::from_secs(
                 positive("REVOCATION_STALE_SECS", 15)? as u64
             ),
@@ -280,6 +286,7 @@ impl Config {
             token_cache_capacity: 1000,
             jwt_issuer: "clinic-identity".to_owned(),
             signing_keys_refetch: Duration::from_millis(200),
+            signing_keys_refresh: Duration::from_secs(300),
             revocation_stale_after: Duration::from_secs(15),
             // Generous: creations reserve their names one at a time centrally, and tests create
             // dozens at once on a loaded 2-core machine.

@@ -155,9 +155,13 @@ impl Application {
         }));
         // The keys that verify tokens, fetched now (again later when a token names a new one),
         // and the revocations followed while the server runs.
-        let validator = self.validator.clone();
-        tokio::spawn(async move {
-            let _ = validator.keys().refetch().await;
+        let (validator, every) = (self.validator.clone(), self.config.signing_keys_refresh);
+        let refresher = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let _ = validator.keys().refetch().await;
+            }
         });
         let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
         let (revocations, identity) = (self.revocations.clone(), self.access.identity().clone());
@@ -181,6 +185,7 @@ impl Application {
         let _ = stop_follower.send(());
         let _ = relay.await;
         let _ = follower.await;
+        refresher.abort();
         served.map_err(|e| Error::internal("serve", e))
     }
 }

@@ -1,7 +1,8 @@
 //! The public keys that verify access tokens, fetched from identity-service
-//! (`ListSigningKeys`) at start and again when a token names a key not seen yet — at most once
-//! per `SIGNING_KEYS_REFETCH_SECS`, so tokens with made-up key ids cannot make this service
-//! hammer identity-service. Time is a parameter.
+//! (`ListSigningKeys`) at start, every `SIGNING_KEYS_REFRESH_SECS` (so a withdrawn key stops
+//! verifying here too), and when a token names a key not seen yet — at most once per
+//! `SIGNING_KEYS_REFETCH_SECS`, so tokens with made-up key ids cannot make this service hammer
+//! identity-service. Time is a parameter.
 
 use std::{
     collections::HashMap,
@@ -132,9 +133,12 @@ impl SigningKeys {
         match self.identity.list_signing_keys().await {
             Ok(listed) => {
                 let keys = parse(listed);
-                tracing::info!(keys = keys.len(), "access-token keys fetched");
-                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-                self.generation.fetch_add(1, Ordering::AcqRel);
+                let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+                if !same(&current, &keys) {
+                    tracing::info!(keys = keys.len(), "access-token keys fetched");
+                    *current = keys;
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                }
                 Ok(())
             }
             Err(status) => {
@@ -149,6 +153,12 @@ fn log_failure(status: &Status) {
     if !crate::identity::is_misconfigured(status) {
         tracing::warn!(code = ?status.code(), "ListSigningKeys failed");
     }
+}
+
+/// Whether two key sets list the same ids with the same retire times.
+fn same(a: &HashMap<String, Key>, b: &HashMap<String, Key>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(kid, k)| b.get(kid).is_some_and(|o| o.verify_until == k.verify_until))
 }
 
 /// The usable keys of a `ListSigningKeys` answer (EdDSA, 32-byte keys; others are skipped).
