@@ -26,7 +26,7 @@ use clinic_shared::{
     server::ShutdownHandle,
     slug::quote_ident,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -554,45 +554,6 @@ pub async fn sign_up(identity: Channel, label: &str, verify: bool) -> TestUser {
         name,
         token: tokens.access_token,
         refresh_token: tokens.refresh_token,
-    }
-}
-
-/// A TCP forwarder standing between clinic-service and identity-service: stopping it is an
-/// identity-service outage as clinic-service sees it; it restarts on the same port.
-pub struct Proxy {
-    addr: SocketAddr,
-    listener: Option<TcpListener>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Binds a free port (not forwarding yet).
-    pub async fn bind() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        Self { addr, listener: Some(listener), task: None }
-    }
-
-    /// `http://` URL of the proxy.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Forwards every connection to `target` (again, after [`Self::stop`]).
-    pub async fn start(&mut self, target: SocketAddr) {
-        let listener = match self.listener.take() {
-            Some(listener) => listener,
-            None => TcpListener::bind(self.addr).await.expect("rebind proxy port"),
-        };
-        self.task = Some(tokio::spawn(forward(listener, target)));
-    }
-
-    /// Closes the port and every forwarded connection.
-    pub async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! (and the stream resumes from its last token), and signing keys rotate without refusing
 //! anyone until their retire time.
 
-mod proxy;
+pub mod proxy;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,8 @@
 //! A gRPC proxy in front of identity-service's internal listener that counts every call by
 //! method, records the resume token of each `WatchRevocations`, can cut the revocation streams
-//! (and refuse new ones) while unary calls go on, and can be pointed at another identity-service
-//! (a restart with other keys).
+//! (and refuse new ones) while unary calls go on, can refuse every `DirectoryService` call (the
+//! central index out of reach while tokens are still checked), and can be pointed at another
+//! identity-service (a restart with other keys).
 
 use std::{
     collections::HashMap,
@@ -32,6 +33,7 @@ struct State {
     calls: Mutex<HashMap<String, usize>>,
     resume_tokens: Mutex<Vec<String>>,
     streams_cut: watch::Sender<bool>,
+    directory_cut: std::sync::atomic::AtomicBool,
 }
 
 /// The running proxy.
@@ -75,6 +77,11 @@ impl IdentityProxy {
     /// The resume tokens `WatchRevocations` was opened with, in order.
     pub fn resume_tokens(&self) -> Vec<String> {
         self.state.resume_tokens.lock().unwrap().clone()
+    }
+
+    /// Refuses every `DirectoryService` call with UNAVAILABLE (`true`), or forwards them again.
+    pub fn cut_directory(&self, cut: bool) {
+        self.state.directory_cut.store(cut, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts every revocation stream and refuses new ones (`true`), or lets them through again.
@@ -140,6 +147,11 @@ async fn forward(
     let path = request.uri().path().to_owned();
     *state.calls.lock().unwrap().entry(path.clone()).or_default() += 1;
     let watching = path.ends_with("/WatchRevocations");
+    if path.starts_with("/identity.v1.DirectoryService/")
+        && state.directory_cut.load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(Status::unavailable("proxy: DirectoryService is cut"));
+    }
     if watching && *state.streams_cut.borrow() {
         return Err(Status::unavailable("proxy: revocation streams are cut"));
     }
