@@ -53,8 +53,9 @@ pub struct SigningKeys {
     /// Counts the fetches that replaced the keys: what was verified under an older generation
     /// is verified again (a key may have been retired or withdrawn since).
     generation: AtomicU64,
-    /// The last fetch attempt; held while fetching, so concurrent callers share one fetch.
-    fetched: Mutex<Option<Instant>>,
+    /// The last fetch attempt and whether it succeeded; held while fetching, so concurrent
+    /// callers share one fetch.
+    fetched: Mutex<Option<(Instant, bool)>>,
 }
 
 impl SigningKeys {
@@ -123,13 +124,22 @@ impl SigningKeys {
     }
 
     /// Fetches the keys unless an attempt was made within `refetch_every` (then the keys stay as
-    /// they are). KeysUnavailable when the fetch fails and no key is known at all.
+    /// they are). KeysUnavailable when this attempt, or the recent one standing for it, failed:
+    /// a token whose key cannot be looked up is nobody's fault yet, never INVALID.
     pub async fn refetch(&self) -> Result<(), Rejected> {
         let mut fetched = self.fetched.lock().await;
-        if fetched.is_some_and(|at| at.elapsed() < self.refetch_every) {
-            return Ok(());
+        if let Some((at, ok)) = *fetched
+            && at.elapsed() < self.refetch_every
+        {
+            // Too soon to ask again: what the last attempt knew stands (nothing, if it failed).
+            return if ok { Ok(()) } else { Err(Rejected::KeysUnavailable) };
         }
-        *fetched = Some(Instant::now());
+        let result = self.fetch().await;
+        *fetched = Some((Instant::now(), result.is_ok()));
+        result
+    }
+
+    async fn fetch(&self) -> Result<(), Rejected> {
         match self.identity.list_signing_keys().await {
             Ok(listed) => {
                 let keys = parse(listed);
