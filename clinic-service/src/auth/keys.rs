@@ -184,3 +184,30 @@ fn parse(listed: clinic_api::identity::v1::ListSigningKeysResponse) -> HashMap<S
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// identity-service unreachable (nothing listens on port 1).
+    fn unreachable() -> SigningKeys {
+        let identity =
+            IdentityClient::new("http://127.0.0.1:1", None, None, Duration::from_millis(300))
+                .expect("client");
+        SigningKeys::new(identity, "clinic-identity", Duration::from_secs(60))
+    }
+
+    const TOKEN_WITH_KID: &str = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.e30.c2ln";
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_fetched_make_tokens_unverifiable_never_invalid() {
+        let keys = unreachable();
+        let now = Utc::now();
+        assert_eq!(keys.verify(TOKEN_WITH_KID, now).await.unwrap_err(), Rejected::KeysUnavailable);
+        // Within the refetch interval the failed attempt stands: still unavailable, not invalid.
+        assert_eq!(keys.verify(TOKEN_WITH_KID, now).await.unwrap_err(), Rejected::KeysUnavailable);
+        // A token without a key id is invalid whatever the keys.
+        assert_eq!(keys.verify("e30.e30.c2ln", now).await.unwrap_err(), Rejected::Invalid);
+        assert_eq!(keys.verify("garbage", now).await.unwrap_err(), Rejected::Invalid);
+    }
+}
