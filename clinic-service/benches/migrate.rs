@@ -43,6 +43,7 @@ async fn run(tenants: usize) {
     let options = Options {
         second_server: false,
         tweak: Box::new(|config| config.tenant_role_secret = None),
+        ..Options::default()
     };
     let app = spawn_with(options).await;
     let access = &app.access;

@@ -61,6 +61,7 @@ async fn run(cluster: &Cluster) {
     let options = Options {
         second_server: false,
         tweak: Box::new(|config| config.tenant_role_secret = None),
+        ..Options::default()
     };
     let app = spawn_with(options).await;
     let c = Arc::new(app.clinic("restart").await);

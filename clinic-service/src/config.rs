@@ -76,11 +76,25 @@ pub struct Config {
     /// `DB_APPLICATION_NAME` (default `clinic-service`): `application_name` of every connection,
     /// so operators (and tests) can count them in `pg_stat_activity`.
     pub application_name: String,
-    /// `TOKEN_CACHE_TTL_SECS` (default 5): how long a valid token answer is reused; the longest
-    /// a logout can go unnoticed. 0 disables the cache.
+    /// `TOKEN_CACHE_TTL_SECS` (default 5): how long a token's verified signature is reused (its
+    /// session is checked against the revocations on every call regardless, so this no longer
+    /// delays a logout). 0 disables the cache.
     pub token_cache_ttl: Duration,
-    /// `TOKEN_CACHE_CAPACITY` (default 10000): most cached token answers.
+    /// `TOKEN_CACHE_CAPACITY` (default 10000): most cached verified tokens.
     pub token_cache_capacity: usize,
+    /// `JWT_ISSUER` (default `clinic-identity`): the `iss` access tokens must carry (as
+    /// identity-service's `JWT_ISSUER`).
+    pub jwt_issuer: String,
+    /// `SIGNING_KEYS_REFETCH_SECS` (default 5): a token naming an unknown key makes this service
+    /// fetch identity-service's keys again, at most this often.
+    pub signing_keys_refetch: Duration,
+    /// `SIGNING_KEYS_REFRESH_SECS` (default 300): the keys are fetched again this often anyway,
+    /// so a key withdrawn from identity-service (compromised) stops verifying here.
+    pub signing_keys_refresh: Duration,
+    /// `REVOCATION_STALE_SECS` (default 15, three of identity-service's heartbeats): a revocation
+    /// stream silent this long counts as down (every call is then validated with
+    /// identity-service until it is back and caught up).
+    pub revocation_stale_after: Duration,
     /// `IDENTITY_TIMEOUT_MS` (default 2000): deadline of every call to identity-service.
     pub identity_timeout: Duration,
     /// `MIGRATION_CONCURRENCY` (default 4): tenants migrated at once.
@@ -221,6 +235,16 @@ impl Config {
             application_name: config::string("DB_APPLICATION_NAME", "clinic-service"),
             token_cache_ttl: Duration::from_secs(config::parse("TOKEN_CACHE_TTL_SECS", 5)?),
             token_cache_capacity: positive("TOKEN_CACHE_CAPACITY", 10_000)?,
+            jwt_issuer: config::string("JWT_ISSUER", "clinic-identity"),
+            signing_keys_refetch: Duration::from_secs(
+                positive("SIGNING_KEYS_REFETCH_SECS", 5)? as u64
+            ),
+            signing_keys_refresh: Duration::from_secs(
+                positive("SIGNING_KEYS_REFRESH_SECS", 300)? as u64
+            ),
+            revocation_stale_after: Duration::from_secs(
+                positive("REVOCATION_STALE_SECS", 15)? as u64
+            ),
             identity_timeout: Duration::from_millis(config::parse("IDENTITY_TIMEOUT_MS", 2000)?),
             migration_concurrency: positive("MIGRATION_CONCURRENCY", 4)?,
             migrate_on_start: config::flag("MIGRATE_ON_START", false)?,
@@ -260,6 +284,10 @@ impl Config {
             application_name: format!("clinic-test-{}", uuid::Uuid::new_v4().simple()),
             token_cache_ttl: Duration::from_secs(5),
             token_cache_capacity: 1000,
+            jwt_issuer: "clinic-identity".to_owned(),
+            signing_keys_refetch: Duration::from_millis(200),
+            signing_keys_refresh: Duration::from_secs(300),
+            revocation_stale_after: Duration::from_secs(15),
             // Generous: creations reserve their names one at a time centrally, and tests create
             // dozens at once on a loaded 2-core machine.
             identity_timeout: Duration::from_secs(5),

@@ -17,7 +17,7 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::{
     appointments::AppointmentHandler,
-    auth::{AuthLayer, TokenCache, TokenValidator},
+    auth::{AuthLayer, Revocations, SigningKeys, TokenCache, TokenValidator},
     config::Config,
     error::Error,
     identity::IdentityClient,
@@ -39,6 +39,8 @@ pub struct Application {
     health: tonic_health::server::HealthReporter,
     access: TenantAccess,
     relay: Relay,
+    validator: Arc<TokenValidator>,
+    revocations: Arc<Revocations>,
     config: Config,
     shutdown: ShutdownHandle,
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -60,10 +62,16 @@ impl Application {
     /// Binds `config.addr` and wires every service.
     pub async fn build(config: Config) -> Result<Self, Error> {
         let access = tenant_access(&config)?;
-        let validator = TokenValidator::new(
-            access.identity().clone(),
+        let identity = access.identity().clone();
+        let keys =
+            SigningKeys::new(identity.clone(), &config.jwt_issuer, config.signing_keys_refetch);
+        let revocations = Arc::new(Revocations::new(config.revocation_stale_after));
+        let validator = Arc::new(TokenValidator::new(
+            identity,
+            keys,
+            revocations.clone(),
             TokenCache::new(config.token_cache_ttl, config.token_cache_capacity),
-        );
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
@@ -82,7 +90,7 @@ impl Application {
             .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
         let router = server::builder(limits)
-            .layer(AuthLayer::new(Arc::new(validator)))
+            .layer(AuthLayer::new(validator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -101,6 +109,8 @@ impl Application {
             health,
             access,
             relay,
+            validator,
+            revocations,
             config,
             shutdown,
             stopped: Box::pin(stopped),
@@ -143,6 +153,25 @@ impl Application {
         let relay = tokio::spawn(self.relay.run(async move {
             let _ = relay_stopped.await;
         }));
+        // The keys that verify tokens, fetched now (again later when a token names a new one),
+        // and the revocations followed while the server runs.
+        let (validator, every) = (self.validator.clone(), self.config.signing_keys_refresh);
+        let refresher = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                let _ = validator.keys().refetch().await;
+            }
+        });
+        let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (revocations, identity) = (self.revocations.clone(), self.access.identity().clone());
+        let follower = tokio::spawn(async move {
+            revocations
+                .follow(identity, async move {
+                    let _ = follower_stopped.await;
+                })
+                .await;
+        });
         let served = server::serve(
             self.router,
             self.listener,
@@ -153,7 +182,10 @@ impl Application {
         )
         .await;
         let _ = stop_relay.send(());
+        let _ = stop_follower.send(());
         let _ = relay.await;
+        let _ = follower.await;
+        refresher.abort();
         served.map_err(|e| Error::internal("serve", e))
     }
 }

@@ -10,7 +10,7 @@ use clinic_shared::{
 };
 use secrecy::SecretString;
 
-use crate::peer::TrustedProxies;
+use crate::{peer::TrustedProxies, tokens::keyring::VerifyKeyFile};
 
 /// Everything identity-service needs to start. Every field has an environment variable; its
 /// default is given on the field.
@@ -70,6 +70,24 @@ pub struct Config {
     /// `JWT_PRIVATE_KEY_FILE`: PKCS#8 PEM Ed25519 key signing access tokens. Required in
     /// production; generated at start-up in development when unset.
     pub jwt_private_key_file: Option<PathBuf>,
+    /// `JWT_VERIFY_KEYS`, default none: comma-separated PEM files of further keys that verify
+    /// access tokens (never sign), each `path` (a key about to sign, published ahead) or
+    /// `path@<RFC 3339 time>` (a former signing key, verifying until then). Public (SPKI) or
+    /// private (PKCS#8) Ed25519 PEM. See the README's rotation procedure.
+    pub jwt_verify_keys: Vec<VerifyKeyFile>,
+    /// `TOKEN_SECRETS_KEY_FILE`, default the signing key: the PKCS#8 Ed25519 key whose seed the
+    /// verification-code and refresh-successor secrets are derived from. Set it to the current
+    /// key file before the first rotation, and keep it, so rotating the signing key does not
+    /// change them (pending codes keep working, replicas agree).
+    pub token_secrets_key_file: Option<PathBuf>,
+    /// `REVOCATION_RETENTION_SECS`, default 3600, at least `ACCESS_TOKEN_TTL_SECS`: how long
+    /// revoked sessions stay in the log `WatchRevocations` serves.
+    pub revocation_retention: Duration,
+    /// `REVOCATION_POLL_MS`, default 200: how often a `WatchRevocations` stream looks for
+    /// revocations committed by other replicas (its own replica's wake it at once).
+    pub revocation_poll: Duration,
+    /// `REVOCATION_HEARTBEAT_SECS`, default 5: heartbeat interval of `WatchRevocations`.
+    pub revocation_heartbeat: Duration,
     /// `JWT_ISSUER`, default `clinic-identity`: the `iss` claim of access tokens.
     pub jwt_issuer: String,
     /// `ACCESS_TOKEN_TTL_SECS`, default 900 (15 minutes).
@@ -186,6 +204,24 @@ impl Config {
         if mode == Mode::Production && jwt_private_key_file.is_none() {
             return Err(ConfigError::new("JWT_PRIVATE_KEY_FILE", "required in production mode"));
         }
+        let jwt_verify_keys = env::string("JWT_VERIFY_KEYS", "")
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| e.parse().map_err(|m| ConfigError::new("JWT_VERIFY_KEYS", m)))
+            .collect::<Result<Vec<VerifyKeyFile>, _>>()?;
+        let access_token_ttl = at_least_one_sec("ACCESS_TOKEN_TTL_SECS", 900)?;
+        let revocation_retention = secs("REVOCATION_RETENTION_SECS", 3600)?;
+        if revocation_retention < access_token_ttl {
+            return Err(ConfigError::new(
+                "REVOCATION_RETENTION_SECS",
+                "must be at least ACCESS_TOKEN_TTL_SECS (followers must see every revoked \
+                 session whose tokens are still valid)",
+            ));
+        }
+        let revocation_poll = Duration::from_millis(env::parse("REVOCATION_POLL_MS", 200)?);
+        if revocation_poll.is_zero() {
+            return Err(ConfigError::new("REVOCATION_POLL_MS", "must be at least 1"));
+        }
         let d = ThrottleConfig::default();
         let window = at_least_one_sec("THROTTLE_WINDOW_SECS", d.window.as_secs())?;
         let hash_workers = env::parse("HASH_WORKERS", default_hash_workers())?;
@@ -234,8 +270,13 @@ impl Config {
             mode,
             service_token,
             jwt_private_key_file,
+            jwt_verify_keys,
+            token_secrets_key_file: env::var("TOKEN_SECRETS_KEY_FILE").map(PathBuf::from),
+            revocation_retention,
+            revocation_poll,
+            revocation_heartbeat: at_least_one_sec("REVOCATION_HEARTBEAT_SECS", 5)?,
             jwt_issuer: env::string("JWT_ISSUER", "clinic-identity"),
-            access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 900)?,
+            access_token_ttl,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
             session_max_lifetime: at_least_one_sec("SESSION_MAX_LIFETIME_SECS", 90 * 24 * 3600)?,
             refresh_reuse_grace: secs("REFRESH_REUSE_GRACE_SECS", 10)?,
@@ -289,6 +330,11 @@ impl Config {
             mode: Mode::Development,
             service_token: Some(SecretString::from("test-service-token")),
             jwt_private_key_file: None,
+            jwt_verify_keys: Vec::new(),
+            token_secrets_key_file: None,
+            revocation_retention: Duration::from_secs(3600),
+            revocation_poll: Duration::from_millis(200),
+            revocation_heartbeat: Duration::from_secs(5),
             jwt_issuer: "clinic-identity".to_owned(),
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -2,7 +2,8 @@
 //! `UNVERIFIED_ACCOUNT_TTL_SECS` (their email and name become free again), expired
 //! invitations, sessions that ended (expired or revoked) with their refresh tokens, and
 //! verification codes used or expired. A live session's refresh tokens are never deleted, spent
-//! ones included: presenting a spent token is how reuse is detected. Every statement is
+//! ones included: presenting a spent token is how reuse is detected. Revoked sessions leave the
+//! revocation log after `REVOCATION_RETENTION_SECS`. Every statement is
 //! idempotent, so each replica may run it. Time is a parameter.
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -78,6 +79,20 @@ pub async fn run(state: Arc<AppState>, stop: impl Future<Output = ()>) {
             }
             Err(e) => Err(e),
         };
+        let pruned = match state.conn().await {
+            Ok(conn) => {
+                let retention = state.config.revocation_retention;
+                crate::tokens::revocations::prune(&**conn, retention, Utc::now()).await
+            }
+            Err(e) => Err(e),
+        };
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(revocations = n, "revocations past their retention pruned"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning revocations failed; retrying next interval")
+            }
+        }
         match swept {
             Ok(s) if s != Swept::default() => {
                 tracing::info!(

@@ -30,6 +30,7 @@ use crate::{
     throttle::Throttle,
     tokens::{
         jwt::{self, AccessTokens},
+        keyring::{self, KeyRing},
         refresh::SuccessorKey,
     },
 };
@@ -66,10 +67,31 @@ impl Application {
         if config.service_token.is_none() {
             tracing::warn!("SERVICE_TOKEN unset: internal RPCs will be refused");
         }
+        if config.revocation_retention < config.access_token_ttl {
+            return Err(Error::internal(
+                "REVOCATION_RETENTION_SECS must be at least ACCESS_TOKEN_TTL_SECS",
+            ));
+        }
+        // Secrets derived from a key that outlives rotations (see TOKEN_SECRETS_KEY_FILE).
+        let secrets_seed = match &config.token_secrets_key_file {
+            Some(path) => jwt::load_key(path)?.to_bytes(),
+            None => key.to_bytes(),
+        };
+        let code_key = CodeKey::derive(&secrets_seed);
+        let successor_key = SuccessorKey::derive(&secrets_seed);
+        let verify_only = config
+            .jwt_verify_keys
+            .iter()
+            .map(keyring::load_public)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ring = KeyRing::new(key, verify_only);
+        tracing::info!(
+            signing_kid = ring.signing_kid(),
+            keys = ring.keys.len(),
+            "access-token keys loaded"
+        );
         let access_tokens =
-            AccessTokens::new(&key, config.jwt_issuer.clone(), config.access_token_ttl)?;
-        let code_key = CodeKey::derive(key.as_bytes());
-        let successor_key = SuccessorKey::derive(key.as_bytes());
+            AccessTokens::new(ring, config.jwt_issuer.clone(), config.access_token_ttl)?;
         let (workers, queue) = (config.hash_workers, config.hash_queue);
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue))
             .await
@@ -87,6 +109,8 @@ impl Application {
         let (public, internal) = ((public, public_address), (internal, internal_address));
         let (shutdown, _) = ShutdownHandle::new();
         let state = AppState {
+            revoked: tokio::sync::watch::Sender::new(()),
+            shutdown: shutdown.clone(),
             db: pool,
             throttle: Throttle::new(config.throttle.clone()),
             config,

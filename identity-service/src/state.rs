@@ -38,12 +38,22 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Work that outlives its request (mail delivery), joined on shutdown.
     pub background: Mutex<JoinSet<()>>,
+    /// Ticks after each local commit that revoked sessions, so `WatchRevocations` streams wake
+    /// at once (revocations of other replicas are found by polling).
+    pub revoked: tokio::sync::watch::Sender<()>,
+    /// Fires on shutdown: long-lived streams end then.
+    pub shutdown: clinic_shared::server::ShutdownHandle,
 }
 
 impl AppState {
     /// A pooled connection (UNAVAILABLE when none frees up in time).
     pub async fn conn(&self) -> Result<Object, Error> {
         Ok(self.db.get().await?)
+    }
+
+    /// Wakes the revocation streams: call after committing a revocation.
+    pub fn revocations_committed(&self) {
+        self.revoked.send_replace(());
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {

@@ -1,6 +1,13 @@
-//! The tower layer that authenticates `clinic.v1` calls. Fails closed: no token, a token
-//! identity-service rejects, or identity-service unreachable all stop the call before any
-//! handler runs. Reflection and health (other paths) pass through.
+//! The tower layer that authenticates `clinic.v1` calls. Fails closed: no token, a bad token,
+//! a revoked session, or — while the revocation stream is not in sync — identity-service
+//! unreachable all stop the call before any handler runs. Reflection and health (other paths)
+//! pass through.
+//!
+//! In steady state a call costs no identity-service call: the token's signature is verified
+//! here with the published keys (the verified claims are cached by token digest for
+//! `TOKEN_CACHE_TTL_SECS`), and its session is looked up in the revocations followed from
+//! `WatchRevocations`. While that stream is not in sync (starting, down, resyncing), every call
+//! is validated by `ValidateToken` as well, uncached.
 
 use std::{
     pin::Pin,
@@ -16,40 +23,87 @@ use tower::{Layer, Service};
 use super::{
     Claims,
     cache::{TokenCache, token_key},
+    keys::{Rejected, SigningKeys},
+    revocations::Revocations,
 };
 use crate::identity::{IdentityClient, is_outage};
 
 /// Paths under this prefix need a valid bearer token.
 const PROTECTED_PREFIX: &str = "/clinic.v1.";
 
-/// Validates bearer tokens with identity-service, through the cache.
+fn invalid() -> Status {
+    Status::unauthenticated("invalid or expired access token")
+}
+
+/// Validates bearer tokens: locally, and with identity-service while revocations are not in sync.
 pub struct TokenValidator {
     identity: IdentityClient,
+    keys: SigningKeys,
+    revocations: Arc<Revocations>,
     cache: TokenCache,
 }
 
 impl TokenValidator {
-    /// A validator asking `identity` and remembering answers in `cache`.
-    pub fn new(identity: IdentityClient, cache: TokenCache) -> Self {
-        Self { identity, cache }
+    /// A validator verifying with `keys`, checking `revocations`, remembering verified claims in
+    /// `cache`, and asking `identity` while the revocations are not in sync.
+    pub fn new(
+        identity: IdentityClient,
+        keys: SigningKeys,
+        revocations: Arc<Revocations>,
+        cache: TokenCache,
+    ) -> Self {
+        Self { identity, keys, revocations, cache }
+    }
+
+    /// The verifying keys (fetched at start by the caller).
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
     }
 
     /// The claims of the request's bearer token, or UNAUTHENTICATED / UNAVAILABLE.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Claims, Status> {
         let token = bearer(headers)?;
         let key = token_key(&token);
-        if let Some(claims) = self.cache.get(&key, Instant::now()) {
+        let now = Utc::now();
+        let generation = self.keys.generation();
+        let claims = match self.cache.get(&key, Instant::now(), generation) {
+            Some(claims) if claims.expires_at > now => claims,
+            _ => {
+                let (claims, trusted_until) = match self.keys.verify(&token, now).await {
+                    Ok(claims) => claims,
+                    Err(Rejected::Invalid) => return Err(invalid()),
+                    Err(Rejected::KeysUnavailable) => {
+                        return Err(Status::unavailable(
+                            "identity-service is unavailable, retry later",
+                        ));
+                    }
+                };
+                let left = (trusted_until - now).to_std().unwrap_or_default();
+                let generation = self.keys.generation();
+                self.cache.insert(key, claims.clone(), Instant::now(), left, generation);
+                claims
+            }
+        };
+        if self.revocations.is_revoked(&claims.session_id) {
+            return Err(invalid());
+        }
+        if self.revocations.in_sync(Instant::now()) {
             return Ok(claims);
         }
-        let answer = match self.identity.validate_token(&token).await {
+        // Not in sync: a revocation may not have reached us. Ask, every call.
+        self.validate_remotely(&token, &claims).await?;
+        Ok(claims)
+    }
+
+    /// `ValidateToken` for a token verified locally: its session must be live.
+    async fn validate_remotely(&self, token: &str, claims: &Claims) -> Result<(), Status> {
+        let answer = match self.identity.validate_token(token).await {
             Ok(answer) => answer,
             // Not the caller's fault: its token may be fine. Never tell it to throw it away.
             Err(status) if crate::identity::is_misconfigured(&status) => {
                 return Err(Status::unavailable("token validation failed, retry later"));
             }
-            Err(status) if status.code() == Code::Unauthenticated => {
-                return Err(Status::unauthenticated("invalid or expired access token"));
-            }
+            Err(status) if status.code() == Code::Unauthenticated => return Err(invalid()),
             Err(status) if is_outage(&status) => {
                 tracing::warn!(code = ?status.code(), "identity-service unreachable");
                 return Err(Status::unavailable("identity-service is unavailable, retry later"));
@@ -59,10 +113,13 @@ impl TokenValidator {
                 return Err(Status::unavailable("token validation failed, retry later"));
             }
         };
-        let claims = claims_from(answer)?;
-        let left = (claims.expires_at - Utc::now()).to_std().unwrap_or_default();
-        self.cache.insert(key, claims.clone(), Instant::now(), left);
-        Ok(claims)
+        if answer.session_id != claims.session_id.to_string()
+            || answer.user_id != claims.user_id.to_string()
+        {
+            tracing::error!("ValidateToken answered for another session than the token names");
+            return Err(Status::unavailable("token validation failed, retry later"));
+        }
+        Ok(())
     }
 }
 
@@ -70,21 +127,6 @@ impl TokenValidator {
 fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
     let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
     clinic_shared::auth::bearer_token(&metadata).map(str::to_owned)
-}
-
-fn claims_from(answer: clinic_api::identity::v1::ValidateTokenResponse) -> Result<Claims, Status> {
-    let bad = || Status::unavailable("token validation returned a malformed answer");
-    let user_id = answer.user_id.parse().map_err(|_| bad())?;
-    let expires_at =
-        answer.expire_time.and_then(|t| clinic_shared::time::from_timestamp(&t)).ok_or_else(bad)?;
-    Ok(Claims {
-        user_id,
-        session_id: answer.session_id,
-        email: answer.email,
-        name: answer.name,
-        email_verified: answer.email_verified,
-        expires_at,
-    })
 }
 
 /// Adds [`AuthService`] around the server's routes.

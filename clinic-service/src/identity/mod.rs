@@ -74,6 +74,24 @@ impl IdentityClient {
         self.call(client.validate_token(req)).await
     }
 
+    /// `TokenService.ListSigningKeys`.
+    pub async fn list_signing_keys(&self) -> Result<pb::ListSigningKeysResponse, Status> {
+        let req = self.request(pb::ListSigningKeysRequest {});
+        let mut client = self.tokens.clone();
+        self.call(client.list_signing_keys(req)).await
+    }
+
+    /// `TokenService.WatchRevocations` from `resume_token`: the deadline covers opening the
+    /// stream, not its life.
+    pub async fn watch_revocations(
+        &self,
+        resume_token: String,
+    ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
+        let req = Request::new(pb::WatchRevocationsRequest { resume_token });
+        let mut client = self.tokens.clone();
+        self.call(client.watch_revocations(req)).await
+    }
+
     /// `DirectoryService.LookupUser`.
     pub async fn lookup_user(&self, email: &str) -> Result<pb::DirectoryUser, Error> {
         let req = self.request(pb::LookupUserRequest { email: email.to_owned() });

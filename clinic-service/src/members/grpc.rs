@@ -13,7 +13,7 @@ use super::{
     update::ProfileUpdate,
 };
 use crate::{
-    auth::Claims,
+    auth::{Claims, Person},
     error::Error,
     grpc::{MemberRef, decode_page_token, encode_page_token, page_size, parse_uuid},
     roles::Role,
@@ -127,8 +127,9 @@ impl MemberService for MemberHandler {
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
         let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
-        let member = self.members.accept(&mut conn, organization_id, &claims, Utc::now()).await?;
+        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
+        let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
+        let member = self.members.accept(&mut conn, organization_id, &person, Utc::now()).await?;
         Ok(Response::new(pb::AcceptInvitationResponse { member: Some(member) }))
     }
 
@@ -139,8 +140,9 @@ impl MemberService for MemberHandler {
     ) -> Result<Response<pb::DeclineInvitationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
         let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let mut conn = joining::open(&self.access, &claims, organization_id).await?;
-        self.members.decline(&mut conn, organization_id, &claims, Utc::now()).await?;
+        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
+        let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
+        self.members.decline(&mut conn, organization_id, &person, Utc::now()).await?;
         Ok(Response::new(pb::DeclineInvitationResponse {}))
     }
 }

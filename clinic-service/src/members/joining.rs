@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{read::db, write};
 use crate::{
-    auth::Claims,
+    auth::{Claims, Person},
     error::Error,
     relay::outbox::{self, Change},
     roles::Role,
@@ -23,9 +23,10 @@ use crate::{
 pub async fn open(
     access: &TenantAccess,
     claims: &Claims,
+    person: &Person,
     organization_id: Uuid,
 ) -> Result<TenantConnection, Error> {
-    if !claims.email_verified {
+    if !person.email_verified {
         return Err(Error::FailedPrecondition("verify your email address first".into()));
     }
     access.open(claims, organization_id).await
@@ -36,7 +37,7 @@ pub async fn open(
 /// Returns the member id and role. See [`pending`] for the errors.
 pub async fn accept(
     client: &mut TenantClient,
-    claims: &Claims,
+    claims: &Person,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, Role), Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
@@ -78,7 +79,7 @@ pub async fn accept(
 /// [`pending`] for the errors.
 pub async fn decline(
     client: &mut TenantClient,
-    claims: &Claims,
+    claims: &Person,
     now: DateTime<Utc>,
 ) -> Result<Uuid, Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
@@ -96,7 +97,7 @@ pub async fn decline(
 /// ends. ALREADY_EXISTS when the caller is a member already (as after accepting); otherwise NOT_FOUND, the very answer for a clinic that does not exist.
 async fn pending(
     tx: &TenantTransaction<'_>,
-    claims: &Claims,
+    claims: &Person,
     now: DateTime<Utc>,
 ) -> Result<(Uuid, Role, String), Error> {
     let row = tx

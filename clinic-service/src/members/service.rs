@@ -18,7 +18,7 @@ use super::{
     write,
 };
 use crate::{
-    auth::Claims,
+    auth::{Claims, Person},
     error::Error,
     grpc::MemberRef,
     relay::{
@@ -225,7 +225,7 @@ impl Members {
         &self,
         client: &mut TenantClient,
         organization_id: Uuid,
-        claims: &Claims,
+        claims: &Person,
         now: DateTime<Utc>,
     ) -> Result<pb::Member, Error> {
         let (member_id, role) = joining::accept(client, claims, now).await?;
@@ -240,7 +240,7 @@ impl Members {
         &self,
         client: &mut TenantClient,
         organization_id: Uuid,
-        claims: &Claims,
+        claims: &Person,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         let member_id = joining::decline(client, claims, now).await?;

@@ -7,7 +7,7 @@ use clinic_api::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::Claims,
+    auth::{Claims, Person},
     error::Error,
     grpc::{page_size, parse_uuid, timestamp},
     roles::Role,
@@ -55,7 +55,8 @@ impl OrganizationService for OrganizationHandler {
         let claims = Claims::from_request(&request)?;
         tracing::Span::current().record("user_id", tracing::field::display(claims.user_id));
         let name = parse_name(&request.get_ref().name)?;
-        let org = provisioning::create_organization(&self.access, &claims, name).await?;
+        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
+        let org = provisioning::create_organization(&self.access, &person, name).await?;
         Ok(Response::new(pb::CreateOrganizationResponse { organization: Some(to_proto(&org)) }))
     }
 

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{Db, Location, OrgRecord, OrgStatus, TenantAccess, TenantClient, migrations};
-use crate::{auth::Claims, error::Error, roles::Role};
+use crate::{auth::Person, error::Error, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
 /// exclusive while migrating it, shared while cloning it ("clinictp"). Session-level, on a
@@ -28,7 +28,7 @@ const TEMPLATE_LOCK: i64 = 0x636c_696e_6963_7470;
 #[tracing::instrument(skip_all, fields(organization_id))]
 pub async fn create_organization(
     access: &TenantAccess,
-    claims: &Claims,
+    claims: &Person,
     name: &str,
 ) -> Result<OrgRecord, Error> {
     if !claims.email_verified {
@@ -147,7 +147,7 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already.
-async fn insert_admin(conn: &mut TenantClient, claims: &Claims) -> Result<(), Error> {
+async fn insert_admin(conn: &mut TenantClient, claims: &Person) -> Result<(), Error> {
     let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
     let tx = conn.transaction().await.map_err(db)?;
     let existing = tx

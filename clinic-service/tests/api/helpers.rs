@@ -26,7 +26,7 @@ use clinic_shared::{
     server::ShutdownHandle,
     slug::quote_ident,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
@@ -101,11 +101,13 @@ pub struct Options {
     pub second_server: bool,
     /// Adjusts the clinic config before start.
     pub tweak: Box<dyn FnOnce(&mut clinic_service::Config) + Send>,
+    /// Adjusts the identity config before start.
+    pub identity_tweak: Box<dyn FnOnce(&mut identity_service::Config) + Send>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { second_server: false, tweak: Box::new(|_| {}) }
+        Self { second_server: false, tweak: Box::new(|_| {}), identity_tweak: Box::new(|_| {}) }
     }
 }
 
@@ -130,7 +132,7 @@ pub struct TestApp {
     identity_shutdown: ShutdownHandle,
     _cleanup: TenantCleanup,
     /// The central database (dropped last).
-    _central: TestDatabase,
+    central: TestDatabase,
 }
 
 /// A registered, verified, logged-in user.
@@ -157,7 +159,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(options: Options) -> TestApp {
     log_buffer();
     let central = TestDatabase::create(&TestDatabase::server(), "clinic_it_central").await;
-    let identity_config = identity_service::Config::for_tests(central.config.clone());
+    let mut identity_config = identity_service::Config::for_tests(central.config.clone());
+    (options.identity_tweak)(&mut identity_config);
     let outbox = identity_config.mail.outbox_dir.clone();
     let identity = identity_service::Application::build(identity_config)
         .await
@@ -200,7 +203,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         clinic_shutdown,
         identity_shutdown,
         _cleanup: cleanup,
-        _central: central,
+        central,
     }
 }
 
@@ -271,6 +274,16 @@ pub fn bearer(token: &str) -> Meta {
 }
 
 impl TestApp {
+    /// The central database's connection settings (to start another identity-service on it).
+    pub fn central_config(&self) -> tokio_postgres::Config {
+        self.central.config.clone()
+    }
+
+    /// Stops the identity-service the app started.
+    pub fn stop_identity(&self) {
+        self.identity_shutdown.shutdown();
+    }
+
     /// A channel to clinic-service.
     pub fn clinic_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.clinic_addr)).expect("url").connect_lazy()
@@ -541,45 +554,6 @@ pub async fn sign_up(identity: Channel, label: &str, verify: bool) -> TestUser {
         name,
         token: tokens.access_token,
         refresh_token: tokens.refresh_token,
-    }
-}
-
-/// A TCP forwarder standing between clinic-service and identity-service: stopping it is an
-/// identity-service outage as clinic-service sees it; it restarts on the same port.
-pub struct Proxy {
-    addr: SocketAddr,
-    listener: Option<TcpListener>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Binds a free port (not forwarding yet).
-    pub async fn bind() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        Self { addr, listener: Some(listener), task: None }
-    }
-
-    /// `http://` URL of the proxy.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Forwards every connection to `target` (again, after [`Self::stop`]).
-    pub async fn start(&mut self, target: SocketAddr) {
-        let listener = match self.listener.take() {
-            Some(listener) => listener,
-            None => TcpListener::bind(self.addr).await.expect("rebind proxy port"),
-        };
-        self.task = Some(tokio::spawn(forward(listener, target)));
-    }
-
-    /// Closes the port and every forwarded connection.
-    pub async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
     }
 }
 

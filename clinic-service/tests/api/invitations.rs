@@ -248,13 +248,16 @@ async fn accept_is_refused_to_others_to_the_unverified_and_after_expiry() {
     // so the check both RPCs start with is driven directly, with the invitee's claims.
     let claims = clinic_service::auth::Claims {
         user_id: invitee.id.parse().unwrap(),
-        session_id: String::new(),
+        session_id: uuid::Uuid::new_v4(),
+        expires_at: Utc::now() + Duration::minutes(5),
+    };
+    let person = clinic_service::auth::Person {
+        user_id: claims.user_id,
         email: invitee.email.clone(),
         name: invitee.name.clone(),
         email_verified: false,
-        expires_at: Utc::now() + Duration::minutes(5),
     };
-    let opened = joining::open(&app.access, &claims, org.parse().unwrap()).await;
+    let opened = joining::open(&app.access, &claims, &person, org.parse().unwrap()).await;
     assert!(matches!(opened, Err(clinic_service::Error::FailedPrecondition(_))));
     // Expired: NOT_FOUND, for accepting and declining alike.
     let tenant = app.tenant_client("main", &c.org.database_name).await;

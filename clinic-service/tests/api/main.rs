@@ -19,3 +19,4 @@ mod schema_drift;
 mod schema_markers;
 mod tenancy;
 mod tls;
+mod tokens;

@@ -8,22 +8,27 @@ use clinic_api::{clinic::v1 as pb, identity::v1 as ipb};
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::helpers::{Options, Proxy, TestApp, TestUser, spawn_app, spawn_with};
+use crate::{
+    helpers::{Options, TestApp, TestUser, spawn_app, spawn_with},
+    tokens::proxy::IdentityProxy,
+};
 
-/// An app whose clinic-service reaches identity-service through `proxy`; tokens stay cached
-/// (and organizations are cached once active), so stopping the proxy fails only the calls that
-/// carry membership changes to the central index.
-async fn behind(proxy: &mut Proxy) -> TestApp {
-    let url = proxy.url();
+/// An app whose clinic-service reaches identity-service through `proxy`. Cutting the proxy's
+/// `DirectoryService` (organizations are cached once active; tokens are verified locally and the
+/// revocation stream keeps running) fails only the calls that carry membership changes to the
+/// central index. (With identity-service down altogether, token checks fail closed: see the
+/// `tokens` tests.)
+async fn behind(proxy: &IdentityProxy) -> TestApp {
+    let addr = proxy.addr;
     let app = spawn_with(Options {
         tweak: Box::new(move |c| {
-            c.identity_url = url;
+            c.identity_url = format!("http://{addr}");
             c.token_cache_ttl = Duration::from_secs(600);
         }),
         ..Default::default()
     })
     .await;
-    proxy.start(app.identity_internal_addr).await;
+    proxy.point_at(app.identity_internal_addr);
     app
 }
 
@@ -78,8 +83,8 @@ fn role_change(org: &str, member: &str, role: pb::Role) -> pb::UpdateMemberProfi
 #[tokio::test]
 async fn changes_commit_during_an_identity_outage_and_the_central_index_converges() {
     use ipb::{MembershipRole as R, MembershipStatus as S};
-    let mut proxy = Proxy::bind().await;
-    let app = behind(&mut proxy).await;
+    let proxy = IdentityProxy::start().await;
+    let app = behind(&proxy).await;
     let admin = app.user("admin").await;
     let patient = app.user("patient").await;
     let org = app.create_org(&admin, "Outbox").await;
@@ -91,7 +96,7 @@ async fn changes_commit_during_an_identity_outage_and_the_central_index_converge
         .await
         .expect("cache the patient's token");
 
-    proxy.stop().await;
+    proxy.cut_directory(true);
     let add = pb::AddMemberRequest {
         organization_id: org.id.clone(),
         email: patient.email.clone(),
@@ -100,27 +105,27 @@ async fn changes_commit_during_an_identity_outage_and_the_central_index_converge
     };
     let invited = members.add_member(add).await.expect("AddMember commits in the tenant");
     let invited = invited.into_inner().member.unwrap();
-    proxy.start(app.identity_internal_addr).await;
+    proxy.cut_directory(false);
     converges(&app, &patient, &[(org.id.clone(), R::Patient, S::Invited)]).await;
     app.accept(&patient, &org.id).await.expect("accept");
     converges(&app, &patient, &[(org.id.clone(), R::Patient, S::Active)]).await;
 
-    proxy.stop().await;
+    proxy.cut_directory(true);
     let changed =
         members.update_member_profile(role_change(&org.id, &invited.id, pb::Role::Doctor));
     changed.await.expect("the role change commits in the tenant");
-    proxy.start(app.identity_internal_addr).await;
+    proxy.cut_directory(false);
     converges(&app, &patient, &[(org.id.clone(), R::Doctor, S::Active)]).await;
 
     // Formerly "RemoveMember during an identity outage removes nothing": now it removes the
     // member at once, and the central index follows.
-    proxy.stop().await;
+    proxy.cut_directory(true);
     let remove =
         pb::RemoveMemberRequest { organization_id: org.id.clone(), member_id: invited.id.clone() };
     members.remove_member(remove).await.expect("RemoveMember commits in the tenant");
     let get = pb::GetMemberRequest { organization_id: org.id.clone(), member_id: invited.id };
     assert_eq!(members.get_member(get).await.unwrap_err().code(), Code::NotFound);
-    proxy.start(app.identity_internal_addr).await;
+    proxy.cut_directory(false);
     converges(&app, &patient, &[]).await;
 }
 
@@ -128,8 +133,8 @@ async fn changes_commit_during_an_identity_outage_and_the_central_index_converge
 /// member stays removed, however the relay orders or repeats what it delivers.
 #[tokio::test]
 async fn add_role_change_remove_never_brings_a_removed_member_back() {
-    let mut proxy = Proxy::bind().await;
-    let app = behind(&mut proxy).await;
+    let proxy = IdentityProxy::start().await;
+    let app = behind(&proxy).await;
     let admin = app.user("admin").await;
     let patient = app.user("patient").await;
     let org = app.create_org(&admin, "Order").await;
@@ -141,7 +146,7 @@ async fn add_role_change_remove_never_brings_a_removed_member_back() {
         .await
         .expect("cache the patient's token");
 
-    proxy.stop().await;
+    proxy.cut_directory(true);
     let member = app.invite(&admin, &org.id, &patient.email, pb::Role::Patient, None).await;
     app.accept(&patient, &org.id).await.expect("accept");
     members
@@ -157,7 +162,7 @@ async fn add_role_change_remove_never_brings_a_removed_member_back() {
         tenant.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
     };
     assert!(pending().await >= 4, "the changes wait in the outbox");
-    proxy.start(app.identity_internal_addr).await;
+    proxy.cut_directory(false);
     let deadline = Instant::now() + Duration::from_secs(20);
     while pending().await > 0 {
         assert!(Instant::now() < deadline, "the outbox was never drained");

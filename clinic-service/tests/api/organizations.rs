@@ -67,13 +67,11 @@ async fn unverified_users_cannot_create_and_missing_tokens_are_refused() {
     let app = spawn_app().await;
     // identity-service does not log unverified users in, so the check is driven directly.
     let owner = app.user("owner").await;
-    let claims = clinic_service::auth::Claims {
+    let claims = clinic_service::auth::Person {
         user_id: owner.id.parse().unwrap(),
-        session_id: String::new(),
         email: owner.email.clone(),
         name: owner.name.clone(),
         email_verified: false,
-        expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
     };
     let err = clinic_service::tenancy::provisioning::create_organization(
         &app.access,

@@ -177,7 +177,18 @@ async fn identity_down_is_unavailable_promptly_and_recovers() {
     forwarder.abort();
     let _ = forwarder.await;
     let started = Instant::now();
-    let err = app.members(&owner.token).get_member(get.clone()).await.unwrap_err();
+    // Tokens are verified locally while the revocation stream is in sync: the first call may
+    // beat the stream's noticing the outage. Once it has, every call asks identity-service and
+    // fails closed.
+    let err = loop {
+        match app.members(&owner.token).get_member(get.clone()).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(started.elapsed() < Duration::from_secs(3), "never failed closed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let took = started.elapsed();
     println!("identity down: {:?} after {took:?}", err.code());
     assert_eq!(err.code(), Code::Unavailable);
@@ -240,7 +251,7 @@ async fn a_spent_budget_answers_resource_exhausted_not_a_hang() {
 }
 
 #[tokio::test]
-async fn logout_is_seen_once_the_cache_ttl_is_over() {
+async fn logout_is_seen_promptly() {
     let app = spawn_with(Options {
         tweak: Box::new(|c| c.token_cache_ttl = Duration::ZERO),
         ..Default::default()
@@ -253,6 +264,15 @@ async fn logout_is_seen_once_the_cache_ttl_is_over() {
         .logout(ipb::LogoutRequest { refresh_token: owner.refresh_token.clone() })
         .await
         .expect("logout");
-    let err = app.orgs(&owner.token).list_organizations(list()).await.unwrap_err();
+    // The revocation reaches clinic-service through the stream within moments (the `tokens`
+    // tests and `bench revocation` measure it); poll rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match app.orgs(&owner.token).list_organizations(list()).await {
+            Err(err) => break err,
+            Ok(_) => assert!(Instant::now() < deadline, "the logout was never seen"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(err.code(), Code::Unauthenticated);
 }

@@ -35,10 +35,17 @@ pub async fn change_password(
     drop(slot);
     let tx = conn.transaction().await?;
     store::set_password_hash(&*tx, caller.user.id, &hash, now).await?;
-    let revoked =
-        sessions::revoke_others(&*tx, caller.user.id, caller.session_id, "password changed", now)
-            .await?;
+    let revoked = sessions::revoke_others(
+        &*tx,
+        state,
+        caller.user.id,
+        caller.session_id,
+        "password changed",
+        now,
+    )
+    .await?;
     tx.commit().await?;
+    state.revocations_committed();
     tracing::info!(user_id = %caller.user.id, revoked, "password changed");
     Ok(revoked)
 }

@@ -5,3 +5,4 @@ pub mod auth;
 pub mod convert;
 pub mod directory;
 pub mod token;
+pub mod watch;

@@ -1,12 +1,14 @@
-//! `identity.v1.TokenService`: internal access-token validation.
+//! `identity.v1.TokenService`: internal access-token validation, the public keys that verify
+//! access tokens, and the stream of revoked sessions.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use clinic_api::identity::v1::{self as pb, token_service_server::TokenService};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::timestamp;
+use super::{convert::timestamp, watch};
 use crate::{error::Error, state::AppState, tokens::validate::authenticate};
 
 /// The TokenService implementation (behind the service-token interceptor).
@@ -42,5 +44,37 @@ impl TokenService for TokenApi {
             session_id: p.session_id.to_string(),
             expire_time: Some(timestamp(p.expires_at)),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_signing_keys(
+        &self,
+        _request: Request<pb::ListSigningKeysRequest>,
+    ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
+        let keys = self
+            .state
+            .access_tokens
+            .published_keys(Utc::now())
+            .map(|k| pb::SigningKey {
+                kid: k.kid.clone(),
+                algorithm: "EdDSA".to_owned(),
+                public_key: k.key.as_bytes().to_vec(),
+                verify_until: k.verify_until.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::ListSigningKeysResponse { keys }))
+    }
+
+    type WatchRevocationsStream = ReceiverStream<Result<pb::WatchRevocationsResponse, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let position = watch::start(&self.state, &request.into_inner().resume_token).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(watch::run(self.state.clone(), position, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -72,8 +72,9 @@ pub async fn refresh(
     let Some(p) = lock(&tx, token, now).await? else { return Err(INVALID) };
     let (ids, successor) = ((p.user, p.session), state.successor_key.successor(token)?);
     if store::lifetime_end(state, p.session_created) <= now {
-        store::revoke(&*tx, p.session, "session lifetime ended", now).await?;
+        store::revoke(&*tx, state, p.session, "session lifetime ended", now).await?;
         tx.commit().await?;
+        state.revocations_committed();
         tracing::info!(user_id = %p.user, session_id = %p.session, "session lifetime ended: session revoked");
         return Err(INVALID);
     }
@@ -84,8 +85,9 @@ pub async fn refresh(
             tracing::info!(user_id = %p.user, session_id = %p.session, "refresh repeated within the grace window: same successor");
             return Ok(pair);
         }
-        store::revoke(&*tx, p.session, "refresh token reused", now).await?;
+        store::revoke(&*tx, state, p.session, "refresh token reused", now).await?;
         tx.commit().await?;
+        state.revocations_committed();
         tracing::warn!(user_id = %p.user, session_id = %p.session, "refresh token reuse: session revoked");
         return Err(INVALID);
     }
@@ -141,8 +143,9 @@ pub async fn logout(state: &AppState, token: &str, now: DateTime<Utc>) -> Result
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     let Some(p) = lock(&tx, token, now).await? else { return Err(INVALID) };
-    store::revoke(&*tx, p.session, "logout", now).await?;
+    store::revoke(&*tx, state, p.session, "logout", now).await?;
     tx.commit().await?;
+    state.revocations_committed();
     tracing::info!(user_id = %p.user, session_id = %p.session, "logged out");
     Ok(())
 }

@@ -4,7 +4,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{error::Error, state::AppState, tokens::refresh};
+use crate::{
+    error::Error,
+    state::AppState,
+    tokens::{refresh, revocations},
+};
 
 /// The credentials of a session.
 pub struct TokenPair {
@@ -67,7 +71,9 @@ pub fn sign_pair(
     refresh_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<TokenPair, Error> {
-    let (access_token, access_expires_at) = state.access_tokens.issue(user, session, now)?;
+    // The session ends with its refresh token's expiry: no access token outlives it.
+    let (access_token, access_expires_at) =
+        state.access_tokens.issue(user, session, refresh_expires_at, now)?;
     Ok(TokenPair {
         access_token,
         access_expires_at,
@@ -94,34 +100,45 @@ pub async fn open(
     issue_pair(db, state, (user, session), refresh::generate(), expires, now).await
 }
 
-/// Revokes one session (no-op when already revoked).
+/// Revokes one session (no-op when already revoked), recording the revocation for followers in
+/// the same transaction (run inside one). Call [`AppState::revocations_committed`] after the
+/// commit.
 pub async fn revoke(
     db: &impl GenericClient,
+    state: &AppState,
     session: Uuid,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    db.execute(
-        "UPDATE session SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-        &[&session, &now, &reason],
-    )
-    .await?;
+    let rows = db
+        .query(
+            "UPDATE session SET revoked_at = $2, revoke_reason = $3 \
+             WHERE id = $1 AND revoked_at IS NULL RETURNING id, user_id, expires_at",
+            &[&session, &now, &reason],
+        )
+        .await?;
+    revocations::record(db, state, &rows, reason, now).await?;
     Ok(())
 }
 
-/// Revokes every live session of `user` except `keep`; returns how many.
+/// Revokes every live session of `user` except `keep`, recording each for followers (run inside
+/// a transaction; see [`revoke`]); returns how many.
 pub async fn revoke_others(
     db: &impl GenericClient,
+    state: &AppState,
     user: Uuid,
     keep: Uuid,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, Error> {
-    Ok(db
-        .execute(
+    let rows = db
+        .query(
             "UPDATE session SET revoked_at = $3, revoke_reason = $4 \
-             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3",
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3 \
+             RETURNING id, user_id, expires_at",
             &[&user, &keep, &now, &reason],
         )
-        .await?)
+        .await?;
+    revocations::record(db, state, &rows, reason, now).await?;
+    Ok(rows.len() as u64)
 }

@@ -13,6 +13,7 @@ mod outages;
 mod passwords;
 mod registration;
 mod replicas;
+mod revocations;
 mod rows;
 mod service_auth;
 mod sessions;
