@@ -11,9 +11,9 @@
 //! channel: GetMember (`me`, as the patient), GetAppointment, ListAppointments (a page of 20)
 //! and CreateAppointment (distinct future slots with the one doctor, each with a `request_id`).
 //! A call counts when its status is OK; shed calls (RESOURCE_EXHAUSTED) and failures are counted
-//! apart, by code. The three reads are also run as raw SQL: the statements the service issues
-//! for them, the per-call caller lookup of `TenantAccess::acquire` included, prepared once, on
-//! one tokio-postgres connection per client to the same tenant database (`--database-url`
+//! apart, by code. The three reads are also run as raw SQL: the very statement text the service
+//! issues for each (one per call, the caller's membership folded in, see
+//! `TenantAccess::acquire_with`), prepared once, on one tokio-postgres connection per client to the same tenant database (`--database-url`
 //! server, default `TEST_DATABASE_URL`). Printed: req/s, p50 and p99, and service/raw.
 //!
 //! Run with `cargo bench -p clinic-service --bench load -- [--clients 8] [--secs 10]
@@ -42,11 +42,7 @@ use clinic_api::clinic::v1::{
     member_service_client::MemberServiceClient,
     organization_service_client::OrganizationServiceClient,
 };
-use clinic_service::appointments::{
-    domain::{Actor, Role},
-    listing::list_query,
-    requests::ListAppointments,
-};
+use clinic_service::appointments::{listing::list_for_caller_query, requests::ListAppointments};
 use clinic_shared::pg::{connect, parse_url, with_dbname};
 use helpers::{Authed, Options, TestApp, TestUser, bearer, first_server_url, sign_up, spawn_with};
 use tokio_postgres::Statement;
@@ -57,14 +53,14 @@ use uuid::Uuid;
 const SEEDED: usize = 20;
 const PAGE: i32 = 20;
 
-/// The service's own statements (so the raw side runs exactly what it runs): GetMember and
-/// GetAppointment are one statement each with the caller's membership folded in; ListAppointments
-/// is the caller lookup, then the page query for the caller's role.
-fn statements() -> [(&'static str, String); 3] {
+/// The service's own statements (so the raw side runs exactly what it runs): each read is one
+/// statement with the caller's membership folded in (`TenantAccess::acquire_with`).
+fn statements(ctx_list: &pb::ListAppointmentsRequest) -> [String; 3] {
+    let list = ListAppointments::try_from(ctx_list.clone()).expect("list request");
     [
-        ("member", clinic_service::members::read::GET_FOR_CALLER.clone()),
-        ("appointment", clinic_service::appointments::repository::GET_FOR_CALLER.clone()),
-        ("caller", clinic_service::tenancy::CALLER.to_owned()),
+        clinic_service::members::read::GET_FOR_CALLER.clone(),
+        clinic_service::appointments::repository::GET_FOR_CALLER.clone(),
+        list_for_caller_query(&list).sql,
     ]
 }
 
@@ -235,17 +231,8 @@ impl Ctx {
 // A handful of them, each moved once into its task: their size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Client {
-    Service {
-        members: MemberServiceClient<Authed>,
-        appointments: AppointmentServiceClient<Authed>,
-    },
-    Raw {
-        db: tokio_postgres::Client,
-        caller: Statement,
-        member: Statement,
-        appointment: Statement,
-        list: Statement,
-    },
+    Service { members: MemberServiceClient<Authed>, appointments: AppointmentServiceClient<Authed> },
+    Raw { db: tokio_postgres::Client, member: Statement, appointment: Statement, list: Statement },
 }
 
 impl Client {
@@ -260,16 +247,12 @@ impl Client {
 
     async fn raw(ctx: &Ctx) -> Self {
         let db = connect(&ctx.tenant).await.expect("connect tenant");
-        // The list statement's text depends on the caller's role and the filters only.
-        let list = ListAppointments::try_from(ctx.list_request()).expect("list request");
-        let sql = list_query(&Actor { member_id: Uuid::nil(), role: Role::Patient }, &list).sql;
         let prepare = async |sql: &str| db.prepare(sql).await.expect("prepare");
-        let [(_, member), (_, appointment), (_, caller)] = statements();
+        let [member, appointment, list] = statements(&ctx.list_request());
         Client::Raw {
-            caller: prepare(&caller).await,
             member: prepare(&member).await,
             appointment: prepare(&appointment).await,
-            list: prepare(&sql).await,
+            list: prepare(&list).await,
             db,
         }
     }
@@ -318,7 +301,7 @@ impl Client {
         ctx: &Ctx,
         appointment_id: &str,
     ) -> Result<(), tokio_postgres::Error> {
-        let Client::Raw { db, caller, member, appointment, list } = self else {
+        let Client::Raw { db, member, appointment, list } = self else {
             unreachable!("raw_call on a service client")
         };
         match scenario {
@@ -333,12 +316,11 @@ impl Client {
                 assert!(rows.first().is_some_and(|r| r.get::<_, Option<Uuid>>(2).is_some()));
             }
             Scenario::ListAppointments => {
-                let row = db.query_one(&*caller, &[&ctx.user_id]).await?;
-                let member_id: Uuid = row.get(0);
-                let role = Role::from_db(row.get(1)).expect("caller role");
                 let req = ListAppointments::try_from(ctx.list_request()).expect("list request");
-                let q = list_query(&Actor { member_id, role }, &req);
-                assert_eq!(db.query(&*list, &q.param_refs()).await?.len(), PAGE as usize);
+                let q = list_for_caller_query(&req);
+                let mut params = q.param_refs();
+                params.insert(0, &ctx.user_id);
+                assert_eq!(db.query(&*list, &params).await?.len(), PAGE as usize);
             }
             Scenario::CreateAppointment => unreachable!("no raw CreateAppointment"),
         }
@@ -347,28 +329,22 @@ impl Client {
 }
 
 /// The raw statements as pgbench scripts (into `dir` when it is set), as the service runs
-/// them. Variables: `uid` and `aid` (given with `-D`); for ListAppointments `mid` and `mrole`
-/// (from the caller lookup, with `\gset`).
+/// them. Variables: `uid` and `aid` (given with `-D`).
 fn pgbench_scripts(dir: &std::path::Path) {
     if dir.as_os_str().is_empty() {
         return;
     }
-    let [(_, member), (_, appointment), (_, caller)] = statements();
-    let caller =
-        caller.replace("$1", ":uid").replace("caller_id", "mid").replace("caller_role", "mrole");
-    let list = ListAppointments::try_from(pb::ListAppointmentsRequest {
+    let list_request = pb::ListAppointmentsRequest {
         organization_id: Uuid::nil().to_string(),
         page_size: PAGE,
         ..Default::default()
-    })
-    .expect("list request");
-    let list = list_query(&Actor { member_id: Uuid::nil(), role: Role::Patient }, &list);
-    let list = list.sql.replace("$1", ":mid").replace("$2", &(PAGE + 1).to_string());
+    };
+    let [member, appointment, list] = statements(&list_request);
     let scripts = [
         // `$2::uuid IS NULL`: "me".
         ("GetMember", member.replace("$1", ":uid").replace("$2::uuid", "NULL::uuid")),
         ("GetAppointment", appointment.replace("$1", ":uid").replace("$2", ":aid")),
-        ("ListAppointments", format!("{caller} \\gset\n{list}")),
+        ("ListAppointments", list.replace("$1", ":uid").replace("$2", &(PAGE + 1).to_string())),
     ];
     for (name, script) in scripts {
         std::fs::write(dir.join(format!("{name}.sql")), format!("{script};\n"))

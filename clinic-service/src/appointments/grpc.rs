@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{
     domain::{Actor, Appointment, AppointmentStatus, StatusChange},
     error::Error,
-    repository,
+    listing, repository,
     requests::{AppointmentRef, CreateAppointment, ListAppointments, Transition},
     service,
 };
@@ -174,8 +174,13 @@ impl AppointmentService for AppointmentHandler {
         request: Request<pb::ListAppointmentsRequest>,
     ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
         let (request, req) = parse(request, ListAppointments::try_from)?;
-        let (conn, actor) = self.enter(&request, req.organization_id).await?;
-        let (page, next) = service::list(&conn, &actor, &req).await.map_err(status)?;
+        let claims = Claims::from_request(&request)?;
+        Span::current().record("organization_id", display(req.organization_id));
+        // The caller's membership and the page in one statement (see `listing`).
+        let q = listing::list_for_caller_query(&req);
+        let (_conn, _, rows) =
+            self.access.acquire_with(&claims, req.organization_id, &q.sql, &q.param_refs()).await?;
+        let (page, next) = listing::page_for_caller(&rows, &req).map_err(status)?;
         Ok(Response::new(pb::ListAppointmentsResponse {
             appointments: page.iter().map(to_proto).collect(),
             next_page_token: next.map(|t| t.encode()).unwrap_or_default(),

@@ -24,7 +24,7 @@ pub(super) fn appointment_from_row(row: &Row) -> Result<Appointment, Error> {
 }
 
 /// The appointment in [`COLUMNS`] starting at column `first` of `row`.
-fn appointment_at(row: &Row, first: usize) -> Result<Appointment, Error> {
+pub(super) fn appointment_at(row: &Row, first: usize) -> Result<Appointment, Error> {
     let status: String = row.col(first + 6)?;
     Ok(Appointment {
         id: row.col(first)?,

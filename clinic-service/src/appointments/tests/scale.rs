@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{Tenant, hours_ahead};
 use crate::appointments::{
     domain::{Actor, Role},
-    listing::list_query,
+    listing::{list_for_caller_query, list_query},
     page_token::PageToken,
     requests::ListAppointments,
 };
@@ -101,11 +101,26 @@ async fn list_queries_use_an_index_at_100k_rows() {
             ListAppointments { after: Some(later), ..page.clone() },
         ),
     ];
-    for (name, index, actor, req) in cases {
-        let q = list_query(&actor, &req);
+    // Each case as the page query for a known caller, and with the caller lookup folded in.
+    let cases = cases
+        .into_iter()
+        .flat_map(|(n, i, a, r)| [(n, i, a, r.clone(), false), (n, i, a, r, true)]);
+    for (name, index, actor, req, folded) in cases {
+        let name =
+            if folded { format!("{name} (with the caller lookup)") } else { name.to_owned() };
+        let user_id: uuid::Uuid = c
+            .query_one("SELECT user_id FROM organization_user WHERE id = $1", &[&actor.member_id])
+            .await
+            .unwrap()
+            .get(0);
+        let q = if folded { list_for_caller_query(&req) } else { list_query(&actor, &req) };
+        let mut params = q.param_refs();
+        if folded {
+            params.insert(0, &user_id);
+        }
         let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) {}", q.sql);
         let started = Instant::now();
-        let rows = c.query(&explain, &q.param_refs()).await.unwrap();
+        let rows = c.query(&explain, &params).await.unwrap();
         let elapsed = started.elapsed();
         let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         let plan = plan.join("\n");
