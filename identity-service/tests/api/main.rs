@@ -16,5 +16,6 @@ mod replicas;
 mod rows;
 mod service_auth;
 mod sessions;
+mod spares;
 mod startup;
 mod throttling;
