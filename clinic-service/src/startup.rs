@@ -24,7 +24,7 @@ use crate::{
     members::{MemberHandler, Members},
     organizations::OrganizationHandler,
     relay::Relay,
-    tenancy::{TenantAccess, migrations},
+    tenancy::{TenantAccess, migrations, spares},
 };
 
 /// Services reported by health (besides the server as a whole).
@@ -143,6 +143,15 @@ impl Application {
         let relay = tokio::spawn(self.relay.run(async move {
             let _ = relay_stopped.await;
         }));
+        // So does the spares' replenisher.
+        let (stop_spares, spares_stopped) = tokio::sync::oneshot::channel::<()>();
+        let replenisher = tokio::spawn(spares::run(
+            self.access.clone(),
+            self.config.spare_check_interval,
+            async move {
+                let _ = spares_stopped.await;
+            },
+        ));
         let served = server::serve(
             self.router,
             self.listener,
@@ -153,7 +162,9 @@ impl Application {
         )
         .await;
         let _ = stop_relay.send(());
+        let _ = stop_spares.send(());
         let _ = relay.await;
+        let _ = replenisher.await;
         served.map_err(|e| Error::internal("serve", e))
     }
 }

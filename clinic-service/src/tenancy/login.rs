@@ -68,39 +68,54 @@ impl TenantLogins {
         owner: &Client,
         database: &str,
     ) -> Result<(), Error> {
+        self.grant_database(maintenance, database).await?;
+        Self::grant_tables(owner, database).await
+    }
+
+    /// The part of [`Self::grant`] done in the maintenance database: the role, and CONNECT on
+    /// `database` for it alone. Provisioning runs it before it opens the tenant database, so it
+    /// never holds two connections at once.
+    pub async fn grant_database(&self, maintenance: &Client, database: &str) -> Result<(), Error> {
         let role = Self::role(database);
         let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
         // Concurrent retries would both change the same catalogue rows ("tuple concurrently
         // updated"): one at a time per role, under a lock in the maintenance database.
-        let key =
-            i64::from_be_bytes(Sha256::digest(role.as_bytes())[..8].try_into().unwrap_or_default());
+        let key = lock_key(&role);
         maintenance.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(db)?;
-        let granted = self.grant_locked(maintenance, owner, database, &role).await;
+        let granted = async {
+            maintenance
+                .execute(
+                    "SELECT clinic_bootstrap.create_tenant_role($1, $2)",
+                    &[&role, &self.password(&role)?],
+                )
+                .await
+                .map_err(db)?;
+            let (database, role) = (quote(database), quote(&role));
+            maintenance
+                .batch_execute(&format!(
+                    "REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+                     GRANT CONNECT ON DATABASE {database} TO {role};"
+                ))
+                .await
+                .map_err(db)
+        }
+        .await;
         let unlocked = maintenance.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
         granted?;
         unlocked.map(drop).map_err(db)
     }
 
-    async fn grant_locked(
-        &self,
-        maintenance: &Client,
-        owner: &Client,
-        database: &str,
-        role: &str,
-    ) -> Result<(), Error> {
-        let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
-        maintenance
-            .execute(
-                "SELECT clinic_bootstrap.create_tenant_role($1, $2)",
-                &[&role, &self.password(role)?],
-            )
-            .await
-            .map_err(db)?;
-        let (database, role) = (quote(database), quote(role));
+    /// The part of [`Self::grant`] done inside the tenant database, as its owner: reading and
+    /// writing the tables (and sequences) of the current and future migrations. One transaction,
+    /// serialised per database with concurrent retries by a transaction-level lock.
+    pub async fn grant_tables(owner: &Client, database: &str) -> Result<(), Error> {
+        let role = Self::role(database);
+        let key = lock_key(&role);
+        let role = quote(&role);
         owner
             .batch_execute(&format!(
-                "REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-                 GRANT CONNECT ON DATABASE {database} TO {role};
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock({key});
                  GRANT USAGE ON SCHEMA public TO {role};
                  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
                  REVOKE ALL ON TABLE refinery_schema_history FROM {role};
@@ -108,11 +123,17 @@ impl TenantLogins {
                  ALTER DEFAULT PRIVILEGES IN SCHEMA public
                      GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
                  ALTER DEFAULT PRIVILEGES IN SCHEMA public
-                     GRANT USAGE, SELECT ON SEQUENCES TO {role};"
+                     GRANT USAGE, SELECT ON SEQUENCES TO {role};
+                 COMMIT;"
             ))
             .await
-            .map_err(db)
+            .map_err(|e| Error::tenant_db("tenant login role", &e))
     }
+}
+
+/// The advisory lock serialising grants to `role`.
+fn lock_key(role: &str) -> i64 {
+    i64::from_be_bytes(Sha256::digest(role.as_bytes())[..8].try_into().unwrap_or_default())
 }
 
 fn quote(name: &str) -> String {

@@ -1,5 +1,5 @@
 //! Tenancy: where each clinic's database lives (the central register, cached), connections to
-//! it within the budget, creating clinic databases, and migrating them.
+//! it within the budget, creating clinic databases (from spares kept ready), and migrating them.
 //!
 //! [`TenantAccess::acquire`] is what every clinic RPC starts with: it resolves the organization,
 //! takes a pooled connection to its database and loads the caller's membership there.
@@ -10,6 +10,7 @@ pub mod pools;
 pub mod provisioning;
 mod registry;
 mod socket;
+pub mod spares;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -134,6 +135,8 @@ struct Inner {
     logins: Option<login::TenantLogins>,
     /// Production: refuse to work through a superuser or CREATEROLE role.
     refuse_privileged: bool,
+    /// Spare databases kept ready on every server.
+    spares: spares::Spares,
 }
 
 impl TenantAccess {
@@ -160,6 +163,7 @@ impl TenantAccess {
                 templates_ready,
                 logins: config.tenant_role_secret.clone().map(login::TenantLogins::new),
                 refuse_privileged: config.mode == clinic_shared::config::Mode::Production,
+                spares: spares::Spares::new(config.spare_databases, config.spare_prefix.clone()),
             }),
         }
     }
@@ -172,6 +176,11 @@ impl TenantAccess {
     /// The connection pools.
     pub fn pools(&self) -> &Pools {
         &self.inner.pools
+    }
+
+    /// The spare databases' settings and replenisher controls.
+    pub fn spares(&self) -> &spares::Spares {
+        &self.inner.spares
     }
 
     /// Keys of the configured servers, in configuration order.
@@ -236,6 +245,30 @@ impl TenantAccess {
         let granted = logins.grant(&maintenance.client, owner, &location.database).await;
         tokio::spawn(maintenance.close());
         granted
+    }
+
+    /// The half of [`Self::grant_login`] done through `maintenance` (the server's maintenance
+    /// database): the login role and CONNECT on the database.
+    pub async fn grant_login_database(
+        &self,
+        maintenance: &tokio_postgres::Client,
+        location: &Location,
+    ) -> Result<(), Error> {
+        let Some(logins) = &self.inner.logins else { return Ok(()) };
+        logins.grant_database(maintenance, &location.database).await
+    }
+
+    /// The half of [`Self::grant_login`] done through `owner` (the tenant database, as its
+    /// owner): the tables.
+    pub async fn grant_login_tables(
+        &self,
+        owner: &tokio_postgres::Client,
+        location: &Location,
+    ) -> Result<(), Error> {
+        if self.inner.logins.is_none() {
+            return Ok(());
+        }
+        login::TenantLogins::grant_tables(owner, &location.database).await
     }
 
     /// Connection settings of a server's maintenance database.

@@ -17,5 +17,6 @@ mod outages;
 mod privileges;
 mod schema_drift;
 mod schema_markers;
+mod spares;
 mod tenancy;
 mod tls;
