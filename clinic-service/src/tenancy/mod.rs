@@ -238,31 +238,46 @@ impl TenantAccess {
     pub async fn grant_login(
         &self,
         location: &Location,
-        owner: &tokio_postgres::Client,
+        owner: &mut tokio_postgres::Client,
     ) -> Result<(), Error> {
         let Some(logins) = &self.inner.logins else { return Ok(()) };
-        let maintenance = self.pools().connect(&self.maintenance_config(&location.server)?).await?;
-        let granted = logins.grant(&maintenance.client, owner, &location.database).await;
+        let mut maintenance =
+            self.pools().connect(&self.maintenance_config(&location.server)?).await?;
+        let granted = logins.grant(&mut maintenance.client, owner, &location.database).await;
         tokio::spawn(maintenance.close());
         granted
+    }
+
+    /// The login role of `database` ready to be granted (its password's verifier computed on a
+    /// blocking thread); `None` without login roles configured.
+    pub async fn prepare_login(
+        &self,
+        database: &str,
+    ) -> Result<Option<login::PreparedLogin>, Error> {
+        match &self.inner.logins {
+            Some(logins) => logins.prepare_async(database).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The half of [`Self::grant_login`] done through `maintenance` (the server's maintenance
     /// database): the login role and CONNECT on the database.
     pub async fn grant_login_database(
         &self,
-        maintenance: &tokio_postgres::Client,
-        location: &Location,
+        maintenance: &mut tokio_postgres::Client,
+        login: Option<&login::PreparedLogin>,
     ) -> Result<(), Error> {
-        let Some(logins) = &self.inner.logins else { return Ok(()) };
-        logins.grant_database(maintenance, &location.database).await
+        match login {
+            Some(login) => login::TenantLogins::grant_database(maintenance, login).await,
+            None => Ok(()),
+        }
     }
 
-    /// The half of [`Self::grant_login`] done through `owner` (the tenant database, as its
-    /// owner): the tables.
+    /// The half of [`Self::grant_login`] done inside the tenant database, in the owner's
+    /// transaction `owner`: the tables.
     pub async fn grant_login_tables(
         &self,
-        owner: &tokio_postgres::Client,
+        owner: &tokio_postgres::Transaction<'_>,
         location: &Location,
     ) -> Result<(), Error> {
         if self.inner.logins.is_none() {

@@ -18,7 +18,7 @@
 //! One maintenance connection and one owner connection serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{Client, error::SqlState};
+use tokio_postgres::{Client, Transaction, error::SqlState};
 use uuid::Uuid;
 
 use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
@@ -88,7 +88,7 @@ fn spare_name(name: &str) -> Result<Option<&str>, Error> {
 
 /// Steps 2 to 4 of the module header on the tenant's server. One connection at a time (first
 /// the maintenance database, then the tenant's), so concurrent creations never hold one
-/// connection of the budget while waiting for another.
+/// connection of the budget while waiting for another; two transactions in all.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
@@ -97,27 +97,41 @@ async fn provision_database(
 ) -> Result<(), Error> {
     // Once per process; it opens connections of its own, so before ours.
     ensure_template(access, &location.server).await?;
-    let maintenance = access.pools().connect(&access.maintenance_config(&location.server)?).await?;
-    let client = &maintenance.client;
-    let placed = async {
-        place_database(access, client, location, spare).await?;
-        let marker = marker_of(client, &location.database).await?;
-        access.grant_login_database(client, location).await?;
-        Ok::<_, Error>(marker.as_deref() == Some(migrations::marker().as_str()))
+    let placing = async {
+        let maintenance =
+            access.pools().connect(&access.maintenance_config(&location.server)?).await?;
+        let placed = async {
+            place_database(access, &maintenance.client, location, spare).await?;
+            let marker = marker_of(&maintenance.client, &location.database).await?;
+            Ok::<_, Error>(marker.as_deref() == Some(migrations::marker().as_str()))
+        }
+        .await;
+        Ok::<_, Error>((maintenance, placed))
+    };
+    // The login role's verifier (PBKDF2, on a blocking thread) is computed meanwhile.
+    let (placing, login) = tokio::join!(placing, access.prepare_login(&location.database));
+    let (mut maintenance, placed) = placing?;
+    let current = async {
+        let current = placed?;
+        access.grant_login_database(&mut maintenance.client, login?.as_ref()).await?;
+        Ok::<_, Error>(current)
     }
     .await;
     // The close waits for the backend to exit (the budget permit is returned then); the clinic
     // does not need to wait for it.
     tokio::spawn(maintenance.close());
     let owner_config = access.owner_config(location)?;
-    if !placed? {
+    if !current? {
         let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
         tracing::info!(applied, "repaired a tenant database without the current schema");
     }
     let mut owner = access.pools().connect(&owner_config).await?;
     let done = async {
-        access.grant_login_tables(&owner.client, location).await?;
-        insert_admin(&mut owner.client, claims).await
+        let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
+        let tx = owner.client.transaction().await.map_err(db)?;
+        access.grant_login_tables(&tx, location).await?;
+        insert_admin(&tx, claims).await?;
+        tx.commit().await.map_err(db)
     }
     .await;
     tokio::spawn(owner.close());
@@ -273,9 +287,9 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already.
-async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
+/// In the caller's transaction `tx`.
+async fn insert_admin(tx: &Transaction<'_>, claims: &Claims) -> Result<(), Error> {
     let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
-    let tx = conn.transaction().await.map_err(db)?;
     let existing = tx
         .query_opt("SELECT id FROM organization_user WHERE user_id = $1", &[&claims.user_id])
         .await
@@ -300,5 +314,5 @@ async fn insert_admin(conn: &mut Client, claims: &Claims) -> Result<(), Error> {
         .await
         .map_err(db)?;
     }
-    tx.commit().await.map_err(db)
+    Ok(())
 }

@@ -207,6 +207,10 @@ async fn replenish_locked(
         let name = access.spares().new_name();
         identity.register_spare_database(server, &name).await?;
         provisioning::clone_template(access, client, &name).await?;
+        // One connection builds the new database's relation cache file, so the clinic's first
+        // connection after the rename finds it; closed (backend gone) before the spare is READY.
+        let config = access.database_config(server, &name)?;
+        access.pools().connect(&config).await?.close().await;
         identity.update_spare_database(&name, State::Creating, State::Ready).await?;
         done.created += 1;
     }

@@ -14,7 +14,7 @@ use clinic_api::{
     clinic::v1::{self as pb, appointment_service_client::AppointmentServiceClient},
     identity::v1::{self as ipb, SpareDatabaseState as State},
 };
-use clinic_service::tenancy::spares;
+use clinic_service::tenancy::{login::TenantLogins, spares};
 use clinic_shared::pg::{connect, parse_url, with_dbname};
 use tokio_postgres::Client;
 
@@ -329,4 +329,19 @@ async fn without_spares_clinics_are_cloned_as_before() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "no spare database was made");
+
+    // The tenant's role got the verifier computed here, stored as it is (not taken for a
+    // password and hashed again), so the derived password logs in.
+    let logins = TenantLogins::new(app.config.tenant_role_secret.clone().unwrap());
+    let expected = logins.prepare(&org.database_name).unwrap();
+    let stored: Option<String> = maintenance("main")
+        .await
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&TenantLogins::role(&org.database_name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored.as_deref(), Some(expected.verifier()));
 }
