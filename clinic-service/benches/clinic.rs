@@ -1,9 +1,11 @@
 //! Benchmarks of clinic-service, each printed with the baseline it is compared with, measured
 //! in the same run on the same PostgreSQL:
 //!
-//! 1. `CreateOrganization` (reserve centrally, clone the migrated template, add the admin,
-//!    record the membership, activate) against a plain `CREATE DATABASE` of an empty database:
-//!    the issue asks for a clinic ready in little more than PostgreSQL's own time.
+//! 1. `CreateOrganization` against a plain `CREATE DATABASE` of an empty database, interleaved,
+//!    in two regimes: while spare databases last (reserve and claim a spare centrally, rename it
+//!    into place, grant, add the admin, activate) and when none is left (clone the migrated
+//!    template instead). The replenisher is paused throughout (the spares are made before, by an
+//!    explicit round), so it is idle while either side is measured.
 //! 2. An authenticated read (`GetOrganization`) with the token-validation cache on (default
 //!    TTL) against the same read with the cache off, where every call asks identity-service.
 //!
@@ -19,11 +21,13 @@ mod helpers;
 
 use std::time::{Duration, Instant};
 
-use clinic_api::clinic::v1 as pb;
+use clinic_api::{clinic::v1 as pb, identity::v1 as ipb};
+use clinic_service::tenancy::spares;
 use clinic_shared::pg::{connect, create_database, drop_database, parse_url};
-use helpers::{Options, first_server_url, spawn_app, spawn_with};
+use helpers::{Options, first_server_url, spawn_with};
 
-const CLINICS: usize = 10;
+/// Clinics per regime (and as many spares made before the first).
+const CLINICS: usize = 20;
 const READS: usize = 300;
 
 struct Figures {
@@ -57,49 +61,95 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn provisioning() {
-    let app = spawn_app().await;
+    let app = spawn_with(Options {
+        tweak: Box::new(|c| c.spare_databases = CLINICS),
+        ..Options::default()
+    })
+    .await;
+    // Idle from here on: spares are made by the explicit round below, never in the background.
+    app.access.spares().pause().await;
     let owner = app.user("bench-owner").await;
     // The first clinic may migrate the template database; not part of the figures.
     app.create_org(&owner, "warm up").await;
+    let started = Instant::now();
+    for (server, result) in spares::replenish_all(&app.access).await {
+        let made = result.expect("replenish");
+        println!(
+            "{server}: {} spares made in {:?} (before measuring)",
+            made.created,
+            started.elapsed()
+        );
+    }
+    let ready = spare_count(&app).await;
+    assert_eq!(ready, CLINICS, "spares ready before measuring");
 
-    // Interleaved, and no DROP DATABASE inside the loop (each one forces a checkpoint), so disk
+    // Interleaved, and no DROP DATABASE inside the loops (each one forces a checkpoint), so disk
     // load from anything else hits both sides alike.
     let server = connect(&parse_url(&first_server_url()).expect("url")).await.expect("connect");
-    let (mut clinic, mut plain, mut cloned) = (vec![], vec![], vec![]);
     let mut created = Vec::new();
+    let (mut from_spare, mut plain_a, mut cloned) = (vec![], vec![], vec![]);
     for i in 0..CLINICS {
         let started = Instant::now();
-        app.create_org(&owner, &format!("bench {i}")).await;
-        clinic.push(started.elapsed());
+        app.create_org(&owner, &format!("spare {i}")).await;
+        from_spare.push(started.elapsed());
 
-        let name = format!("clinic_{}_plain_{i}", app.tag);
+        let name = format!("clinic_{}_plain_a_{i}", app.tag);
+        created.push(name.clone());
         let started = Instant::now();
         create_database(&server, &name, None).await.expect("create database");
-        plain.push(started.elapsed());
-        created.push(name);
+        plain_a.push(started.elapsed());
+    }
+    assert_eq!(spare_count(&app).await, 0, "every clinic of the first regime took a spare");
+    let (mut no_spare, mut plain_b) = (vec![], vec![]);
+    for i in 0..CLINICS {
+        let started = Instant::now();
+        app.create_org(&owner, &format!("none left {i}")).await;
+        no_spare.push(started.elapsed());
+
+        let name = format!("clinic_{}_plain_b_{i}", app.tag);
+        created.push(name.clone());
+        let started = Instant::now();
+        create_database(&server, &name, None).await.expect("create database");
+        plain_b.push(started.elapsed());
 
         let name = format!("clinic_{}_clone_{i}", app.tag);
+        created.push(name.clone());
         let started = Instant::now();
         let template = Some(app.config.template_database.as_str());
         create_database(&server, &name, template).await.expect("clone template");
         cloned.push(started.elapsed());
-        created.push(name);
     }
     for name in created {
         drop_database(&server, &name).await.expect("drop database");
     }
 
-    let clinic = Figures::new(clinic);
-    let plain = Figures::new(plain);
+    let plain_a = Figures::new(plain_a);
+    let plain_b = Figures::new(plain_b);
+    let from_spare = Figures::new(from_spare);
+    let no_spare = Figures::new(no_spare);
     let cloned = Figures::new(cloned);
-    println!("\n== provisioning: a new clinic vs plain CREATE DATABASE");
-    println!("{}", plain.line("baseline: CREATE DATABASE (empty)"));
+    let ratio = |a: &Figures, b: &Figures| a.median().as_secs_f64() / b.median().as_secs_f64();
+    println!("\n== provisioning: a new clinic vs plain CREATE DATABASE (replenisher idle)");
+    println!("-- while spares last ({CLINICS} spares made before)");
+    println!("{}", plain_a.line("baseline: CREATE DATABASE (empty)"));
+    println!("{}", from_spare.line("CreateOrganization from a spare"));
+    println!("-- none left (clone of the template)");
+    println!("{}", plain_b.line("baseline: CREATE DATABASE (empty)"));
     println!("{}", cloned.line("CREATE DATABASE ... TEMPLATE (the clinic template)"));
-    println!("{}", clinic.line("CreateOrganization (gRPC, end to end)"));
+    println!("{}", no_spare.line("CreateOrganization, no spare left"));
     println!(
-        "ratio (median): {:.2}x the baseline",
-        clinic.median().as_secs_f64() / plain.median().as_secs_f64()
+        "ratio (median): spares {:.2}x the baseline, none left {:.2}x the baseline",
+        ratio(&from_spare, &plain_a),
+        ratio(&no_spare, &plain_b)
     );
+}
+
+/// READY spares on the first server.
+async fn spare_count(app: &helpers::TestApp) -> usize {
+    let request = ipb::ListSpareDatabasesRequest { server: "main".into() };
+    let spares = app.directory().list_spare_databases(request).await.expect("list spares");
+    let spares = spares.into_inner().spare_databases;
+    spares.iter().filter(|s| s.state() == ipb::SpareDatabaseState::Ready).count()
 }
 
 async fn reads(cache_ttl: Duration) -> Figures {

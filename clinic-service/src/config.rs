@@ -117,6 +117,15 @@ pub struct Config {
     /// `OUTBOX_SWEEP_SECS` (default 300): how often the relay looks through every tenant for
     /// central changes left undelivered (see `relay`).
     pub outbox_sweep_interval: Duration,
+    /// `SPARE_DATABASES` (default 2; 0 disables): ready, migrated spare databases kept on every
+    /// server, so that CreateOrganization renames one into place (see `tenancy::spares`).
+    pub spare_databases: usize,
+    /// `SPARE_DATABASE_PREFIX` (default `spare_`): spare databases are named this followed by
+    /// 32 hex digits; outside the clinics' `clinic_` namespace.
+    pub spare_prefix: String,
+    /// `SPARE_CHECK_SECS` (default 60): how often (besides after every claim, and once at
+    /// start) the replenisher checks every server's spares.
+    pub spare_check_interval: Duration,
 }
 
 /// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
@@ -261,6 +270,9 @@ impl Config {
                 DEFAULT_INVITATION_TTL_SECS,
             )? as u64),
             outbox_sweep_interval: Duration::from_secs(positive("OUTBOX_SWEEP_SECS", 300)? as u64),
+            spare_databases: spare_count(config::parse("SPARE_DATABASES", 2)?)?,
+            spare_prefix: spare_prefix(&config::string("SPARE_DATABASE_PREFIX", "spare_"))?,
+            spare_check_interval: Duration::from_secs(positive("SPARE_CHECK_SECS", 60)? as u64),
         })
     }
 
@@ -299,6 +311,10 @@ impl Config {
             template_database: test_template_database(),
             invitation_ttl: DEFAULT_INVITATION_TTL,
             outbox_sweep_interval: Duration::from_secs(300),
+            // Tests that want spares turn them on (and get a prefix of their own).
+            spare_databases: 0,
+            spare_prefix: "spare_test_".to_owned(),
+            spare_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -330,6 +346,41 @@ fn template_database(name: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(name.to_owned())
+}
+
+/// Most spares per server: each costs a database's disk (about 7.5 MB empty).
+const MAX_SPARE_DATABASES: usize = 100;
+
+fn spare_count(n: usize) -> Result<usize, ConfigError> {
+    if n > MAX_SPARE_DATABASES {
+        return Err(ConfigError::new("SPARE_DATABASES", "at most 100 per server"));
+    }
+    Ok(n)
+}
+
+/// Longest spare prefix: a spare's name is the prefix and 32 hex digits, at most 63 bytes.
+const MAX_SPARE_PREFIX_BYTES: usize = 63 - 32;
+
+/// Checks a spare prefix: an identifier start outside the clinics' `clinic_` namespace, so no
+/// clinic's database name can ever equal a spare's.
+pub fn spare_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let valid = !prefix.is_empty()
+        && prefix.len() <= MAX_SPARE_PREFIX_BYTES
+        && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+        && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(ConfigError::new(
+            "SPARE_DATABASE_PREFIX",
+            "must be lowercase letters, digits and underscores, at most 31 bytes",
+        ));
+    }
+    if format!("{prefix}0").starts_with(clinic_shared::slug::DATABASE_PREFIX) {
+        return Err(ConfigError::new(
+            "SPARE_DATABASE_PREFIX",
+            "names starting with clinic_ belong to clinics",
+        ));
+    }
+    Ok(prefix.to_owned())
 }
 
 fn positive(name: &str, default: usize) -> Result<usize, ConfigError> {
@@ -376,6 +427,16 @@ mod tests {
         assert!(template_database(&test_template_database()).is_ok());
         for bad in ["clinic_acme", "clinic_template_2", "Template", "", "a-b", &"t".repeat(64)] {
             assert!(template_database(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn spare_prefixes_stay_out_of_the_clinics_namespace() {
+        for good in ["spare_", "staging_spare_", "s", "clinic", "clinicspare_"] {
+            assert!(spare_prefix(good).is_ok(), "{good:?}");
+        }
+        for bad in ["clinic_", "clinic_spare_", "Spare_", "", "1spare", "a-b", &"s".repeat(32)] {
+            assert!(spare_prefix(bad).is_err(), "{bad:?}");
         }
     }
 

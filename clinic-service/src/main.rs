@@ -1,6 +1,6 @@
 //! clinic-service binary: `clinic-service` serves; `clinic-service migrate` migrates every
-//! tenant database (and each server's template), prints one line per tenant and exits non-zero
-//! if any failed; `clinic-service reconcile` re-publishes every tenant's members to the central
+//! tenant database (and each server's template and outdated spare databases), prints one line
+//! per tenant and exits non-zero if any failed; `clinic-service reconcile` re-publishes every tenant's members to the central
 //! index (repairing drift), one line per tenant, non-zero if any failed.
 
 use std::process::ExitCode;
@@ -52,6 +52,28 @@ async fn migrate(config: Config) -> Result<ExitCode, clinic_service::Error> {
             Err(e) => {
                 failed += 1;
                 println!("template {server}: FAILED {e}");
+            }
+        }
+    }
+    for server in access.server_keys().to_vec() {
+        match tenancy::spares::migrate_spares(&access, &server).await {
+            Ok(spares) => {
+                for s in spares {
+                    match s.result {
+                        Ok(n) => println!("spare {server}/{}: ok, {n} applied", s.database),
+                        Err(e) => {
+                            failed += 1;
+                            println!(
+                                "spare {server}/{}: FAILED {e} (it will be replaced)",
+                                s.database
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("spares {server}: FAILED {e}");
             }
         }
     }

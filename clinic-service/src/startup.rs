@@ -24,7 +24,7 @@ use crate::{
     members::{MemberHandler, Members},
     organizations::OrganizationHandler,
     relay::Relay,
-    tenancy::{TenantAccess, migrations},
+    tenancy::{TenantAccess, migrations, spares},
 };
 
 /// Services reported by health (besides the server as a whole).
@@ -172,6 +172,15 @@ impl Application {
                 })
                 .await;
         });
+        // So does the spares' replenisher.
+        let (stop_spares, spares_stopped) = tokio::sync::oneshot::channel::<()>();
+        let replenisher = tokio::spawn(spares::run(
+            self.access.clone(),
+            self.config.spare_check_interval,
+            async move {
+                let _ = spares_stopped.await;
+            },
+        ));
         let served = server::serve(
             self.router,
             self.listener,
@@ -183,8 +192,10 @@ impl Application {
         .await;
         let _ = stop_relay.send(());
         let _ = stop_follower.send(());
+        let _ = stop_spares.send(());
         let _ = relay.await;
         let _ = follower.await;
+        let _ = replenisher.await;
         refresher.abort();
         served.map_err(|e| Error::internal("serve", e))
     }

@@ -100,21 +100,71 @@ impl IdentityClient {
         resp.user.ok_or_else(|| Error::Internal("LookupUser answered without a user".into()))
     }
 
-    /// `DirectoryService.ReserveOrganization`.
+    /// `DirectoryService.ReserveOrganization`, claiming a ready spare database on the chosen
+    /// server when `claim_spare` (see `tenancy::spares`).
     pub async fn reserve_organization(
         &self,
         name: &str,
         creator: uuid::Uuid,
         candidate_servers: Vec<String>,
-    ) -> Result<pb::Organization, Error> {
+        claim_spare: bool,
+    ) -> Result<pb::ReserveOrganizationResponse, Error> {
         let req = self.request(pb::ReserveOrganizationRequest {
             name: name.to_owned(),
             creator_user_id: creator.to_string(),
             candidate_servers,
+            claim_spare_database: claim_spare,
         });
         let mut client = self.directory.clone();
-        let resp = self.call(client.reserve_organization(req)).await.map_err(map_status)?;
-        resp.organization.ok_or_else(|| Error::Internal("Reserve answered without a row".into()))
+        self.call(client.reserve_organization(req)).await.map_err(map_status)
+    }
+
+    /// `DirectoryService.RegisterSpareDatabase`: `database` on `server`, CREATING.
+    pub async fn register_spare_database(&self, server: &str, database: &str) -> Result<(), Error> {
+        let req = self.request(pb::RegisterSpareDatabaseRequest {
+            server: server.to_owned(),
+            database_name: database.to_owned(),
+        });
+        let mut client = self.directory.clone();
+        self.call(client.register_spare_database(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.UpdateSpareDatabase`: moves an unclaimed spare from `from` to `to`.
+    pub async fn update_spare_database(
+        &self,
+        database: &str,
+        from: pb::SpareDatabaseState,
+        to: pb::SpareDatabaseState,
+    ) -> Result<(), Error> {
+        let req = self.request(pb::UpdateSpareDatabaseRequest {
+            database_name: database.to_owned(),
+            expected_state: from as i32,
+            state: to as i32,
+        });
+        let mut client = self.directory.clone();
+        self.call(client.update_spare_database(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.ListSpareDatabases` of one server.
+    pub async fn list_spare_databases(
+        &self,
+        server: &str,
+    ) -> Result<Vec<pb::SpareDatabase>, Error> {
+        let req = self.request(pb::ListSpareDatabasesRequest { server: server.to_owned() });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.list_spare_databases(req)).await.map_err(map_status)?;
+        Ok(resp.spare_databases)
+    }
+
+    /// `DirectoryService.RemoveSpareDatabase` (idempotent).
+    pub async fn remove_spare_database(&self, database: &str) -> Result<(), Error> {
+        let req =
+            self.request(pb::RemoveSpareDatabaseRequest { database_name: database.to_owned() });
+        let mut client = self.directory.clone();
+        self.call(client.remove_spare_database(req)).await.map_err(map_status)?;
+        Ok(())
     }
 
     /// `DirectoryService.ActivateOrganization`.

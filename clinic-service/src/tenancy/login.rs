@@ -5,12 +5,16 @@
 //! The role's name comes from the database name (`clinic_tenant_` + 32 hex digits of its
 //! SHA-256), its password from `TENANT_ROLE_SECRET` (HMAC-SHA-256 of the role name), so nothing
 //! is stored. Roles are made by the superuser-owned `clinic_bootstrap.create_tenant_role`
-//! (deploy/bootstrap.sql), since clinic-service holds no CREATEROLE.
+//! (deploy/bootstrap.sql), since clinic-service holds no CREATEROLE. It is handed the
+//! password's SCRAM-SHA-256 verifier, computed here (PostgreSQL stores a verifier as it is):
+//! the password itself never reaches the server, and the 4,096 PBKDF2 rounds run on a blocking
+//! thread of this service, while other work goes on, instead of inside the provisioning's
+//! critical path on the database server.
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::error::Error;
 
@@ -58,50 +62,86 @@ impl TenantLogins {
         Ok(config)
     }
 
+    /// The login of `database`'s role, ready to be granted: its name and the SCRAM-SHA-256
+    /// verifier of its password. CPU-heavy (PBKDF2): call it off the async threads.
+    pub fn prepare(&self, database: &str) -> Result<PreparedLogin, Error> {
+        let role = Self::role(database);
+        let password = self.password(&role)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
+            .map_err(|e| Error::internal("tenant role salt", e))?;
+        mac.update(b"scram-salt\0");
+        mac.update(role.as_bytes());
+        let salt = mac.finalize().into_bytes();
+        let verifier = scram_verifier(&password, &salt[..16], SCRAM_ITERATIONS)?;
+        Ok(PreparedLogin { database: database.to_owned(), role, verifier })
+    }
+
+    /// [`Self::prepare`] on a blocking thread.
+    pub async fn prepare_async(&self, database: &str) -> Result<PreparedLogin, Error> {
+        let (logins, database) = (self.clone(), database.to_owned());
+        tokio::task::spawn_blocking(move || logins.prepare(&database))
+            .await
+            .map_err(|e| Error::internal("tenant role verifier", e))?
+    }
+
     /// Creates (or refreshes) the role of `database` through `maintenance` (the server's
     /// maintenance database), and through `owner` (the tenant database, as its owner) closes the
     /// database to everyone else and grants the role what serving needs: CONNECT, and reading
     /// and writing the tables of the current and future migrations. Idempotent.
     pub async fn grant(
         &self,
-        maintenance: &Client,
-        owner: &Client,
+        maintenance: &mut Client,
+        owner: &mut Client,
         database: &str,
     ) -> Result<(), Error> {
-        let role = Self::role(database);
-        let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
-        // Concurrent retries would both change the same catalogue rows ("tuple concurrently
-        // updated"): one at a time per role, under a lock in the maintenance database.
-        let key =
-            i64::from_be_bytes(Sha256::digest(role.as_bytes())[..8].try_into().unwrap_or_default());
-        maintenance.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(db)?;
-        let granted = self.grant_locked(maintenance, owner, database, &role).await;
-        let unlocked = maintenance.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
-        granted?;
-        unlocked.map(drop).map_err(db)
+        let login = self.prepare_async(database).await?;
+        Self::grant_database(maintenance, &login).await?;
+        let tx = owner.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+        Self::grant_tables(&tx, database).await?;
+        tx.commit().await.map_err(|e| Error::tenant_db("commit", &e))
     }
 
-    async fn grant_locked(
-        &self,
-        maintenance: &Client,
-        owner: &Client,
-        database: &str,
-        role: &str,
+    /// The part of [`Self::grant`] done in the maintenance database, in one transaction: the
+    /// role, and CONNECT on the database for it alone. Provisioning runs it before it opens the
+    /// tenant database, so it never holds two connections at once.
+    pub async fn grant_database(
+        maintenance: &mut Client,
+        login: &PreparedLogin,
     ) -> Result<(), Error> {
         let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
-        maintenance
-            .execute(
-                "SELECT clinic_bootstrap.create_tenant_role($1, $2)",
-                &[&role, &self.password(role)?],
-            )
+        let tx = maintenance.transaction().await.map_err(db)?;
+        // Concurrent retries would both change the same catalogue rows ("tuple concurrently
+        // updated"): one at a time per role.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&login.role)])
             .await
             .map_err(db)?;
-        let (database, role) = (quote(database), quote(role));
+        tx.execute(
+            "SELECT clinic_bootstrap.create_tenant_role($1, $2)",
+            &[&login.role, &login.verifier],
+        )
+        .await
+        .map_err(db)?;
+        let (database, role) = (quote(&login.database), quote(&login.role));
+        tx.batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+             GRANT CONNECT ON DATABASE {database} TO {role};"
+        ))
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// The part of [`Self::grant`] done inside the tenant database, as its owner, in the
+    /// caller's transaction: reading and writing the tables (and sequences) of the current and
+    /// future migrations, serialised per database with concurrent retries.
+    pub async fn grant_tables(owner: &Transaction<'_>, database: &str) -> Result<(), Error> {
+        let role = Self::role(database);
+        let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
+        owner.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&role)]).await.map_err(db)?;
+        let role = quote(&role);
         owner
             .batch_execute(&format!(
-                "REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-                 GRANT CONNECT ON DATABASE {database} TO {role};
-                 GRANT USAGE ON SCHEMA public TO {role};
+                "GRANT USAGE ON SCHEMA public TO {role};
                  GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
                  REVOKE ALL ON TABLE refinery_schema_history FROM {role};
                  GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
@@ -113,6 +153,76 @@ impl TenantLogins {
             .await
             .map_err(db)
     }
+}
+
+/// A tenant login ready to be granted (see [`TenantLogins::prepare`]); holds no secret in
+/// clear (the verifier cannot log in).
+#[derive(Clone)]
+pub struct PreparedLogin {
+    database: String,
+    role: String,
+    verifier: String,
+}
+
+impl std::fmt::Debug for PreparedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedLogin").field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl PreparedLogin {
+    /// The database it is for.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The SCRAM-SHA-256 verifier handed to PostgreSQL.
+    pub fn verifier(&self) -> &str {
+        &self.verifier
+    }
+}
+
+/// PBKDF2 rounds of the verifiers (PostgreSQL's default `scram_iterations`).
+const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The SCRAM-SHA-256 verifier of `password` (RFC 5802/7677, in PostgreSQL's stored form
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`). The passwords here are hex
+/// digits, which SASLprep leaves as they are.
+fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> Result<String, Error> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    type HmacSha256 = Hmac<Sha256>;
+    let keyed = |key: &[u8]| {
+        HmacSha256::new_from_slice(key).map_err(|e| Error::internal("scram verifier", e))
+    };
+    let base = keyed(password.as_bytes())?;
+    let mut mac = base.clone();
+    mac.update(salt);
+    mac.update(&1u32.to_be_bytes());
+    let mut u = mac.finalize().into_bytes();
+    let mut salted = u;
+    for _ in 1..iterations {
+        let mut mac = base.clone();
+        mac.update(&u);
+        u = mac.finalize().into_bytes();
+        salted.iter_mut().zip(u.iter()).for_each(|(s, b)| *s ^= b);
+    }
+    let mut client = keyed(&salted)?;
+    client.update(b"Client Key");
+    let stored = Sha256::digest(client.finalize().into_bytes());
+    let mut server = keyed(&salted)?;
+    server.update(b"Server Key");
+    let server = server.finalize().into_bytes();
+    Ok(format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored),
+        STANDARD.encode(server)
+    ))
+}
+
+/// The advisory lock serialising grants to `role`.
+fn lock_key(role: &str) -> i64 {
+    i64::from_be_bytes(Sha256::digest(role.as_bytes())[..8].try_into().unwrap_or_default())
 }
 
 fn quote(name: &str) -> String {
@@ -133,5 +243,22 @@ mod tests {
         let other = TenantLogins::new(SecretString::from("s2"));
         assert_eq!(logins.password(&role).unwrap().len(), 64);
         assert_ne!(logins.password(&role).unwrap(), other.password(&role).unwrap());
+    }
+
+    #[test]
+    fn scram_verifiers_match_an_independent_computation() {
+        use base64::{Engine, engine::general_purpose::STANDARD};
+        // Python's hashlib.pbkdf2_hmac / hmac over RFC 7677's example password and salt.
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        assert_eq!(
+            scram_verifier("pencil", &salt, 4096).unwrap(),
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+             WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+        let logins = TenantLogins::new(SecretString::from("s1"));
+        let a = logins.prepare("clinic_a").unwrap();
+        assert_eq!(a.verifier, logins.prepare("clinic_a").unwrap().verifier, "deterministic");
+        assert_ne!(a.verifier, logins.prepare("clinic_b").unwrap().verifier);
+        assert!(!a.verifier.contains(&logins.password(&a.role).unwrap()));
     }
 }

@@ -222,8 +222,8 @@ async fn migrate_one(access: &TenantAccess, location: &Location) -> Result<usize
         let config = access.owner_config(location)?;
         let applied = migrate(access.pools().connect(&config).await?).await?;
         // Also gives tenants made before login roles existed theirs, and new tables their grants.
-        let owner = access.pools().connect(&config).await?;
-        let granted = access.grant_login(location, &owner.client).await;
+        let mut owner = access.pools().connect(&config).await?;
+        let granted = access.grant_login(location, &mut owner.client).await;
         owner.close().await;
         granted.map(|()| applied)
     }

@@ -1,5 +1,5 @@
 //! Tenancy: where each clinic's database lives (the central register, cached), connections to
-//! it within the budget, creating clinic databases, and migrating them.
+//! it within the budget, creating clinic databases (from spares kept ready), and migrating them.
 //!
 //! [`TenantAccess::acquire`] is what every clinic RPC starts with: it resolves the organization,
 //! takes a pooled connection to its database and loads the caller's membership there.
@@ -10,6 +10,7 @@ pub mod pools;
 pub mod provisioning;
 mod registry;
 mod socket;
+pub mod spares;
 pub mod statements;
 
 use std::{collections::HashMap, sync::Arc};
@@ -137,6 +138,8 @@ struct Inner {
     logins: Option<login::TenantLogins>,
     /// Production: refuse to work through a superuser or CREATEROLE role.
     refuse_privileged: bool,
+    /// Spare databases kept ready on every server.
+    spares: spares::Spares,
 }
 
 impl TenantAccess {
@@ -163,6 +166,7 @@ impl TenantAccess {
                 templates_ready,
                 logins: config.tenant_role_secret.clone().map(login::TenantLogins::new),
                 refuse_privileged: config.mode == clinic_shared::config::Mode::Production,
+                spares: spares::Spares::new(config.spare_databases, config.spare_prefix.clone()),
             }),
         }
     }
@@ -175,6 +179,11 @@ impl TenantAccess {
     /// The connection pools.
     pub fn pools(&self) -> &Pools {
         &self.inner.pools
+    }
+
+    /// The spare databases' settings and replenisher controls.
+    pub fn spares(&self) -> &spares::Spares {
+        &self.inner.spares
     }
 
     /// Keys of the configured servers, in configuration order.
@@ -232,13 +241,52 @@ impl TenantAccess {
     pub async fn grant_login(
         &self,
         location: &Location,
-        owner: &tokio_postgres::Client,
+        owner: &mut tokio_postgres::Client,
     ) -> Result<(), Error> {
         let Some(logins) = &self.inner.logins else { return Ok(()) };
-        let maintenance = self.pools().connect(&self.maintenance_config(&location.server)?).await?;
-        let granted = logins.grant(&maintenance.client, owner, &location.database).await;
+        let mut maintenance =
+            self.pools().connect(&self.maintenance_config(&location.server)?).await?;
+        let granted = logins.grant(&mut maintenance.client, owner, &location.database).await;
         tokio::spawn(maintenance.close());
         granted
+    }
+
+    /// The login role of `database` ready to be granted (its password's verifier computed on a
+    /// blocking thread); `None` without login roles configured.
+    pub async fn prepare_login(
+        &self,
+        database: &str,
+    ) -> Result<Option<login::PreparedLogin>, Error> {
+        match &self.inner.logins {
+            Some(logins) => logins.prepare_async(database).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The half of [`Self::grant_login`] done through `maintenance` (the server's maintenance
+    /// database): the login role and CONNECT on the database.
+    pub async fn grant_login_database(
+        &self,
+        maintenance: &mut tokio_postgres::Client,
+        login: Option<&login::PreparedLogin>,
+    ) -> Result<(), Error> {
+        match login {
+            Some(login) => login::TenantLogins::grant_database(maintenance, login).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The half of [`Self::grant_login`] done inside the tenant database, in the owner's
+    /// transaction `owner`: the tables.
+    pub async fn grant_login_tables(
+        &self,
+        owner: &tokio_postgres::Transaction<'_>,
+        location: &Location,
+    ) -> Result<(), Error> {
+        if self.inner.logins.is_none() {
+            return Ok(());
+        }
+        login::TenantLogins::grant_tables(owner, &location.database).await
     }
 
     /// Connection settings of a server's maintenance database.

@@ -2,19 +2,26 @@
 //! after a crash at any point completes the work:
 //!
 //! 1. the central register reserves the organization (PROVISIONING) and places it on a server
-//!    — before any database exists, so no database is ever without its organization;
-//! 2. the database is cloned from `clinic_template`, a database kept at the latest migration
-//!    (cloning costs about one `CREATE DATABASE`);
-//! 3. migrations run on it (a no-op for a fresh clone; repairs a database created without them),
-//!    and it gets its own login role, the only one besides its owner that may connect to it;
-//! 4. the creator becomes its admin (once);
-//! 5. the membership is recorded centrally and the organization marked ACTIVE.
+//!    — before any database exists, so no database is ever without its organization — and, in
+//!    the same transaction, claims one of that server's READY spare databases (see `spares`);
+//!    a retry gets the same claim back;
+//! 2. the database comes into place: when `clinic_<slug>` exists this already happened; else the
+//!    claimed spare, if it still exists, is renamed to it (no data copied); else it is cloned
+//!    from the template, a database kept at the latest migration (cloning costs about one
+//!    `CREATE DATABASE`), and inherits the template's schema marker;
+//! 3. migrations run on it only when it lacks the current marker (a fresh spare or clone has
+//!    it; a database created without them is repaired), and it gets its own login role, the
+//!    only one besides its owner that may connect to it;
+//! 4. the creator becomes its admin (once), while the membership is recorded centrally;
+//! 5. the organization is marked ACTIVE (which forgets the claimed spare).
+//!
+//! One maintenance connection and one owner connection serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction, error::SqlState};
 use uuid::Uuid;
 
-use super::{Db, Location, OrgRecord, OrgStatus, TenantAccess, TenantClient, migrations};
+use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
 use crate::{auth::Person, error::Error, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
@@ -34,11 +41,15 @@ pub async fn create_organization(
     if !claims.email_verified {
         return Err(Error::PermissionDenied("verify your email address first".into()));
     }
+    let claim = access.spares().enabled();
     let reserved = access
         .identity()
-        .reserve_organization(name, claims.user_id, access.server_keys().to_vec())
+        .reserve_organization(name, claims.user_id, access.server_keys().to_vec(), claim)
         .await?;
-    let org = OrgRecord::try_from(reserved)?;
+    let spare = spare_name(&reserved.spare_database_name)?;
+    let org = OrgRecord::try_from(
+        reserved.organization.ok_or_else(|| Error::Internal("Reserve without a row".into()))?,
+    )?;
     tracing::Span::current().record("organization_id", tracing::field::display(org.id));
     if org.creator.is_some_and(|c| c != claims.user_id) {
         return Err(Error::AlreadyExists("an organization with this name exists".into()));
@@ -46,26 +57,126 @@ pub async fn create_organization(
     if org.status == OrgStatus::Active {
         return Ok(org);
     }
-    create_database(access, &org.location).await?;
-    let owner_config = access.owner_config(&org.location)?;
-    let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
-    if applied > 0 {
-        tracing::info!(applied, "repaired a tenant database created without its schema");
+    if claim && reserved.created {
+        // A spare was taken (or none was left): top the server up in the background.
+        access.spares().wake();
     }
-    let owner = access.pools().connect(&owner_config).await?;
-    let granted = access.grant_login(&org.location, &owner.client).await;
-    tokio::spawn(owner.close());
-    granted?;
-    let mut conn = access.connect(&org.location).await?;
-    insert_admin(&mut conn, claims).await?;
-    drop(conn);
-    access
-        .identity()
-        .record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0)
-        .await?;
+    let membership =
+        access.identity().record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0);
+    let (tenant, membership) =
+        tokio::join!(provision_database(access, &org.location, spare, claims), membership);
+    tenant?;
+    membership?;
     let active = access.identity().activate_organization(org.id).await?;
-    tracing::info!("organization provisioned");
+    tracing::info!(from_spare = spare.is_some(), "organization provisioned");
     OrgRecord::try_from(active)
+}
+
+/// The claimed spare's name from the directory, checked before it is used as an identifier.
+fn spare_name(name: &str) -> Result<Option<&str>, Error> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let safe = name.len() <= clinic_shared::slug::MAX_IDENTIFIER_BYTES
+        && !name.starts_with(clinic_shared::slug::DATABASE_PREFIX)
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !safe {
+        return Err(Error::Internal("directory returned an unsafe spare database name".into()));
+    }
+    Ok(Some(name))
+}
+
+/// Steps 2 to 4 of the module header on the tenant's server. One connection at a time (first
+/// the maintenance database, then the tenant's), so concurrent creations never hold one
+/// connection of the budget while waiting for another; two transactions in all.
+async fn provision_database(
+    access: &TenantAccess,
+    location: &Location,
+    spare: Option<&str>,
+    claims: &Person,
+) -> Result<(), Error> {
+    // Once per process; it opens connections of its own, so before ours.
+    ensure_template(access, &location.server).await?;
+    let placing = async {
+        let maintenance =
+            access.pools().connect(&access.maintenance_config(&location.server)?).await?;
+        let placed = async {
+            place_database(access, &maintenance.client, location, spare).await?;
+            let marker = marker_of(&maintenance.client, &location.database).await?;
+            Ok::<_, Error>(marker.as_deref() == Some(migrations::marker().as_str()))
+        }
+        .await;
+        Ok::<_, Error>((maintenance, placed))
+    };
+    // The login role's verifier (PBKDF2, on a blocking thread) is computed meanwhile.
+    let (placing, login) = tokio::join!(placing, access.prepare_login(&location.database));
+    let (mut maintenance, placed) = placing?;
+    let current = async {
+        let current = placed?;
+        access.grant_login_database(&mut maintenance.client, login?.as_ref()).await?;
+        Ok::<_, Error>(current)
+    }
+    .await;
+    // The close waits for the backend to exit (the budget permit is returned then); the clinic
+    // does not need to wait for it.
+    tokio::spawn(maintenance.close());
+    let owner_config = access.owner_config(location)?;
+    if !current? {
+        let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
+        tracing::info!(applied, "repaired a tenant database without the current schema");
+    }
+    let mut owner = access.pools().connect(&owner_config).await?;
+    let done = async {
+        let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
+        let tx = owner.client.transaction().await.map_err(db)?;
+        access.grant_login_tables(&tx, location).await?;
+        insert_admin(&tx, claims).await?;
+        tx.commit().await.map_err(db)
+    }
+    .await;
+    tokio::spawn(owner.close());
+    done
+}
+
+/// Brings the tenant's database into place: it exists already, or the claimed spare is renamed
+/// to it, or it is cloned from the template.
+async fn place_database(
+    access: &TenantAccess,
+    client: &Client,
+    location: &Location,
+    spare: Option<&str>,
+) -> Result<(), Error> {
+    let target = location.database.as_str();
+    // Twice: a concurrent retry of the same creation may rename the spare between our look and
+    // our rename.
+    for _ in 0..2 {
+        let names: Vec<&str> = std::iter::once(target).chain(spare).collect();
+        let rows = client
+            .query("SELECT datname::text FROM pg_database WHERE datname = ANY($1)", &[&names])
+            .await
+            .map_err(|e| Error::tenant_db("look up database", &e))?;
+        let found: Vec<String> = rows.iter().map(|r| r.col(0)).collect::<Result<_, _>>()?;
+        if found.iter().any(|f| f == target) {
+            return Ok(());
+        }
+        let Some(spare) = spare.filter(|s| found.iter().any(|f| f == s)) else {
+            clone_template(access, client, target).await?;
+            return Ok(());
+        };
+        let sql = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            clinic_shared::slug::quote_ident(spare),
+            clinic_shared::slug::quote_ident(target)
+        );
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
+                    || e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(Error::tenant_db("rename spare", &e)),
+        }
+    }
+    Err(Error::Internal("the tenant database could not be put in place".into()))
 }
 
 /// Makes sure the template on `server` exists and is at the latest migration, once per process.
@@ -102,33 +213,62 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
     Ok(())
 }
 
-/// Clones the template into the tenant's database unless it exists.
-async fn create_database(access: &TenantAccess, location: &Location) -> Result<(), Error> {
-    ensure_template(access, &location.server).await?;
-    let maintenance = access.pools().connect(&access.maintenance_config(&location.server)?).await?;
-    let client = &maintenance.client;
+/// Clones the template into `name` on the server `client` (a maintenance connection) is
+/// connected to, unless it exists; a database this call created gets the template's schema
+/// marker (read under the same lock, so it describes what was copied). Returns whether it
+/// created the database.
+pub(super) async fn clone_template(
+    access: &TenantAccess,
+    client: &Client,
+    name: &str,
+) -> Result<bool, Error> {
+    lock(client, "SELECT pg_advisory_lock_shared($1)").await?;
     let result = async {
-        if clinic_shared::pg::database_exists(client, &location.database)
-            .await
-            .map_err(|e| server_error("look up database", e))?
-        {
-            return Ok(());
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            clinic_shared::slug::quote_ident(name),
+            clinic_shared::slug::quote_ident(access.template())
+        );
+        match client.batch_execute(&sql).await {
+            Ok(()) => {}
+            // A racing retry created it first: its marker is its creator's business.
+            Err(e)
+                if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::tenant_db("create database", &e)),
         }
-        lock(client, "SELECT pg_advisory_lock_shared($1)").await?;
-        // Tolerates a racing retry that created it first (see `pg::create_database`).
-        let created =
-            clinic_shared::pg::create_database(client, &location.database, Some(access.template()))
-                .await
-                .map_err(|e| server_error("create database", e));
-        let unlocked = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
-        created?;
-        unlocked
+        // COMMENT takes no parameters: only a well-formed marker is copied (no quotes in it).
+        if let Some(marker) = marker_of(client, access.template()).await?.filter(|m| {
+            m.starts_with("clinic-schema ")
+                && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
+        }) {
+            let sql = format!(
+                "COMMENT ON DATABASE {} IS '{marker}'",
+                clinic_shared::slug::quote_ident(name)
+            );
+            client.batch_execute(&sql).await.map_err(|e| Error::tenant_db("copy marker", &e))?;
+        }
+        Ok(true)
     }
     .await;
-    // The close waits for the backend to exit (the budget permit is returned then); the clinic
-    // does not need to wait for it.
-    tokio::spawn(maintenance.close());
-    result
+    let unlocked = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
+    let created = result?;
+    unlocked.map(|()| created)
+}
+
+/// The schema marker (comment) of database `name`, read through any connection to its server.
+pub(super) async fn marker_of(client: &Client, name: &str) -> Result<Option<String>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::tenant_db("schema marker", &e))?;
+    Ok(row.map(|r| r.col::<Option<String>>(0)).transpose()?.flatten())
 }
 
 async fn lock(client: &Client, sql: &str) -> Result<(), Error> {
@@ -147,9 +287,9 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already.
-async fn insert_admin(conn: &mut TenantClient, claims: &Person) -> Result<(), Error> {
+/// In the caller's transaction `tx`.
+async fn insert_admin(tx: &Transaction<'_>, claims: &Person) -> Result<(), Error> {
     let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
-    let tx = conn.transaction().await.map_err(db)?;
     let existing = tx
         .query_opt("SELECT id FROM organization_user WHERE user_id = $1", &[&claims.user_id])
         .await
@@ -174,5 +314,5 @@ async fn insert_admin(conn: &mut TenantClient, claims: &Person) -> Result<(), Er
         .await
         .map_err(db)?;
     }
-    tx.commit().await.map_err(db)
+    Ok(())
 }

@@ -84,8 +84,13 @@ async fn both_binaries_end_to_end() {
     )
     .await;
     let (identity_url, identity_internal_url) = (&identity_urls[0], &identity_urls[1]);
+    // The clinic-service binary keeps its default spares: named after this test, so the cleanup
+    // (dropped after the binary is killed) drops them with the test's clinic.
+    let tag = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let _cleanup = TenantCleanup::first_server(&tag);
     let clinic_env = [
         ("APP_MODE", "development".to_owned()),
+        ("SPARE_DATABASE_PREFIX", format!("spare_{tag}_")),
         ("CLINIC_ADDR", "127.0.0.1:0".into()),
         ("IDENTITY_URL", identity_internal_url.clone()),
         ("SERVICE_TOKEN", token.clone()),
@@ -113,8 +118,6 @@ async fn both_binaries_end_to_end() {
     let orgs = |t: &str| OrganizationServiceClient::with_interceptor(channel.clone(), bearer(t));
     let members = |t: &str| MemberServiceClient::with_interceptor(channel.clone(), bearer(t));
 
-    let tag = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let _cleanup = TenantCleanup::first_server(&tag);
     let org = orgs(&admin.token)
         .create_organization(pb::CreateOrganizationRequest { name: format!("{tag} Riverside") })
         .await

@@ -184,8 +184,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
         format!("http://{identity_internal_addr}"),
         servers.clone(),
     );
-    (options.tweak)(&mut config);
     let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    // Spares of this test only (dropped with its clinics).
+    config.spare_prefix = format!("spare_{tag}_");
+    (options.tweak)(&mut config);
     let cleanup = TenantCleanup { tag: tag.clone(), servers };
     let clinic = clinic_service::Application::build(config.clone()).await.expect("build clinic");
     let clinic_addr = clinic.address();
@@ -211,7 +213,8 @@ fn server(key: &str, url: &str) -> TenantServer {
     TenantServer { key: key.to_owned(), config: parse_url(url).expect("server URL") }
 }
 
-/// Drops every database of one test (`clinic_<tag>%`) on every server.
+/// Drops every database of one test (`clinic_<tag>%`, and its spares `spare_<tag>_%`) on every
+/// server.
 pub struct TenantCleanup {
     tag: String,
     servers: Vec<TenantServer>,
@@ -227,6 +230,7 @@ impl TenantCleanup {
 impl Drop for TenantCleanup {
     fn drop(&mut self) {
         let pattern = format!("clinic\\_{}%", self.tag);
+        let spares = format!("spare\\_{}\\_%", self.tag);
         let servers: Vec<_> = self.servers.iter().map(|s| s.config.clone()).collect();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -238,8 +242,9 @@ impl Drop for TenantCleanup {
                     let rows = client
                         .query(
                             "SELECT datname FROM pg_database \
-                             WHERE datname LIKE $1 AND datname NOT LIKE 'clinic\\_template%'",
-                            &[&pattern],
+                             WHERE (datname LIKE $1 AND datname NOT LIKE 'clinic\\_template%') \
+                             OR datname LIKE $2",
+                            &[&pattern, &spares],
                         )
                         .await
                         .unwrap_or_default();
@@ -343,6 +348,7 @@ impl TestApp {
                 name: self.org_name(base),
                 creator_user_id: owner.id.clone(),
                 candidate_servers: vec!["main".into()],
+                ..Default::default()
             })
             .await
             .expect("reserve")

@@ -17,6 +17,7 @@ mod outages;
 mod privileges;
 mod schema_drift;
 mod schema_markers;
+mod spares;
 mod tenancy;
 mod tls;
 mod tokens;

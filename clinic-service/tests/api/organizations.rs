@@ -153,6 +153,7 @@ async fn retry_after_a_crash_at_any_step_completes_provisioning() {
                     name,
                     creator_user_id: owner,
                     candidate_servers: vec!["main".into()],
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -8,6 +8,7 @@ use super::{
     Organization,
     domain::ORG_COLUMNS,
     paging::{self, Page},
+    spares,
 };
 use crate::{error::Error, state::AppState, throttle::Key};
 use clinic_shared::pg::RowExt;
@@ -25,14 +26,27 @@ pub struct Reservation {
     pub creator: Uuid,
     /// Candidate server keys (non-empty, de-duplicated).
     pub servers: Vec<String>,
+    /// Also claim a READY spare database on the chosen server (when the row is created).
+    pub claim_spare: bool,
 }
 
-/// Registers the organization, or returns the creator's earlier reservation (`false`).
+/// The outcome of [`reserve`].
+pub struct Reserved {
+    /// The organization.
+    pub organization: Organization,
+    /// Whether this call created it.
+    pub created: bool,
+    /// The spare database claimed for it, if any.
+    pub spare: Option<String>,
+}
+
+/// Registers the organization (claiming a spare when asked), or returns the creator's earlier
+/// reservation and its claim.
 pub async fn reserve(
     state: &AppState,
     r: Reservation,
     now: DateTime<Utc>,
-) -> Result<(Organization, bool), Error> {
+) -> Result<Reserved, Error> {
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RESERVE_LOCK]).await?;
@@ -56,7 +70,8 @@ pub async fn reserve(
         return Err(Error::AlreadyExists("an organization with this name already exists"));
     }
     if let Some(org) = existing.into_iter().next() {
-        return Ok((org, false));
+        let spare = spares::claimed_by(&tx, org.id).await?;
+        return Ok(Reserved { organization: org, created: false, spare });
     }
     check_quota(state, &tx, r.creator, now).await?;
     let server: String = tx
@@ -82,9 +97,13 @@ pub async fn reserve(
             _ => Error::Database(e),
         })?;
     let org = Organization::from_row(&row)?;
+    let spare = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
     tx.commit().await?;
-    tracing::info!(organization_id = %org.id, server = %org.server, "organization reserved");
-    Ok((org, true))
+    tracing::info!(
+        organization_id = %org.id, server = %org.server, spare = spare.is_some(),
+        "organization reserved"
+    );
+    Ok(Reserved { organization: org, created: true, spare })
 }
 
 /// Refuses a new organization when its creator has created `MAX_CLINICS_PER_USER` already, or
@@ -113,10 +132,12 @@ async fn check_quota(
     state.throttle.count(tx, &keys, now, "too many clinics created recently").await
 }
 
-/// Marks an organization ACTIVE (idempotent).
+/// Marks an organization ACTIVE (idempotent) and forgets the spare it claimed: that database is
+/// the organization's now.
 pub async fn activate(state: &AppState, id: Uuid) -> Result<Organization, Error> {
     let sql = format!(
-        "UPDATE organization AS o SET status = 'active' WHERE o.id = $1 RETURNING {ORG_COLUMNS}"
+        "WITH spare AS (DELETE FROM spare_database WHERE organization_id = $1) \
+         UPDATE organization AS o SET status = 'active' WHERE o.id = $1 RETURNING {ORG_COLUMNS}"
     );
     let row = state.conn().await?.query_opt(&sql, &[&id]).await?;
     let org = Organization::from_row(&row.ok_or(Error::NotFound("organization not found"))?)?;

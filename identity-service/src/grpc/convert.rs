@@ -7,7 +7,10 @@ use uuid::Uuid;
 use crate::{
     accounts::{Email, User},
     directory::{
-        Membership, OrgStatus, Organization, Role, invitations::Invitation, memberships::Entry,
+        Membership, OrgStatus, Organization, Role,
+        invitations::Invitation,
+        memberships::Entry,
+        spares::{Spare, SpareState},
         versions,
     },
     error::Error,
@@ -106,6 +109,23 @@ impl From<Organization> for pb::Organization {
             status: status.into(),
             creator_user_id: o.creator_user_id.to_string(),
             create_time: Some(timestamp(o.created_at)),
+        }
+    }
+}
+
+impl From<Spare> for pb::SpareDatabase {
+    fn from(s: Spare) -> Self {
+        let state = match s.state {
+            SpareState::Creating => pb::SpareDatabaseState::Creating,
+            SpareState::Ready => pb::SpareDatabaseState::Ready,
+            SpareState::Claimed => pb::SpareDatabaseState::Claimed,
+        };
+        pb::SpareDatabase {
+            database_name: s.database_name,
+            server: s.server,
+            state: state.into(),
+            organization_id: s.organization_id.map(|o| o.to_string()).unwrap_or_default(),
+            create_time: Some(timestamp(s.created_at)),
         }
     }
 }

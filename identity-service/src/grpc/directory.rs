@@ -13,7 +13,9 @@ use crate::{
         invitations::{self, Invitation},
         memberships,
         organizations::{self, Reservation},
-        paging, versions,
+        paging,
+        spares::{self, SpareState},
+        versions,
     },
     error::Error,
     state::AppState,
@@ -59,7 +61,8 @@ impl TryFrom<pb::ReserveOrganizationRequest> for Reservation {
             Ok(())
         };
         let ((name, database_name), creator, ()) = all3(names, creator, servers_ok)?;
-        Ok(Reservation { name, database_name, creator, servers })
+        let claim_spare = m.claim_spare_database;
+        Ok(Reservation { name, database_name, creator, servers, claim_spare })
     }
 }
 
@@ -84,11 +87,13 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::ReserveOrganizationRequest>,
     ) -> Result<Response<pb::ReserveOrganizationResponse>, Status> {
         let reservation = Reservation::try_from(request.into_inner())?;
-        let (org, created) = organizations::reserve(&self.state, reservation, Utc::now()).await?;
+        let reserved = organizations::reserve(&self.state, reservation, Utc::now()).await?;
+        let org = reserved.organization;
         tracing::Span::current().record("organization_id", tracing::field::display(org.id));
         Ok(Response::new(pb::ReserveOrganizationResponse {
             organization: Some(org.into()),
-            created,
+            created: reserved.created,
+            spare_database_name: reserved.spare.unwrap_or_default(),
         }))
     }
 
@@ -221,5 +226,78 @@ impl DirectoryService for DirectoryApi {
             members: entries.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
+    }
+    #[tracing::instrument(skip_all)]
+    async fn register_spare_database(
+        &self,
+        request: Request<pb::RegisterSpareDatabaseRequest>,
+    ) -> Result<Response<pb::RegisterSpareDatabaseResponse>, Status> {
+        let m = request.into_inner();
+        let (server, name) = both(
+            server_key("server", &m.server),
+            spares::parse_name("database_name", &m.database_name),
+        )?;
+        let spare = spares::register(&self.state, &server, &name, Utc::now()).await?;
+        Ok(Response::new(pb::RegisterSpareDatabaseResponse { spare_database: Some(spare.into()) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_spare_database(
+        &self,
+        request: Request<pb::UpdateSpareDatabaseRequest>,
+    ) -> Result<Response<pb::UpdateSpareDatabaseResponse>, Status> {
+        let m = request.into_inner();
+        let (name, from, to) = all3(
+            spares::parse_name("database_name", &m.database_name),
+            settable_state("expected_state", m.expected_state),
+            settable_state("state", m.state),
+        )?;
+        let spare = spares::update(&self.state, &name, from, to).await?;
+        Ok(Response::new(pb::UpdateSpareDatabaseResponse { spare_database: Some(spare.into()) }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_spare_databases(
+        &self,
+        request: Request<pb::ListSpareDatabasesRequest>,
+    ) -> Result<Response<pb::ListSpareDatabasesResponse>, Status> {
+        let m = request.into_inner();
+        let server = match m.server.as_str() {
+            "" => None,
+            s => Some(server_key("server", s)?),
+        };
+        let found = spares::list(&self.state, server.as_deref()).await?;
+        Ok(Response::new(pb::ListSpareDatabasesResponse {
+            spare_databases: found.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_spare_database(
+        &self,
+        request: Request<pb::RemoveSpareDatabaseRequest>,
+    ) -> Result<Response<pb::RemoveSpareDatabaseResponse>, Status> {
+        let name = spares::parse_name("database_name", &request.into_inner().database_name)?;
+        spares::remove(&self.state, &name).await?;
+        Ok(Response::new(pb::RemoveSpareDatabaseResponse {}))
+    }
+}
+
+/// A server key from request field `field` (as in ReserveOrganization's candidates).
+fn server_key(field: &str, raw: &str) -> Result<String, Error> {
+    let key = raw.trim();
+    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must be a non-empty server key"));
+    }
+    Ok(key.to_owned())
+}
+
+/// A state a spare may be moved between: CREATING or READY.
+fn settable_state(field: &str, raw: i32) -> Result<SpareState, Error> {
+    match pb::SpareDatabaseState::try_from(raw) {
+        Ok(pb::SpareDatabaseState::Creating) => Ok(SpareState::Creating),
+        Ok(pb::SpareDatabaseState::Ready) => Ok(SpareState::Ready),
+        Ok(pb::SpareDatabaseState::Unspecified) => Err(Error::invalid(field, "is required")),
+        _ => Err(Error::invalid(field, "must be CREATING or READY")),
     }
 }

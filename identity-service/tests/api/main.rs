@@ -17,5 +17,6 @@ mod revocations;
 mod rows;
 mod service_auth;
 mod sessions;
+mod spares;
 mod startup;
 mod throttling;

@@ -13,6 +13,7 @@ pub async fn reserve(
         name: name.into(),
         creator_user_id: creator.into(),
         candidate_servers: servers.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
     app.directory.clone().reserve_organization(request).await.map(|r| r.into_inner())
 }

@@ -1,0 +1,137 @@
+//! The register of spare tenant databases: registration, states, claims inside reservations,
+//! and activation forgetting the claimed spare.
+
+use clinic_api::identity::v1::{self as pb, SpareDatabaseState as State};
+use tonic::Code;
+
+use crate::helpers::{TestApp, assert_code, assert_invalid, spawn_app};
+
+async fn register(app: &TestApp, server: &str, name: &str) -> pb::SpareDatabase {
+    let request =
+        pb::RegisterSpareDatabaseRequest { server: server.into(), database_name: name.into() };
+    let response = app.directory.clone().register_spare_database(request).await.unwrap();
+    response.into_inner().spare_database.unwrap()
+}
+
+async fn set_state(
+    app: &TestApp,
+    name: &str,
+    from: State,
+    to: State,
+) -> Result<pb::SpareDatabase, tonic::Status> {
+    let request = pb::UpdateSpareDatabaseRequest {
+        database_name: name.into(),
+        expected_state: from.into(),
+        state: to.into(),
+    };
+    let response = app.directory.clone().update_spare_database(request).await?;
+    Ok(response.into_inner().spare_database.unwrap())
+}
+
+async fn list(app: &TestApp, server: &str) -> Vec<pb::SpareDatabase> {
+    let request = pb::ListSpareDatabasesRequest { server: server.into() };
+    app.directory.clone().list_spare_databases(request).await.unwrap().into_inner().spare_databases
+}
+
+async fn reserve_claiming(
+    app: &TestApp,
+    name: &str,
+    creator: &str,
+) -> pb::ReserveOrganizationResponse {
+    let request = pb::ReserveOrganizationRequest {
+        name: name.into(),
+        creator_user_id: creator.into(),
+        candidate_servers: vec!["s1".into()],
+        claim_spare_database: true,
+    };
+    app.directory.clone().reserve_organization(request).await.unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn spare_names_stay_outside_the_clinics_namespace() {
+    let app = spawn_app().await;
+    let mut directory = app.directory.clone();
+    for bad in ["clinic_spare", "clinic_", "Spare", "", "a-b", "1spare", &"s".repeat(64)] {
+        let request =
+            pb::RegisterSpareDatabaseRequest { server: "s1".into(), database_name: bad.into() };
+        assert_invalid(directory.register_spare_database(request).await, "database_name");
+    }
+    let request =
+        pb::RegisterSpareDatabaseRequest { server: String::new(), database_name: "spare_a".into() };
+    assert_invalid(directory.register_spare_database(request).await, "server");
+    let update = pb::UpdateSpareDatabaseRequest {
+        database_name: "spare_a".into(),
+        expected_state: State::Creating.into(),
+        state: State::Claimed.into(),
+    };
+    assert_invalid(directory.update_spare_database(update).await, "state");
+}
+
+#[tokio::test]
+async fn spares_are_registered_made_ready_claimed_once_and_forgotten_on_activation() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await.user.id;
+    let first = register(&app, "s1", "spare_first").await;
+    assert_eq!(first.state(), State::Creating);
+    // Idempotent on the same server, refused on another.
+    assert_eq!(register(&app, "s1", "spare_first").await.state(), State::Creating);
+    let elsewhere = pb::RegisterSpareDatabaseRequest {
+        server: "s2".into(),
+        database_name: "spare_first".into(),
+    };
+    let refused = app.directory.clone().register_spare_database(elsewhere).await;
+    assert_code(refused, Code::AlreadyExists);
+    register(&app, "s1", "spare_second").await;
+    register(&app, "s2", "spare_other_server").await;
+
+    // A CREATING spare is never claimed.
+    let none = reserve_claiming(&app, "Too Early", &ann).await;
+    assert!(none.created);
+    assert_eq!(none.spare_database_name, "");
+
+    for name in ["spare_first", "spare_second", "spare_other_server"] {
+        assert_eq!(
+            set_state(&app, name, State::Creating, State::Ready).await.unwrap().state(),
+            State::Ready
+        );
+    }
+    // Compare and set: already READY is fine; from a state it is not in, refused.
+    set_state(&app, "spare_first", State::Creating, State::Ready).await.unwrap();
+    let missing = set_state(&app, "spare_missing", State::Creating, State::Ready).await;
+    assert_code(missing, Code::NotFound);
+
+    // Oldest first, on the chosen server only; a retry returns the same claim.
+    let claimed = reserve_claiming(&app, "Sunrise", &ann).await;
+    assert_eq!(claimed.spare_database_name, "spare_first");
+    let again = reserve_claiming(&app, "Sunrise", &ann).await;
+    assert!(!again.created);
+    assert_eq!(again.spare_database_name, "spare_first");
+    let second = reserve_claiming(&app, "Sunset", &ann).await;
+    assert_eq!(second.spare_database_name, "spare_second");
+    let third = reserve_claiming(&app, "Noon", &ann).await;
+    assert_eq!(third.spare_database_name, "", "the other server's spare is not taken");
+
+    // A claimed spare can be neither moved nor removed: it is the organization's.
+    let moved = set_state(&app, "spare_first", State::Ready, State::Creating).await;
+    assert_code(moved, Code::FailedPrecondition);
+    let remove = pb::RemoveSpareDatabaseRequest { database_name: "spare_first".into() };
+    assert_code(
+        app.directory.clone().remove_spare_database(remove).await,
+        Code::FailedPrecondition,
+    );
+    let states: Vec<_> = list(&app, "s1").await.iter().map(|s| s.state()).collect();
+    assert_eq!(states, [State::Claimed, State::Claimed]);
+
+    // Activation forgets the claim; removing an unclaimed spare is idempotent.
+    let org = claimed.organization.unwrap();
+    let activate = pb::ActivateOrganizationRequest { organization_id: org.id.clone() };
+    app.directory.clone().activate_organization(activate).await.unwrap();
+    let left: Vec<_> = list(&app, "s1").await.into_iter().map(|s| s.database_name).collect();
+    assert_eq!(left, ["spare_second"]);
+    for _ in 0..2 {
+        let remove = pb::RemoveSpareDatabaseRequest { database_name: "spare_other_server".into() };
+        app.directory.clone().remove_spare_database(remove).await.unwrap();
+    }
+    assert!(list(&app, "s2").await.is_empty());
+    assert_eq!(list(&app, "").await.len(), 1);
+}
