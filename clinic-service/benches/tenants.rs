@@ -129,6 +129,16 @@ async fn seed(clinic: &Service, token: &str, tenants: usize, seeders: usize) -> 
     ids
 }
 
+/// Connections ever opened to the bench's tenant databases (`pg_stat_database.sessions`,
+/// flushed by PostgreSQL about once a second: read after a pause).
+async fn sessions() -> i64 {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let db = connect(&parse_url(&stack::server_url()).expect("url")).await.expect("connect");
+    let sql = "SELECT coalesce(sum(sessions), 0)::int8 FROM pg_stat_database \
+               WHERE starts_with(datname, $1)";
+    db.query_one(sql, &[&TENANT_PREFIX]).await.expect("sessions").get(0)
+}
+
 /// How calls pick their tenant.
 #[derive(Clone, Copy, Debug)]
 enum Spread {
@@ -245,6 +255,7 @@ async fn run(
         let rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
         made.push((members, Picker { spread, cdf: cdf.clone(), rng }));
     }
+    let sessions_before = sessions().await;
     monitor.take();
     let began = Instant::now();
     let deadline = began + Duration::from_secs(secs);
@@ -268,10 +279,11 @@ async fn run(
     }
     let elapsed = began.elapsed();
     let (connections, rss, samples) = monitor.take();
+    let opened = sessions().await - sessions_before;
     tally.ok.sort();
     let rate = tally.ok.len() as f64 / elapsed.as_secs_f64();
     println!(
-        "{:<10} {:>8} {rate:>8.0} {:>8.2} {:>8.2} {:>6} {:>11} {:>9.1} {:>6}  {}",
+        "{:<10} {:>8} {rate:>8.0} {:>8.2} {:>8.2} {:>6} {:>11} {opened:>9} {:>9.1} {:>6}  {}",
         format!("{spread:?}"),
         tally.ok.len(),
         tally.ms(0.5),
@@ -337,8 +349,17 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>9} {:>6}  failed by code",
-        "spread", "ok", "req/s", "p50 ms", "p99 ms", "shed", "max conns", "RSS MiB", "load1"
+        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>9} {:>9} {:>6}  failed by code",
+        "spread",
+        "ok",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "shed",
+        "max conns",
+        "opened",
+        "RSS MiB",
+        "load1"
     );
     let shape = (clients, secs);
     let one = run(&clinic, &token, &ids, Spread::One, shape, &monitor).await;
@@ -346,7 +367,7 @@ async fn main() {
     let zipf = run(&clinic, &token, &ids, Spread::Zipf, shape, &monitor).await;
     println!(
         "req/s against one tenant: uniform {:.2}x, Zipf {:.2}x   (max conns: most connections \
-         seen at once (samples); target <= {BUDGET})",
+         seen at once (samples); target <= {BUDGET}; opened: tenant connections opened)",
         uniform / one,
         zipf / one
     );
