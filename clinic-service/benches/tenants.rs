@@ -111,7 +111,7 @@ async fn seed(clinic: &Service, token: &str, tenants: usize, seeders: usize) -> 
                     .organization
                     .expect("organization");
                 assert!(org.database_name.starts_with(TENANT_PREFIX), "{}", org.database_name);
-                if (i + 1) % 50 == 0 {
+                if (i + 1).is_multiple_of(50) {
                     let secs = started.elapsed().as_secs_f64();
                     println!("  created {} of {tenants} in {secs:.0} s", i + 1);
                 }

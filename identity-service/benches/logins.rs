@@ -204,7 +204,7 @@ async fn main() {
     let _cleanup = stack::DropDatabases(vec![TENANT_PREFIX.to_owned(), CENTRAL.to_owned()]);
     // Every account registers from this one client.
     let registrations = ("REGISTER_MAX_PER_PEER", (accounts + 10).to_string());
-    let identity = stack::identity(CENTRAL, &[registrations.clone()]).await;
+    let identity = stack::identity(CENTRAL, &[registrations]).await;
     let clinic = stack::clinic(&identity, &[]).await;
 
     let id_channel = channel(&identity.url(0)).await;
