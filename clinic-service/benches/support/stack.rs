@@ -217,13 +217,18 @@ pub struct Tally {
     pub ok: Vec<Duration>,
     pub shed: u64,
     pub failed: BTreeMap<String, u64>,
+    /// The message of the first RESOURCE_EXHAUSTED (which limit shed it).
+    pub first_shed: Option<String>,
 }
 
 impl Tally {
     pub fn record<T>(&mut self, started: Instant, result: Result<T, tonic::Status>) {
         match result {
             Ok(_) => self.ok.push(started.elapsed()),
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => self.shed += 1,
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                self.shed += 1;
+                self.first_shed.get_or_insert_with(|| s.message().to_owned());
+            }
             Err(s) => *self.failed.entry(format!("{:?}", s.code())).or_default() += 1,
         }
     }
@@ -231,6 +236,7 @@ impl Tally {
     pub fn merge(&mut self, other: Tally) {
         self.ok.extend(other.ok);
         self.shed += other.shed;
+        self.first_shed = self.first_shed.take().or(other.first_shed);
         for (code, n) in other.failed {
             *self.failed.entry(code).or_default() += n;
         }
@@ -242,8 +248,14 @@ impl Tally {
         self.ok.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
     }
 
+    /// Failures by code, and which limit shed calls, if any did.
     pub fn failed(&self) -> String {
-        if self.failed.is_empty() { "-".to_owned() } else { format!("{:?}", self.failed) }
+        let failed =
+            if self.failed.is_empty() { "-".to_owned() } else { format!("{:?}", self.failed) };
+        match &self.first_shed {
+            Some(message) => format!("{failed} (shed: {message:?})"),
+            None => failed,
+        }
     }
 }
 
