@@ -10,6 +10,10 @@
 //! - uniformly over all of them;
 //! - Zipf-like (s = 1): the tenant of rank k is asked with weight 1/k.
 //!
+//! Then the floor of a call that finds no idle connection, without the service: the same
+//! clients connecting to a uniformly picked tenant database, `SELECT 1`, disconnecting
+//! (`pgbench -C`-like; `raw conn`).
+//!
 //! Printed per spread: OK calls, req/s, p50, p99, shed (RESOURCE_EXHAUSTED) and other failures by
 //! code. Meanwhile a monitor counts clinic-service's connections in `pg_stat_activity` (by its
 //! `application_name`) every 20 ms: the maximum is printed beside the budget. At the end:
@@ -41,7 +45,7 @@ use clinic_api::clinic::v1::{
     organization_service_client::OrganizationServiceClient,
 };
 use clinic_api::identity::v1::auth_service_client::AuthServiceClient;
-use clinic_shared::pg::{connect, parse_url};
+use clinic_shared::pg::{connect, parse_url, with_dbname};
 use stack::{Service, Tally, bearer, channel};
 
 const BUDGET: usize = 50;
@@ -110,7 +114,7 @@ async fn seed(clinic: &Service, token: &str, tenants: usize, seeders: usize) -> 
                     .into_inner()
                     .organization
                     .expect("organization");
-                assert!(org.database_name.starts_with(TENANT_PREFIX), "{}", org.database_name);
+                assert_eq!(org.database_name, format!("{TENANT_PREFIX}{i}"), "the slug mapping");
                 if (i + 1).is_multiple_of(50) {
                     let secs = started.elapsed().as_secs_f64();
                     println!("  created {} of {tenants} in {secs:.0} s", i + 1);
@@ -297,6 +301,51 @@ async fn run(
     rate
 }
 
+/// The baseline of a call that finds no idle connection: what PostgreSQL itself takes to open
+/// one (`pgbench -C`): `clients` clients each connecting to a tenant database picked uniformly,
+/// running `SELECT 1` and disconnecting, for `secs`; prints a row.
+async fn raw_connects(tenants: usize, (clients, secs): (usize, u64)) -> f64 {
+    let server = parse_url(&stack::server_url()).expect("url");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let server = server.clone();
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            while Instant::now() < deadline {
+                let i = ((rng.next() * tenants as f64) as usize).min(tenants - 1);
+                let config = with_dbname(&server, &format!("{TENANT_PREFIX}{i}"));
+                let started = Instant::now();
+                let db = connect(&config).await.expect("connect to a tenant");
+                db.simple_query("SELECT 1").await.expect("SELECT 1");
+                tally.ok.push(started.elapsed());
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(one) = tasks.join_next().await {
+        tally.merge(one.expect("raw client"));
+    }
+    tally.ok.sort();
+    let rate = tally.ok.len() as f64 / began.elapsed().as_secs_f64();
+    println!(
+        "{:<10} {:>8} {rate:>8.0} {:>8.2} {:>8.2} {:>6} {:>11} {:>9} {:>9} {:>6}  -",
+        "raw conn",
+        tally.ok.len(),
+        tally.ms(0.5),
+        tally.ms(0.99),
+        "-",
+        "-",
+        tally.ok.len(),
+        "-",
+        stack::load_average(),
+    );
+    rate
+}
+
 #[tokio::main]
 async fn main() {
     let (clients, secs) = args();
@@ -365,6 +414,12 @@ async fn main() {
     let one = run(&clinic, &token, &ids, Spread::One, shape, &monitor).await;
     let uniform = run(&clinic, &token, &ids, Spread::Uniform, shape, &monitor).await;
     let zipf = run(&clinic, &token, &ids, Spread::Zipf, shape, &monitor).await;
+    let raw = raw_connects(tenants, shape).await;
+    println!(
+        "raw conn: connect + SELECT 1 + disconnect on a uniformly picked tenant database, no \
+         service (the floor of a call that must open a connection); uniform/raw {:.2}x",
+        uniform / raw
+    );
     println!(
         "req/s against one tenant: uniform {:.2}x, Zipf {:.2}x   (max conns: most connections \
          seen at once (samples); target <= {BUDGET}; opened: tenant connections opened)",
