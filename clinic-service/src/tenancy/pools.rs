@@ -1,9 +1,12 @@
 //! Connections within a budget: one deadpool pool per tenant, created on first use, and one
 //! semaphore of `DB_CONNECTION_BUDGET` permits shared by every connection the process opens
 //! (tenant pools and maintenance connections). A connection holds its permit until its socket
-//! is closed, so PostgreSQL never sees more than the budget. When the budget is spent, idle
-//! connections of the least recently used tenants are closed; a request that still cannot get a
-//! connection within the acquire timeout gets RESOURCE_EXHAUSTED.
+//! is closed, so PostgreSQL never sees more than the budget. While less than a tenth of the
+//! budget is free, idle connections of the least recently used tenants are closed ahead of
+//! demand (a closed connection's permit comes back only once its backend has exited, which a
+//! call for another tenant should not have to wait for); when the budget is spent they are
+//! closed on demand, and a request that still cannot get a connection within the acquire
+//! timeout gets RESOURCE_EXHAUSTED.
 
 use std::{
     collections::HashMap,
@@ -52,6 +55,10 @@ struct Shared {
     /// TLS where a server's URL asks for it.
     tls: PgTls,
     budget: usize,
+    /// Idle connections of least recently used tenants are closed while fewer permits than
+    /// this are free (a tenth of the budget), so a call for a tenant without a connection
+    /// seldom waits for one to be closed.
+    headroom: usize,
     pool_size: usize,
     acquire_timeout: Duration,
     lru: Mutex<Lru>,
@@ -128,6 +135,11 @@ impl Shared {
     ) -> Result<OwnedSemaphorePermit, Error> {
         loop {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                // Keep some permits free ahead of demand: a closed connection returns its permit
+                // only once its backend has exited, which a call would otherwise wait for.
+                if self.permits.available_permits() < self.headroom {
+                    self.evict_idle(except);
+                }
                 return Ok(permit);
             }
             self.evict_idle(except);
@@ -181,6 +193,7 @@ impl Pools {
                 permits: Arc::new(Semaphore::new(budget)),
                 tls,
                 budget,
+                headroom: budget / 10,
                 pool_size: pool_size.clamp(1, budget.max(1)),
                 acquire_timeout,
                 lru: Mutex::new(Lru::default()),
