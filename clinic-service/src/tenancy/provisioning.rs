@@ -11,15 +11,16 @@
 //!    `CREATE DATABASE`), and inherits the template's schema marker;
 //! 3. migrations run on it only when it lacks the current marker (a fresh spare or clone has
 //!    it; a database created without them is repaired), and it gets its own login role, the
-//!    only one besides its owner that may connect to it;
+//!    only one besides its owner that may connect to it — unless it was a spare that came with
+//!    its role and grants (recorded with the organization at the claim);
 //! 4. the creator becomes its admin (once), while the membership is recorded centrally;
 //! 5. the organization is marked ACTIVE (which forgets the claimed spare).
 //!
-//! One maintenance connection and one owner connection serve steps 2 to 4.
+//! The server's pooled maintenance connection and one tenant connection (the tenant's pool, or
+//! its owner's when grants are due) serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{Client, Transaction, error::SqlState};
-use uuid::Uuid;
+use tokio_postgres::{Client, GenericClient, error::SqlState};
 
 use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
 use crate::{auth::Person, error::Error, roles::Role};
@@ -86,9 +87,24 @@ fn spare_name(name: &str) -> Result<Option<&str>, Error> {
     Ok(Some(name))
 }
 
-/// Steps 2 to 4 of the module header on the tenant's server. One connection at a time (first
-/// the maintenance database, then the tenant's), so concurrent creations never hold one
-/// connection of the budget while waiting for another; two transactions in all.
+/// How the tenant database came into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// It existed already (an earlier attempt placed it).
+    Existed,
+    /// The claimed spare was renamed to it.
+    Renamed,
+    /// It was cloned from the template by this call.
+    Cloned,
+}
+
+/// Steps 2 to 4 of the module header on the tenant's server.
+///
+/// From a spare that carries its login role and grants (the usual case), the server's pooled
+/// maintenance connection renames it and the admin row goes in through the tenant's own pool
+/// (its role): no role work, no connection opened but the tenant's first. Otherwise one
+/// connection at a time (the maintenance database, then the tenant's as its owner), so
+/// concurrent creations never hold one connection of the budget while waiting for another.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
@@ -97,31 +113,45 @@ async fn provision_database(
 ) -> Result<(), Error> {
     // Once per process; it opens connections of its own, so before ours.
     ensure_template(access, &location.server).await?;
-    let placing = async {
-        let maintenance =
-            access.pools().connect(&access.maintenance_config(&location.server)?).await?;
-        let placed = async {
-            place_database(access, &maintenance.client, location, spare).await?;
-            let marker = marker_of(&maintenance.client, &location.database).await?;
-            Ok::<_, Error>(marker.as_deref() == Some(migrations::marker().as_str()))
-        }
-        .await;
-        Ok::<_, Error>((maintenance, placed))
-    };
-    // The login role's verifier (PBKDF2, on a blocking thread) is computed meanwhile.
-    let (placing, login) = tokio::join!(placing, access.prepare_login(&location.database));
-    let (mut maintenance, placed) = placing?;
-    let current = async {
-        let current = placed?;
-        access.grant_login_database(&mut maintenance.client, login?.as_ref()).await?;
-        Ok::<_, Error>(current)
+    let mut maintenance = access.maintenance(&location.server).await?;
+    let placed = async {
+        let placed = place_database(access, &maintenance.client, location, spare).await?;
+        // A fresh clone carries the template's marker (migrated by this process); anything
+        // else is checked.
+        let current = placed == Placed::Cloned
+            || marker_of(&maintenance.client, &location.database).await?.as_deref()
+                == Some(migrations::marker().as_str());
+        Ok::<_, Error>((placed, current))
     }
     .await;
-    // The close waits for the backend to exit (the budget permit is returned then); the clinic
-    // does not need to wait for it.
-    tokio::spawn(maintenance.close());
+    let (placed, current) = match placed {
+        Ok(placed) => placed,
+        Err(e) => {
+            tokio::spawn(maintenance.close());
+            return Err(e);
+        }
+    };
+    let ready = placed == Placed::Renamed && current && location.login_role_recorded;
+    if ready || !access.has_logins() && current {
+        access.release_maintenance(&location.server, maintenance);
+        let conn = access.connect(location).await?;
+        return insert_admin(conn.raw(), claims).await;
+    }
+    // The role and its grants: on a clone, a spare without a role, or a retry.
+    let granted = async {
+        let login = access.prepare_login(&location.database, &location.login_role).await?;
+        access.grant_login_database(&mut maintenance.client, login.as_ref()).await
+    }
+    .await;
+    match granted {
+        Ok(()) => access.release_maintenance(&location.server, maintenance),
+        Err(e) => {
+            tokio::spawn(maintenance.close());
+            return Err(e);
+        }
+    }
     let owner_config = access.owner_config(location)?;
-    if !current? {
+    if !current {
         let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
         tracing::info!(applied, "repaired a tenant database without the current schema");
     }
@@ -145,7 +175,7 @@ async fn place_database(
     client: &Client,
     location: &Location,
     spare: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<Placed, Error> {
     let target = location.database.as_str();
     // Twice: a concurrent retry of the same creation may rename the spare between our look and
     // our rename.
@@ -157,11 +187,14 @@ async fn place_database(
             .map_err(|e| Error::tenant_db("look up database", &e))?;
         let found: Vec<String> = rows.iter().map(|r| r.col(0)).collect::<Result<_, _>>()?;
         if found.iter().any(|f| f == target) {
-            return Ok(());
+            return Ok(Placed::Existed);
         }
         let Some(spare) = spare.filter(|s| found.iter().any(|f| f == s)) else {
-            clone_template(access, client, target).await?;
-            return Ok(());
+            return Ok(if clone_template(access, client, target).await? {
+                Placed::Cloned
+            } else {
+                Placed::Existed
+            });
         };
         let sql = format!(
             "ALTER DATABASE {} RENAME TO {}",
@@ -169,7 +202,7 @@ async fn place_database(
             clinic_shared::slug::quote_ident(target)
         );
         match client.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Placed::Renamed),
             Err(e)
                 if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
                     || e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
@@ -286,33 +319,25 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
     }
 }
 
-/// Inserts the creator as admin unless they are a member already.
-/// In the caller's transaction `tx`.
-async fn insert_admin(tx: &Transaction<'_>, claims: &Person) -> Result<(), Error> {
-    let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
-    let existing = tx
-        .query_opt("SELECT id FROM organization_user WHERE user_id = $1", &[&claims.user_id])
-        .await
-        .map_err(db)?;
-    if existing.is_none() {
-        let profile: Uuid = tx
-            .query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[])
-            .await
-            .map_err(db)?
-            .col(0)?;
-        tx.execute(
-            "INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+/// Inserts the creator as admin unless they are a member already, in one statement (through
+/// the tenant's role or, in the owner's transaction, as its owner).
+async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<(), Error> {
+    client
+        .execute(
+            "WITH profile AS ( \
+                 INSERT INTO admin_profile (id) SELECT gen_random_uuid() \
+                 WHERE NOT EXISTS (SELECT 1 FROM organization_user WHERE user_id = $1) \
+                 RETURNING id) \
+             INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
+             SELECT $1, $2, $3, $4, id FROM profile ON CONFLICT (user_id) DO NOTHING",
             &[
                 &claims.user_id,
                 &claims.email,
                 &clinic_shared::email::normalize(&claims.email),
                 &claims.name,
-                &profile,
             ],
         )
         .await
-        .map_err(db)?;
-    }
+        .map_err(|e| Error::tenant_db("insert admin", &e))?;
     Ok(())
 }

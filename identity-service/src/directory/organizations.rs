@@ -96,9 +96,14 @@ pub async fn reserve(
             }
             _ => Error::Database(e),
         })?;
-    let org = Organization::from_row(&row)?;
-    let spare = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
+    let mut org = Organization::from_row(&row)?;
+    let claimed = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
     tx.commit().await?;
+    // The claim recorded the spare's role on the row (after RETURNING read it).
+    let spare = claimed.map(|c| {
+        org.login_role = c.login_role;
+        c.database_name
+    });
     tracing::info!(
         organization_id = %org.id, server = %org.server, spare = spare.is_some(),
         "organization reserved"
