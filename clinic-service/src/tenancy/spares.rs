@@ -313,7 +313,7 @@ async fn migrate_locked(
     let mut outcomes = Vec::new();
     for spare in listed.into_iter().filter(|s| s.state() == State::Ready) {
         let name = spare.database_name;
-        if provisioning::marker_of(client, &name).await?.as_deref() == Some(marker.as_str()) {
+        if provisioning::marker_of_db(client, &name).await?.as_deref() == Some(marker.as_str()) {
             continue;
         }
         // CREATING: nobody claims it while it is open.

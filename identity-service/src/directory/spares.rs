@@ -198,12 +198,12 @@ pub struct Claimed {
 /// Concurrent claims skip each other's rows: no spare goes to two organizations (the UNIQUE
 /// organization_id also holds one organization to one spare).
 pub async fn claim(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     server: &str,
     organization: Uuid,
 ) -> Result<Option<Claimed>, Error> {
-    let row = tx
-        .query_opt(
+    let claim = tx
+        .prepare_cached(
             "WITH claimed AS ( \
                  UPDATE spare_database SET state = 'claimed', organization_id = $2 \
                  WHERE database_name = (SELECT database_name FROM spare_database \
@@ -214,9 +214,9 @@ pub async fn claim(
                  UPDATE organization SET login_role = claimed.login_role FROM claimed \
                  WHERE id = $2 AND claimed.login_role IS NOT NULL) \
              SELECT database_name, login_role FROM claimed",
-            &[&server, &organization],
         )
         .await?;
+    let row = tx.query_opt(&claim, &[&server, &organization]).await?;
     row.map(|r| {
         Ok::<_, Error>(Claimed {
             database_name: r.col("database_name")?,
