@@ -20,7 +20,7 @@
 //! its owner's when grants are due) serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{Client, GenericClient, error::SqlState};
+use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
 use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
 use crate::{auth::Person, error::Error, roles::Role};
@@ -132,6 +132,10 @@ async fn provision_database(
     ensure_template(access, &location.server).await?;
     let started = std::time::Instant::now();
     let mut maintenance = access.maintenance(&location.server).await?;
+    // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
+    // will be needed: computed while the database is placed.
+    let login = (spare.is_none() || !location.login_role_recorded)
+        .then(|| tokio::spawn(prepare_login(access.clone(), location.clone())));
     let (placed, marker) = match place_database(access, &maintenance.client, location, spare).await
     {
         Ok(placed) => placed,
@@ -152,7 +156,10 @@ async fn provision_database(
     }
     // The role and its grants: on a clone, a spare without a role, or a retry.
     let granted = async {
-        let login = access.prepare_login(&location.database, &location.login_role).await?;
+        let login = match login {
+            Some(computed) => computed.await.map_err(|e| Error::internal("tenant role", e))??,
+            None => prepare_login(access.clone(), location.clone()).await?,
+        };
         access.grant_login_database(&mut maintenance.client, login.as_ref()).await
     }
     .await;
@@ -181,6 +188,13 @@ async fn provision_database(
     done
 }
 
+async fn prepare_login(
+    access: TenantAccess,
+    location: Location,
+) -> Result<Option<super::login::PreparedLogin>, Error> {
+    access.prepare_login(&location.database, &location.login_role).await
+}
+
 /// Brings the tenant's database into place: it exists already, or the claimed spare is renamed
 /// to it, or it is cloned from the template. Returns how, and the database's schema marker as
 /// it was looked up (the spare's, when renamed; `None` for a clone or a racing retry's).
@@ -196,10 +210,10 @@ async fn place_database(
     for _ in 0..2 {
         let names: Vec<&str> = std::iter::once(target).chain(spare).collect();
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
                  WHERE datname = ANY($1)",
-                &[&names],
+                &[(&names, Type::TEXT_ARRAY)],
             )
             .await
             .map_err(|e| Error::tenant_db("look up database", &e))?;
@@ -289,7 +303,7 @@ pub(super) async fn clone_template(
                 if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
                     || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
             {
-                return Ok(false);
+                return Ok((false, false));
             }
             Err(e) => return Err(Error::tenant_db("create database", &e)),
         }
@@ -298,18 +312,28 @@ pub(super) async fn clone_template(
             m.starts_with("clinic-schema ")
                 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
         }) {
+            // With the unlock, in one round trip.
             let sql = format!(
-                "COMMENT ON DATABASE {} IS '{marker}'",
+                "COMMENT ON DATABASE {} IS '{marker}'; SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK})",
                 clinic_shared::slug::quote_ident(name)
             );
             client.batch_execute(&sql).await.map_err(|e| Error::tenant_db("copy marker", &e))?;
+            return Ok((true, true));
         }
-        Ok(true)
+        Ok((true, false))
     }
     .await;
-    let unlocked = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
-    let created = result?;
-    unlocked.map(|()| created)
+    match result {
+        Ok((created, true)) => Ok(created),
+        Ok((created, false)) => {
+            lock(client, "SELECT pg_advisory_unlock_shared($1)").await.map(|()| created)
+        }
+        Err(e) => {
+            // Best effort: the caller closes the connection on error, which releases it anyway.
+            let _ = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
+            Err(e)
+        }
+    }
 }
 
 /// The schema marker (comment) of database `name`, read through any connection to its server.
@@ -340,10 +364,10 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already, in one statement (through
-/// the tenant's role or, in the owner's transaction, as its owner).
+/// the tenant's role or, in the owner's transaction, as its owner), unprepared: one round trip.
 async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<(), Error> {
     client
-        .execute(
+        .execute_typed(
             "WITH profile AS ( \
                  INSERT INTO admin_profile (id) SELECT gen_random_uuid() \
                  WHERE NOT EXISTS (SELECT 1 FROM organization_user WHERE user_id = $1) \
@@ -351,10 +375,10 @@ async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<()
              INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
              SELECT $1, $2, $3, $4, id FROM profile ON CONFLICT (user_id) DO NOTHING",
             &[
-                &claims.user_id,
-                &claims.email,
-                &clinic_shared::email::normalize(&claims.email),
-                &claims.name,
+                (&claims.user_id, Type::UUID),
+                (&claims.email, Type::TEXT),
+                (&clinic_shared::email::normalize(&claims.email), Type::TEXT),
+                (&claims.name, Type::TEXT),
             ],
         )
         .await
