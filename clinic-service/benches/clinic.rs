@@ -3,8 +3,8 @@
 //!
 //! 1. `CreateOrganization` against a plain `CREATE DATABASE` of an empty database, interleaved,
 //!    in two regimes: while spare databases last (reserve and claim a spare centrally, rename it
-//!    into place, grant, add the admin, activate) and when none is left (clone the migrated
-//!    template instead). The replenisher is paused throughout (the spares are made before, by an
+//!    into place, add the admin through the role it carries, activate) and when none is left
+//!    (clone the migrated template, make its role and grants). The replenisher is paused throughout (the spares are made before, by an
 //!    explicit round), so it is idle while either side is measured.
 //! 2. An authenticated read (`GetOrganization`) with the token-validation cache on (default
 //!    TTL) against the same read with the cache off, where every call asks identity-service.
