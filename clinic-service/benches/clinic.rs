@@ -3,8 +3,8 @@
 //!
 //! 1. `CreateOrganization` against a plain `CREATE DATABASE` of an empty database, interleaved,
 //!    in two regimes: while spare databases last (reserve and claim a spare centrally, rename it
-//!    into place, grant, add the admin, activate) and when none is left (clone the migrated
-//!    template instead). The replenisher is paused throughout (the spares are made before, by an
+//!    into place, add the admin through the role it carries, activate) and when none is left
+//!    (clone the migrated template, make its role and grants). The replenisher is paused throughout (the spares are made before, by an
 //!    explicit round), so it is idle while either side is measured.
 //! 2. An authenticated read (`GetOrganization`) with the token-validation cache on (default
 //!    TTL) against the same read with the cache off, where every call asks identity-service.
@@ -87,6 +87,7 @@ async fn provisioning() {
     // load from anything else hits both sides alike.
     let server = connect(&parse_url(&first_server_url()).expect("url")).await.expect("connect");
     let mut created = Vec::new();
+    let logged = helpers::captured_logs().len();
     let (mut from_spare, mut plain_a, mut cloned) = (vec![], vec![], vec![]);
     for i in 0..CLINICS {
         let started = Instant::now();
@@ -100,6 +101,8 @@ async fn provisioning() {
         plain_a.push(started.elapsed());
     }
     assert_eq!(spare_count(&app).await, 0, "every clinic of the first regime took a spare");
+    let spare_steps = steps(&helpers::captured_logs()[logged..]);
+    let logged = helpers::captured_logs().len();
     let (mut no_spare, mut plain_b) = (vec![], vec![]);
     for i in 0..CLINICS {
         let started = Instant::now();
@@ -119,6 +122,7 @@ async fn provisioning() {
         create_database(&server, &name, template).await.expect("clone template");
         cloned.push(started.elapsed());
     }
+    let none_left_steps = steps(&helpers::captured_logs()[logged..]);
     for name in created {
         drop_database(&server, &name).await.expect("drop database");
     }
@@ -133,15 +137,38 @@ async fn provisioning() {
     println!("-- while spares last ({CLINICS} spares made before)");
     println!("{}", plain_a.line("baseline: CREATE DATABASE (empty)"));
     println!("{}", from_spare.line("CreateOrganization from a spare"));
+    println!("   steps (medians, ms): {spare_steps}");
     println!("-- none left (clone of the template)");
     println!("{}", plain_b.line("baseline: CREATE DATABASE (empty)"));
     println!("{}", cloned.line("CREATE DATABASE ... TEMPLATE (the clinic template)"));
     println!("{}", no_spare.line("CreateOrganization, no spare left"));
+    println!("   steps (medians, ms): {none_left_steps}");
     println!(
         "ratio (median): spares {:.2}x the baseline, none left {:.2}x the baseline",
         ratio(&from_spare, &plain_a),
         ratio(&no_spare, &plain_b)
     );
+}
+
+/// Medians of the step timings `create_organization` logs (reserve, tenant database with the
+/// membership alongside, of which the database's placing, activation) in `logs`.
+fn steps(logs: &str) -> String {
+    let keys = ["reserve_ms", "tenant_ms", "place_ms", "activate_ms", "total_ms"];
+    let mut out = Vec::new();
+    for key in keys {
+        let mut values: Vec<f64> = logs
+            .lines()
+            .filter_map(|line| {
+                let rest = &line[line.find(&format!(" {key}="))? + key.len() + 2..];
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        values.sort_by(f64::total_cmp);
+        if let Some(median) = values.get(values.len() / 2) {
+            out.push(format!("{} {median:.1}", key.trim_end_matches("_ms")));
+        }
+    }
+    out.join(", ")
 }
 
 /// READY spares on the first server.

@@ -119,11 +119,18 @@ impl IdentityClient {
         self.call(client.reserve_organization(req)).await.map_err(map_status)
     }
 
-    /// `DirectoryService.RegisterSpareDatabase`: `database` on `server`, CREATING.
-    pub async fn register_spare_database(&self, server: &str, database: &str) -> Result<(), Error> {
+    /// `DirectoryService.RegisterSpareDatabase`: `database` on `server`, CREATING, made with
+    /// `login_role` (if any).
+    pub async fn register_spare_database(
+        &self,
+        server: &str,
+        database: &str,
+        login_role: Option<&str>,
+    ) -> Result<(), Error> {
         let req = self.request(pb::RegisterSpareDatabaseRequest {
             server: server.to_owned(),
             database_name: database.to_owned(),
+            login_role: login_role.unwrap_or_default().to_owned(),
         });
         let mut client = self.directory.clone();
         self.call(client.register_spare_database(req)).await.map_err(map_status)?;

@@ -2,9 +2,11 @@
 //! role of its own, which may CONNECT to that database alone and only read and write its tables.
 //! clinic-service's own role owns the databases (and migrates them) but serves no request.
 //!
-//! The role's name comes from the database name (`clinic_tenant_` + 32 hex digits of its
-//! SHA-256), its password from `TENANT_ROLE_SECRET` (HMAC-SHA-256 of the role name), so nothing
-//! is stored. Roles are made by the superuser-owned `clinic_bootstrap.create_tenant_role`
+//! The role's name is `clinic_tenant_` + 32 hex digits of the SHA-256 of a database name: of
+//! the spare database it was made with (see `spares`; recorded centrally with the spare, then
+//! with the organization that claims it, since the rename changes the database's name), or else
+//! of the tenant database itself. Its password comes from `TENANT_ROLE_SECRET` (HMAC-SHA-256 of
+//! the role name), so nothing secret is stored. Roles are made by the superuser-owned `clinic_bootstrap.create_tenant_role`
 //! (deploy/bootstrap.sql), since clinic-service holds no CREATEROLE. It is handed the
 //! password's SCRAM-SHA-256 verifier, computed here (PostgreSQL stores a verifier as it is):
 //! the password itself never reaches the server, and the 4,096 PBKDF2 rounds run on a blocking
@@ -36,7 +38,8 @@ impl TenantLogins {
         Self { secret }
     }
 
-    /// The login role serving `database`.
+    /// The login role derived from `database`: the role of a tenant database without a
+    /// recorded one, and the role made with a spare database.
     pub fn role(database: &str) -> String {
         let digest = hex::encode(Sha256::digest(database.as_bytes()));
         format!("clinic_tenant_{}", &digest[..32])
@@ -50,22 +53,21 @@ impl TenantLogins {
         Ok(hex::encode(mac.finalize().into_bytes()))
     }
 
-    /// `config` (pointing at `database`) logging in as the database's own role.
+    /// `config` (pointing at the database `role` serves) logging in as `role`.
     pub fn apply(
         &self,
         mut config: tokio_postgres::Config,
-        database: &str,
+        role: &str,
     ) -> Result<tokio_postgres::Config, Error> {
-        let role = Self::role(database);
-        config.password(self.password(&role)?);
-        config.user(&role);
+        config.password(self.password(role)?);
+        config.user(role);
         Ok(config)
     }
 
-    /// The login of `database`'s role, ready to be granted: its name and the SCRAM-SHA-256
+    /// The login `role` of `database`, ready to be granted: its name and the SCRAM-SHA-256
     /// verifier of its password. CPU-heavy (PBKDF2): call it off the async threads.
-    pub fn prepare(&self, database: &str) -> Result<PreparedLogin, Error> {
-        let role = Self::role(database);
+    pub fn prepare(&self, database: &str, role: &str) -> Result<PreparedLogin, Error> {
+        let role = role.to_owned();
         let password = self.password(&role)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose_secret().as_bytes())
             .map_err(|e| Error::internal("tenant role salt", e))?;
@@ -77,14 +79,14 @@ impl TenantLogins {
     }
 
     /// [`Self::prepare`] on a blocking thread.
-    pub async fn prepare_async(&self, database: &str) -> Result<PreparedLogin, Error> {
-        let (logins, database) = (self.clone(), database.to_owned());
-        tokio::task::spawn_blocking(move || logins.prepare(&database))
+    pub async fn prepare_async(&self, database: &str, role: &str) -> Result<PreparedLogin, Error> {
+        let (logins, database, role) = (self.clone(), database.to_owned(), role.to_owned());
+        tokio::task::spawn_blocking(move || logins.prepare(&database, &role))
             .await
             .map_err(|e| Error::internal("tenant role verifier", e))?
     }
 
-    /// Creates (or refreshes) the role of `database` through `maintenance` (the server's
+    /// Creates (or refreshes) `role`, serving `database`, through `maintenance` (the server's
     /// maintenance database), and through `owner` (the tenant database, as its owner) closes the
     /// database to everyone else and grants the role what serving needs: CONNECT, and reading
     /// and writing the tables of the current and future migrations. Idempotent.
@@ -93,11 +95,12 @@ impl TenantLogins {
         maintenance: &mut Client,
         owner: &mut Client,
         database: &str,
+        role: &str,
     ) -> Result<(), Error> {
-        let login = self.prepare_async(database).await?;
+        let login = self.prepare_async(database, role).await?;
         Self::grant_database(maintenance, &login).await?;
         let tx = owner.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
-        Self::grant_tables(&tx, database).await?;
+        Self::grant_tables(&tx, role).await?;
         tx.commit().await.map_err(|e| Error::tenant_db("commit", &e))
     }
 
@@ -133,12 +136,11 @@ impl TenantLogins {
 
     /// The part of [`Self::grant`] done inside the tenant database, as its owner, in the
     /// caller's transaction: reading and writing the tables (and sequences) of the current and
-    /// future migrations, serialised per database with concurrent retries.
-    pub async fn grant_tables(owner: &Transaction<'_>, database: &str) -> Result<(), Error> {
-        let role = Self::role(database);
+    /// future migrations, to `role`, serialised per role with concurrent retries.
+    pub async fn grant_tables(owner: &Transaction<'_>, role: &str) -> Result<(), Error> {
         let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
-        owner.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&role)]).await.map_err(db)?;
-        let role = quote(&role);
+        owner.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(role)]).await.map_err(db)?;
+        let role = quote(role);
         owner
             .batch_execute(&format!(
                 "GRANT USAGE ON SCHEMA public TO {role};
@@ -153,6 +155,14 @@ impl TenantLogins {
             .await
             .map_err(db)
     }
+}
+
+/// Whether `role` has the one form of tenant login role names (`clinic_tenant_` and 32 hex
+/// digits), the only one `deploy/bootstrap.sql`'s `create_tenant_role` accepts.
+pub fn is_role_name(role: &str) -> bool {
+    role.strip_prefix("clinic_tenant_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// A tenant login ready to be granted (see [`TenantLogins::prepare`]); holds no secret in
@@ -174,6 +184,11 @@ impl PreparedLogin {
     /// The database it is for.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The role's name.
+    pub fn role(&self) -> &str {
+        &self.role
     }
 
     /// The SCRAM-SHA-256 verifier handed to PostgreSQL.
@@ -236,8 +251,12 @@ mod tests {
     #[test]
     fn roles_follow_the_one_pattern_the_bootstrap_function_accepts() {
         let role = TenantLogins::role("clinic_acme");
-        assert!(role.starts_with("clinic_tenant_") && role.len() == 46, "{role}");
-        assert!(role["clinic_tenant_".len()..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(is_role_name(&role), "{role}");
+        assert!(is_role_name(&TenantLogins::role("spare_x_0123")));
+        for bad in ["clinic_tenant_", "clinic_tenant_0123456789ABCDEF0123456789abcdef", "postgres"]
+        {
+            assert!(!is_role_name(bad), "{bad}");
+        }
         assert_ne!(role, TenantLogins::role("clinic_acme2"));
         let logins = TenantLogins::new(SecretString::from("s1"));
         let other = TenantLogins::new(SecretString::from("s2"));
@@ -256,9 +275,11 @@ mod tests {
              WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
         );
         let logins = TenantLogins::new(SecretString::from("s1"));
-        let a = logins.prepare("clinic_a").unwrap();
-        assert_eq!(a.verifier, logins.prepare("clinic_a").unwrap().verifier, "deterministic");
-        assert_ne!(a.verifier, logins.prepare("clinic_b").unwrap().verifier);
+        let role = |d: &str| TenantLogins::role(d);
+        let a = logins.prepare("clinic_a", &role("clinic_a")).unwrap();
+        let again = logins.prepare("clinic_a", &role("clinic_a")).unwrap();
+        assert_eq!(a.verifier, again.verifier, "deterministic");
+        assert_ne!(a.verifier, logins.prepare("clinic_b", &role("clinic_b")).unwrap().verifier);
         assert!(!a.verifier.contains(&logins.password(&a.role).unwrap()));
     }
 }

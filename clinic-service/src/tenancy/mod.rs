@@ -88,6 +88,11 @@ pub struct Location {
     pub server: String,
     /// Its database name (`clinic_<slug>`).
     pub database: String,
+    /// The login role serving it: the one recorded with the organization (made from a spare
+    /// that carried its role and grants), else derived from `database`.
+    pub login_role: String,
+    /// Whether `login_role` was recorded (came with the spare) rather than derived.
+    pub login_role_recorded: bool,
 }
 
 impl Location {
@@ -103,7 +108,19 @@ impl Location {
         if !safe {
             return Err(Error::Internal("directory returned an unsafe database name".into()));
         }
-        Ok(Self { organization_id, server: org.server.clone(), database: db.clone() })
+        let recorded = !org.login_role.is_empty();
+        if recorded && !login::is_role_name(&org.login_role) {
+            return Err(Error::Internal("directory returned an unsafe login role".into()));
+        }
+        let login_role =
+            if recorded { org.login_role.clone() } else { login::TenantLogins::role(db) };
+        Ok(Self {
+            organization_id,
+            server: org.server.clone(),
+            database: db.clone(),
+            login_role,
+            login_role_recorded: recorded,
+        })
     }
 }
 
@@ -225,7 +242,7 @@ impl TenantAccess {
     pub fn tenant_config(&self, location: &Location) -> Result<tokio_postgres::Config, Error> {
         let config = self.owner_config(location)?;
         match &self.inner.logins {
-            Some(logins) => logins.apply(config, &location.database),
+            Some(logins) => logins.apply(config, &location.login_role),
             None => Ok(config),
         }
     }
@@ -244,23 +261,47 @@ impl TenantAccess {
         owner: &mut tokio_postgres::Client,
     ) -> Result<(), Error> {
         let Some(logins) = &self.inner.logins else { return Ok(()) };
-        let mut maintenance =
-            self.pools().connect(&self.maintenance_config(&location.server)?).await?;
-        let granted = logins.grant(&mut maintenance.client, owner, &location.database).await;
-        tokio::spawn(maintenance.close());
+        let mut maintenance = self.maintenance(&location.server).await?;
+        let (database, role) = (&location.database, &location.login_role);
+        let granted = logins.grant(&mut maintenance.client, owner, database, role).await;
+        if granted.is_ok() {
+            self.release_maintenance(&location.server, maintenance);
+        } else {
+            tokio::spawn(maintenance.close());
+        }
         granted
     }
 
-    /// The login role of `database` ready to be granted (its password's verifier computed on a
-    /// blocking thread); `None` without login roles configured.
+    /// The login role `role` of `database` ready to be granted (its password's verifier
+    /// computed on a blocking thread); `None` without login roles configured.
     pub async fn prepare_login(
         &self,
         database: &str,
+        role: &str,
     ) -> Result<Option<login::PreparedLogin>, Error> {
         match &self.inner.logins {
-            Some(logins) => logins.prepare_async(database).await.map(Some),
+            Some(logins) => logins.prepare_async(database, role).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Whether tenants are served through login roles of their own (`TENANT_ROLE_SECRET`).
+    pub fn has_logins(&self) -> bool {
+        self.inner.logins.is_some()
+    }
+
+    /// A maintenance connection of `server`: the one kept open for it when idle (and alive),
+    /// else a new one. Give it back with [`Self::release_maintenance`] when it is in a clean
+    /// state (no transaction or session lock left); otherwise close it.
+    pub async fn maintenance(&self, server: &str) -> Result<pools::RawConnection, Error> {
+        let config = self.maintenance_config(server)?;
+        self.pools().maintenance(server, &config).await
+    }
+
+    /// Keeps `conn` as `server`'s idle maintenance connection (or closes it when one is kept
+    /// already).
+    pub fn release_maintenance(&self, server: &str, conn: pools::RawConnection) {
+        self.pools().release_maintenance(server, conn);
     }
 
     /// The half of [`Self::grant_login`] done through `maintenance` (the server's maintenance
@@ -286,7 +327,7 @@ impl TenantAccess {
         if self.inner.logins.is_none() {
             return Ok(());
         }
-        login::TenantLogins::grant_tables(owner, &location.database).await
+        login::TenantLogins::grant_tables(owner, &location.login_role).await
     }
 
     /// Connection settings of a server's maintenance database.

@@ -7,6 +7,10 @@
 //! call for another tenant should not have to wait for); when the budget is spent they are
 //! closed on demand, and a request that still cannot get a connection within the acquire
 //! timeout gets RESOURCE_EXHAUSTED.
+//!
+//! Each server also keeps at most one idle maintenance connection (for the short statements of
+//! provisioning: renames, look-ups, grants), so a new clinic does not open one; it is closed
+//! like an idle tenant connection when the budget runs out, and replaced when found dead.
 
 use std::{
     collections::HashMap,
@@ -62,6 +66,8 @@ struct Shared {
     pool_size: usize,
     acquire_timeout: Duration,
     lru: Mutex<Lru>,
+    /// The idle maintenance connection of each server (key), and when it was returned.
+    maintenance: Mutex<HashMap<String, (RawConnection, Instant)>>,
 }
 
 #[derive(Default)]
@@ -161,6 +167,11 @@ impl Shared {
     /// Closes the idle connections of the least recently used tenant that has any, and forgets
     /// pools left empty.
     fn evict_idle(&self, except: Option<Uuid>) {
+        // Idle maintenance connections first: the next clinic can open one again.
+        let idle = std::mem::take(&mut *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            return;
+        }
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
         let mut order: Vec<(u64, Uuid)> = lru
             .pools
@@ -197,6 +208,7 @@ impl Pools {
                 pool_size: pool_size.clamp(1, budget.max(1)),
                 acquire_timeout,
                 lru: Mutex::new(Lru::default()),
+                maintenance: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -263,6 +275,40 @@ impl Pools {
         let permit = self.shared.permit(None, deadline).await?;
         let (client, task) = open(config, &self.shared.tls, permit).await?;
         Ok(RawConnection { client, task })
+    }
+
+    /// `server`'s idle maintenance connection (`config`) if it is alive (verified with a round
+    /// trip after [`VERIFY_AFTER_IDLE`]), else a new one. See [`Self::release_maintenance`].
+    pub async fn maintenance(
+        &self,
+        server: &str,
+        config: &tokio_postgres::Config,
+    ) -> Result<RawConnection, Error> {
+        let idle = self.shared.maintenance.lock().unwrap_or_else(|p| p.into_inner()).remove(server);
+        if let Some((conn, since)) = idle {
+            let alive = !conn.client.is_closed()
+                && (since.elapsed() < VERIFY_AFTER_IDLE
+                    || conn.client.simple_query("").await.is_ok());
+            if alive {
+                return Ok(conn);
+            }
+        }
+        self.connect(config).await
+    }
+
+    /// Keeps `conn` as `server`'s idle maintenance connection; it must hold no transaction or
+    /// session lock. Closed instead when one is kept already or its socket is closed.
+    pub fn release_maintenance(&self, server: &str, conn: RawConnection) {
+        if conn.client.is_closed() {
+            return;
+        }
+        let mut idle = self.shared.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.contains_key(server) {
+            drop(idle);
+            tokio::spawn(conn.close());
+        } else {
+            idle.insert(server.to_owned(), (conn, Instant::now()));
+        }
     }
 
     /// The number of tenant pools currently open.

@@ -11,15 +11,16 @@
 //!    `CREATE DATABASE`), and inherits the template's schema marker;
 //! 3. migrations run on it only when it lacks the current marker (a fresh spare or clone has
 //!    it; a database created without them is repaired), and it gets its own login role, the
-//!    only one besides its owner that may connect to it;
+//!    only one besides its owner that may connect to it — unless it was a spare that came with
+//!    its role and grants (recorded with the organization at the claim);
 //! 4. the creator becomes its admin (once), while the membership is recorded centrally;
 //! 5. the organization is marked ACTIVE (which forgets the claimed spare).
 //!
-//! One maintenance connection and one owner connection serve steps 2 to 4.
+//! The server's pooled maintenance connection and one tenant connection (the tenant's pool, or
+//! its owner's when grants are due) serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
-use tokio_postgres::{Client, Transaction, error::SqlState};
-use uuid::Uuid;
+use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
 use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
 use crate::{auth::Person, error::Error, roles::Role};
@@ -42,6 +43,7 @@ pub async fn create_organization(
         return Err(Error::PermissionDenied("verify your email address first".into()));
     }
     let claim = access.spares().enabled();
+    let started = std::time::Instant::now();
     let reserved = access
         .identity()
         .reserve_organization(name, claims.user_id, access.server_keys().to_vec(), claim)
@@ -63,13 +65,29 @@ pub async fn create_organization(
     }
     let membership =
         access.identity().record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0);
+    let reserve_ms = ms(started.elapsed());
     let (tenant, membership) =
         tokio::join!(provision_database(access, &org.location, spare, claims), membership);
     tenant?;
     membership?;
+    let tenant_ms = ms(started.elapsed()) - reserve_ms;
     let active = access.identity().activate_organization(org.id).await?;
-    tracing::info!(from_spare = spare.is_some(), "organization provisioned");
+    let total_ms = ms(started.elapsed());
+    // Where the time went (benches/clinic.rs reports these): reservation (and claim), the
+    // tenant's database with the membership recorded alongside, activation.
+    tracing::info!(
+        from_spare = spare.is_some(),
+        reserve_ms,
+        tenant_ms,
+        activate_ms = total_ms - reserve_ms - tenant_ms,
+        total_ms,
+        "organization provisioned"
+    );
     OrgRecord::try_from(active)
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// The claimed spare's name from the directory, checked before it is used as an identifier.
@@ -86,9 +104,24 @@ fn spare_name(name: &str) -> Result<Option<&str>, Error> {
     Ok(Some(name))
 }
 
-/// Steps 2 to 4 of the module header on the tenant's server. One connection at a time (first
-/// the maintenance database, then the tenant's), so concurrent creations never hold one
-/// connection of the budget while waiting for another; two transactions in all.
+/// How the tenant database came into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// It existed already (an earlier attempt placed it).
+    Existed,
+    /// The claimed spare was renamed to it.
+    Renamed,
+    /// It was cloned from the template by this call.
+    Cloned,
+}
+
+/// Steps 2 to 4 of the module header on the tenant's server.
+///
+/// From a spare that carries its login role and grants (the usual case), the server's pooled
+/// maintenance connection renames it and the admin row goes in through the tenant's own pool
+/// (its role): no role work, no connection opened but the tenant's first. Otherwise one
+/// connection at a time (the maintenance database, then the tenant's as its owner), so
+/// concurrent creations never hold one connection of the budget while waiting for another.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
@@ -97,31 +130,48 @@ async fn provision_database(
 ) -> Result<(), Error> {
     // Once per process; it opens connections of its own, so before ours.
     ensure_template(access, &location.server).await?;
-    let placing = async {
-        let maintenance =
-            access.pools().connect(&access.maintenance_config(&location.server)?).await?;
-        let placed = async {
-            place_database(access, &maintenance.client, location, spare).await?;
-            let marker = marker_of(&maintenance.client, &location.database).await?;
-            Ok::<_, Error>(marker.as_deref() == Some(migrations::marker().as_str()))
+    let started = std::time::Instant::now();
+    let mut maintenance = access.maintenance(&location.server).await?;
+    // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
+    // will be needed: computed while the database is placed.
+    let login = (spare.is_none() || !location.login_role_recorded)
+        .then(|| tokio::spawn(prepare_login(access.clone(), location.clone())));
+    let (placed, marker) = match place_database(access, &maintenance.client, location, spare).await
+    {
+        Ok(placed) => placed,
+        Err(e) => {
+            tokio::spawn(maintenance.close());
+            return Err(e);
         }
-        .await;
-        Ok::<_, Error>((maintenance, placed))
     };
-    // The login role's verifier (PBKDF2, on a blocking thread) is computed meanwhile.
-    let (placing, login) = tokio::join!(placing, access.prepare_login(&location.database));
-    let (mut maintenance, placed) = placing?;
-    let current = async {
-        let current = placed?;
-        access.grant_login_database(&mut maintenance.client, login?.as_ref()).await?;
-        Ok::<_, Error>(current)
+    // A fresh clone carries the template's marker (migrated by this process).
+    let current =
+        placed == Placed::Cloned || marker.as_deref() == Some(migrations::marker().as_str());
+    tracing::debug!(?placed, place_ms = ms(started.elapsed()), "tenant database in place");
+    let ready = placed == Placed::Renamed && current && location.login_role_recorded;
+    if ready || !access.has_logins() && current {
+        access.release_maintenance(&location.server, maintenance);
+        let conn = access.connect(location).await?;
+        return insert_admin(conn.raw(), claims).await;
+    }
+    // The role and its grants: on a clone, a spare without a role, or a retry.
+    let granted = async {
+        let login = match login {
+            Some(computed) => computed.await.map_err(|e| Error::internal("tenant role", e))??,
+            None => prepare_login(access.clone(), location.clone()).await?,
+        };
+        access.grant_login_database(&mut maintenance.client, login.as_ref()).await
     }
     .await;
-    // The close waits for the backend to exit (the budget permit is returned then); the clinic
-    // does not need to wait for it.
-    tokio::spawn(maintenance.close());
+    match granted {
+        Ok(()) => access.release_maintenance(&location.server, maintenance),
+        Err(e) => {
+            tokio::spawn(maintenance.close());
+            return Err(e);
+        }
+    }
     let owner_config = access.owner_config(location)?;
-    if !current? {
+    if !current {
         let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
         tracing::info!(applied, "repaired a tenant database without the current schema");
     }
@@ -138,30 +188,47 @@ async fn provision_database(
     done
 }
 
+async fn prepare_login(
+    access: TenantAccess,
+    location: Location,
+) -> Result<Option<super::login::PreparedLogin>, Error> {
+    access.prepare_login(&location.database, &location.login_role).await
+}
+
 /// Brings the tenant's database into place: it exists already, or the claimed spare is renamed
-/// to it, or it is cloned from the template.
+/// to it, or it is cloned from the template. Returns how, and the database's schema marker as
+/// it was looked up (the spare's, when renamed; `None` for a clone or a racing retry's).
 async fn place_database(
     access: &TenantAccess,
     client: &Client,
     location: &Location,
     spare: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<(Placed, Option<String>), Error> {
     let target = location.database.as_str();
     // Twice: a concurrent retry of the same creation may rename the spare between our look and
     // our rename.
     for _ in 0..2 {
         let names: Vec<&str> = std::iter::once(target).chain(spare).collect();
         let rows = client
-            .query("SELECT datname::text FROM pg_database WHERE datname = ANY($1)", &[&names])
+            .query_typed(
+                "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
+                 WHERE datname = ANY($1)",
+                &[(&names, Type::TEXT_ARRAY)],
+            )
             .await
             .map_err(|e| Error::tenant_db("look up database", &e))?;
-        let found: Vec<String> = rows.iter().map(|r| r.col(0)).collect::<Result<_, _>>()?;
-        if found.iter().any(|f| f == target) {
-            return Ok(());
+        let found: Vec<(String, Option<String>)> =
+            rows.iter().map(|r| Ok((r.col(0)?, r.col(1)?))).collect::<Result<_, Error>>()?;
+        let marker_of = |name: &str| found.iter().find(|(f, _)| f == name).map(|(_, m)| m.clone());
+        if let Some(marker) = marker_of(target) {
+            return Ok((Placed::Existed, marker));
         }
-        let Some(spare) = spare.filter(|s| found.iter().any(|f| f == s)) else {
-            clone_template(access, client, target).await?;
-            return Ok(());
+        let Some((spare, marker)) = spare.and_then(|s| Some((s, marker_of(s)?))) else {
+            return Ok(if clone_template(access, client, target).await? {
+                (Placed::Cloned, None)
+            } else {
+                (Placed::Existed, marker_of_db(client, target).await?)
+            });
         };
         let sql = format!(
             "ALTER DATABASE {} RENAME TO {}",
@@ -169,7 +236,7 @@ async fn place_database(
             clinic_shared::slug::quote_ident(target)
         );
         match client.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok((Placed::Renamed, marker)),
             Err(e)
                 if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
                     || e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
@@ -236,31 +303,41 @@ pub(super) async fn clone_template(
                 if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
                     || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
             {
-                return Ok(false);
+                return Ok((false, false));
             }
             Err(e) => return Err(Error::tenant_db("create database", &e)),
         }
         // COMMENT takes no parameters: only a well-formed marker is copied (no quotes in it).
-        if let Some(marker) = marker_of(client, access.template()).await?.filter(|m| {
+        if let Some(marker) = marker_of_db(client, access.template()).await?.filter(|m| {
             m.starts_with("clinic-schema ")
                 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
         }) {
+            // With the unlock, in one round trip.
             let sql = format!(
-                "COMMENT ON DATABASE {} IS '{marker}'",
+                "COMMENT ON DATABASE {} IS '{marker}'; SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK})",
                 clinic_shared::slug::quote_ident(name)
             );
             client.batch_execute(&sql).await.map_err(|e| Error::tenant_db("copy marker", &e))?;
+            return Ok((true, true));
         }
-        Ok(true)
+        Ok((true, false))
     }
     .await;
-    let unlocked = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
-    let created = result?;
-    unlocked.map(|()| created)
+    match result {
+        Ok((created, true)) => Ok(created),
+        Ok((created, false)) => {
+            lock(client, "SELECT pg_advisory_unlock_shared($1)").await.map(|()| created)
+        }
+        Err(e) => {
+            // Best effort: the caller closes the connection on error, which releases it anyway.
+            let _ = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
+            Err(e)
+        }
+    }
 }
 
 /// The schema marker (comment) of database `name`, read through any connection to its server.
-pub(super) async fn marker_of(client: &Client, name: &str) -> Result<Option<String>, Error> {
+pub(super) async fn marker_of_db(client: &Client, name: &str) -> Result<Option<String>, Error> {
     let row = client
         .query_opt(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
@@ -286,33 +363,25 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
     }
 }
 
-/// Inserts the creator as admin unless they are a member already.
-/// In the caller's transaction `tx`.
-async fn insert_admin(tx: &Transaction<'_>, claims: &Person) -> Result<(), Error> {
-    let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
-    let existing = tx
-        .query_opt("SELECT id FROM organization_user WHERE user_id = $1", &[&claims.user_id])
-        .await
-        .map_err(db)?;
-    if existing.is_none() {
-        let profile: Uuid = tx
-            .query_one("INSERT INTO admin_profile DEFAULT VALUES RETURNING id", &[])
-            .await
-            .map_err(db)?
-            .col(0)?;
-        tx.execute(
-            "INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+/// Inserts the creator as admin unless they are a member already, in one statement (through
+/// the tenant's role or, in the owner's transaction, as its owner), unprepared: one round trip.
+async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<(), Error> {
+    client
+        .execute_typed(
+            "WITH profile AS ( \
+                 INSERT INTO admin_profile (id) SELECT gen_random_uuid() \
+                 WHERE NOT EXISTS (SELECT 1 FROM organization_user WHERE user_id = $1) \
+                 RETURNING id) \
+             INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
+             SELECT $1, $2, $3, $4, id FROM profile ON CONFLICT (user_id) DO NOTHING",
             &[
-                &claims.user_id,
-                &claims.email,
-                &clinic_shared::email::normalize(&claims.email),
-                &claims.name,
-                &profile,
+                (&claims.user_id, Type::UUID),
+                (&claims.email, Type::TEXT),
+                (&clinic_shared::email::normalize(&claims.email), Type::TEXT),
+                (&claims.name, Type::TEXT),
             ],
         )
         .await
-        .map_err(db)?;
-    }
+        .map_err(|e| Error::tenant_db("insert admin", &e))?;
     Ok(())
 }

@@ -9,6 +9,13 @@
 //! organizations), renames it to `clinic_<slug>`, and its activation forgets the claim. Spares are
 //! named `SPARE_DATABASE_PREFIX` + 32 hex digits, outside the clinics' `clinic_` namespace.
 //!
+//! Each spare is made with its tenant login role (derived from the spare's name, registered with
+//! it) and that role's grants: CONNECT on the spare alone and the tables inside it. Privileges
+//! belong to the database, not its name, so they survive the rename; the claim records the role
+//! with the organization, and the new clinic does no role work at all. A spare discarded before
+//! it is claimed leaves its role behind, with no privilege anywhere (its grants went with its
+//! database; clinic-service cannot drop roles).
+//!
 //! The replenisher (one task per process) tops every server up to `SPARE_DATABASES` after each
 //! claim, at start and every `SPARE_CHECK_SECS`. A round on a server holds an advisory lock (in
 //! the server's maintenance database, keyed by the prefix) for its whole length, so replicas take
@@ -29,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify};
 use tokio_postgres::Client;
 
-use super::{TenantAccess, migrations, pools::RawConnection, provisioning};
+use super::{TenantAccess, login::TenantLogins, migrations, pools::RawConnection, provisioning};
 use crate::error::Error;
 
 /// Settings and coordination of one process's spares.
@@ -148,8 +155,8 @@ pub async fn replenish(access: &TenantAccess, server: &str) -> Result<Replenishe
     if spares.count > 0 {
         provisioning::ensure_template(access, server).await?;
     }
-    let maintenance = locked(access, server).await?;
-    let result = replenish_locked(access, server, &maintenance.client).await;
+    let mut maintenance = locked(access, server).await?;
+    let result = replenish_locked(access, server, &mut maintenance.client).await;
     // Closing the connection ends the lock.
     maintenance.close().await;
     result
@@ -169,7 +176,7 @@ async fn locked(access: &TenantAccess, server: &str) -> Result<RawConnection, Er
 async fn replenish_locked(
     access: &TenantAccess,
     server: &str,
-    client: &Client,
+    client: &mut Client,
 ) -> Result<Replenished, Error> {
     let identity = access.identity();
     // Listed again under the lock: what another replica did before is now visible.
@@ -205,16 +212,41 @@ async fn replenish_locked(
     }
     for _ in ready.len()..wanted {
         let name = access.spares().new_name();
-        identity.register_spare_database(server, &name).await?;
+        let role = access.has_logins().then(|| TenantLogins::role(&name));
+        identity.register_spare_database(server, &name, role.as_deref()).await?;
         provisioning::clone_template(access, client, &name).await?;
-        // One connection builds the new database's relation cache file, so the clinic's first
-        // connection after the rename finds it; closed (backend gone) before the spare is READY.
+        // This connection also builds the new database's relation cache file, so the clinic's
+        // first connection after the rename finds it; closed (backend gone) before the spare is
+        // READY, so the rename never waits for it.
         let config = access.database_config(server, &name)?;
-        access.pools().connect(&config).await?.close().await;
+        let mut owner = access.pools().connect(&config).await?;
+        let granted = match &role {
+            Some(role) => grant(access, client, &mut owner.client, &name, role).await,
+            None => Ok(()),
+        };
+        owner.close().await;
+        granted?;
         identity.update_spare_database(&name, State::Creating, State::Ready).await?;
         done.created += 1;
     }
     Ok(done)
+}
+
+/// Makes `role` the login of spare `name`: the role, CONNECT on the spare alone (through
+/// `maintenance`) and the tables inside it (through `owner`, connected to the spare).
+async fn grant(
+    access: &TenantAccess,
+    maintenance: &mut Client,
+    owner: &mut Client,
+    name: &str,
+    role: &str,
+) -> Result<(), Error> {
+    let Some(login) = access.prepare_login(name, role).await? else { return Ok(()) };
+    TenantLogins::grant_database(maintenance, &login).await?;
+    let db = |e: tokio_postgres::Error| Error::tenant_db("spare grants", &e);
+    let tx = owner.transaction().await.map_err(db)?;
+    TenantLogins::grant_tables(&tx, role).await?;
+    tx.commit().await.map_err(db)
 }
 
 /// Which of `names` exist on the server.
@@ -281,7 +313,7 @@ async fn migrate_locked(
     let mut outcomes = Vec::new();
     for spare in listed.into_iter().filter(|s| s.state() == State::Ready) {
         let name = spare.database_name;
-        if provisioning::marker_of(client, &name).await?.as_deref() == Some(marker.as_str()) {
+        if provisioning::marker_of_db(client, &name).await?.as_deref() == Some(marker.as_str()) {
             continue;
         }
         // CREATING: nobody claims it while it is open.

@@ -250,11 +250,24 @@ impl Drop for TenantCleanup {
                         .unwrap_or_default();
                     for row in rows {
                         let database: &str = row.get(0);
+                        // Its login roles go with it (roles are server-wide): the derived one,
+                        // and whichever may connect to it (a spare's, renamed with it).
+                        let granted = client
+                            .query(
+                                "SELECT r.rolname::text FROM pg_database d, \
+                                 aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantee \
+                                 WHERE d.datname = $1 AND r.rolname LIKE 'clinic\\_tenant\\_%'",
+                                &[&database],
+                            )
+                            .await
+                            .unwrap_or_default();
                         let _ = drop_database(&client, database).await;
-                        // Its login role goes with it (roles are server-wide).
-                        let role = clinic_service::tenancy::login::TenantLogins::role(database);
-                        let drop_role = format!("DROP ROLE IF EXISTS {}", quote_ident(&role));
-                        let _ = client.batch_execute(&drop_role).await;
+                        let derived = clinic_service::tenancy::login::TenantLogins::role(database);
+                        let roles = granted.iter().map(|r| r.get::<_, String>(0));
+                        for role in roles.chain(std::iter::once(derived)) {
+                            let drop_role = format!("DROP ROLE IF EXISTS {}", quote_ident(&role));
+                            let _ = client.batch_execute(&drop_role).await;
+                        }
                     }
                 }
                 Ok::<_, std::io::Error>(())

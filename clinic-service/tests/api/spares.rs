@@ -92,6 +92,49 @@ async fn admin_check(app: &TestApp, owner: &TestUser, org: &pb::Organization, me
     assert_eq!(n, members, "{}: member rows", org.name);
 }
 
+/// `org` (on `server`) is served through the login role made with spare `spare`: recorded
+/// centrally, used by the service's connections, able to read its tables with its derived
+/// password; no role was derived from the clinic's own database name.
+async fn served_through_spare_role(
+    app: &TestApp,
+    org: &pb::Organization,
+    server: &str,
+    spare: &str,
+) {
+    let role = TenantLogins::role(spare);
+    let request = ipb::GetOrganizationRequest { organization_id: org.id.clone() };
+    let found = app.directory().get_organization(request).await.unwrap().into_inner();
+    assert_eq!(found.organization.unwrap().login_role, role, "{}: recorded", org.name);
+    let client = maintenance(server).await;
+    let users: Vec<String> = client
+        .query(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = $1",
+            &[&org.database_name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(users.contains(&role), "{}: served by {users:?}, not {role}", org.name);
+    let derived: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+            &[&TenantLogins::role(&org.database_name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(derived, 0, "{}: no role derived from the clinic's name", org.name);
+    let logins = TenantLogins::new(app.config.tenant_role_secret.clone().unwrap());
+    let url = if server == "b" { second_server_url() } else { first_server_url() };
+    let config = logins.apply(with_dbname(&parse_url(&url).unwrap(), &org.database_name), &role);
+    let tenant = connect(&config.unwrap()).await.expect("the spare's role logs in");
+    let n: i64 =
+        tenant.query_one("SELECT count(*) FROM organization_user", &[]).await.unwrap().get(0);
+    assert!(n >= 1, "{}: the spare's role reads the tables", org.name);
+}
+
 /// Reserves `base` for `owner` claiming a spare, as CreateOrganization does, then "crashes".
 async fn reserve_claiming(
     app: &TestApp,
@@ -132,6 +175,7 @@ async fn a_clinic_from_a_spare_works_end_to_end_and_the_spare_is_replenished() {
     assert_eq!(oid(&server, spare).await, None, "the spare's old name is gone");
     assert_eq!(ready(&app, &server).await.len(), 1, "consumed and forgotten");
     admin_check(&app, &c.admin, &c.org, 3).await;
+    served_through_spare_role(&app, &c.org, &server, spare).await;
 
     // Bookings work in it: the patient books, the doctor approves.
     let start = (Utc::now() + chrono::Duration::hours(30))
@@ -197,10 +241,10 @@ async fn a_crash_around_the_claim_is_completed_by_a_retry() {
     let (three, spare_three) = reserve_claiming(&app, &owner, "Vanished").await;
     maintenance("main").await.batch_execute(&format!("DROP DATABASE {spare_three}")).await.unwrap();
 
-    for (base, reserved, from) in [
-        ("Claimed", &one, Some(spare_oid)),
-        ("Renamed", &two, Some(renamed_oid)),
-        ("Vanished", &three, None),
+    for (base, reserved, spare, from) in [
+        ("Claimed", &one, &spare_one, Some(spare_oid)),
+        ("Renamed", &two, &spare_two, Some(renamed_oid)),
+        ("Vanished", &three, &spare_three, None),
     ] {
         let done = app.create_org(&owner, base).await;
         assert_eq!(done.id, reserved.id, "{base}");
@@ -210,6 +254,8 @@ async fn a_crash_around_the_claim_is_completed_by_a_retry() {
             assert_eq!(now, from, "{base}: the claimed spare was renamed into place");
         }
         admin_check(&app, &owner, &done, 1).await;
+        // Even the clone of a vanished spare is served through the role the spare carried.
+        served_through_spare_role(&app, &done, "main", spare).await;
     }
     assert_eq!(oid("main", &spare_one).await, None);
     assert!(list(&app, "main").await.is_empty(), "every claim was forgotten on activation");
@@ -220,8 +266,11 @@ async fn spares_left_half_made_are_dropped_and_replaced() {
     let app = spawn_spares(1, false).await;
     // A runner stopped after registering a spare and creating its database.
     let stale = format!("{}{}", app.config.spare_prefix, uuid::Uuid::new_v4().simple());
-    let request =
-        ipb::RegisterSpareDatabaseRequest { server: "main".into(), database_name: stale.clone() };
+    let request = ipb::RegisterSpareDatabaseRequest {
+        server: "main".into(),
+        database_name: stale.clone(),
+        ..Default::default()
+    };
     app.directory().register_spare_database(request).await.unwrap();
     maintenance("main").await.batch_execute(&format!("CREATE DATABASE {stale}")).await.unwrap();
 
@@ -334,7 +383,8 @@ async fn without_spares_clinics_are_cloned_as_before() {
     // The tenant's role got the verifier computed here, stored as it is (not taken for a
     // password and hashed again), so the derived password logs in.
     let logins = TenantLogins::new(app.config.tenant_role_secret.clone().unwrap());
-    let expected = logins.prepare(&org.database_name).unwrap();
+    let role = TenantLogins::role(&org.database_name);
+    let expected = logins.prepare(&org.database_name, &role).unwrap();
     let stored: Option<String> = maintenance("main")
         .await
         .query_one(

@@ -74,11 +74,13 @@ pub struct Organization {
     pub creator_user_id: Uuid,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// The login role recorded from the spare database it was made from, if any.
+    pub login_role: Option<String>,
 }
 
 /// Columns of [`Organization`] for SELECT lists (table alias `o`).
-pub const ORG_COLUMNS: &str =
-    "o.id, o.name, o.database_name, o.server, o.status, o.creator_user_id, o.created_at";
+pub const ORG_COLUMNS: &str = "o.id, o.name, o.database_name, o.server, o.status, \
+    o.creator_user_id, o.created_at, o.login_role";
 
 impl Organization {
     /// Reads [`ORG_COLUMNS`] from `row`.
@@ -91,6 +93,7 @@ impl Organization {
             status: OrgStatus::parse(row.col("status")?)?,
             creator_user_id: row.col("creator_user_id")?,
             created_at: row.col("created_at")?,
+            login_role: row.col("login_role")?,
         })
     }
 }

@@ -49,12 +49,12 @@ pub async fn reserve(
 ) -> Result<Reserved, Error> {
     let mut conn = state.conn().await?;
     let tx = conn.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RESERVE_LOCK]).await?;
-    let verified: Option<bool> = tx
-        .query_opt("SELECT is_verified FROM app_user WHERE id = $1", &[&r.creator])
-        .await?
-        .map(|row| row.col(0))
-        .transpose()?;
+    // Statements prepared once per pooled connection (CreateOrganization waits for this call).
+    let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+    tx.execute(&lock, &[&RESERVE_LOCK]).await?;
+    let verified = tx.prepare_cached("SELECT is_verified FROM app_user WHERE id = $1").await?;
+    let verified: Option<bool> =
+        tx.query_opt(&verified, &[&r.creator]).await?.map(|row| row.col(0)).transpose()?;
     match verified {
         None => return Err(Error::NotFound("creator user not found")),
         Some(false) => return Err(Error::FailedPrecondition("creator's email is not verified")),
@@ -64,7 +64,7 @@ pub async fn reserve(
         "SELECT {ORG_COLUMNS} FROM organization o WHERE o.name = $1 OR o.database_name = $2 \
          ORDER BY (o.name = $1) DESC"
     );
-    let existing = tx.query(&sql, &[&r.name, &r.database_name]).await?;
+    let existing = tx.query(&tx.prepare_cached(&sql).await?, &[&r.name, &r.database_name]).await?;
     let existing = existing.iter().map(Organization::from_row).collect::<Result<Vec<_>, _>>()?;
     if existing.iter().any(|o| o.creator_user_id != r.creator) {
         return Err(Error::AlreadyExists("an organization with this name already exists"));
@@ -74,21 +74,24 @@ pub async fn reserve(
         return Ok(Reserved { organization: org, created: false, spare });
     }
     check_quota(state, &tx, r.creator, now).await?;
-    let server: String = tx
-        .query_one(
+    let least_loaded = tx
+        .prepare_cached(
             "SELECT c.server FROM unnest($1::text[]) AS c(server) \
              LEFT JOIN organization o ON o.server = c.server \
              GROUP BY c.server ORDER BY count(o.id), c.server LIMIT 1",
-            &[&r.servers],
         )
-        .await?
-        .col(0)?;
+        .await?;
+    let server: String = tx.query_one(&least_loaded, &[&r.servers]).await?.col(0)?;
     let sql = format!(
         "INSERT INTO organization AS o (id, name, database_name, server, status, creator_user_id, created_at) \
          VALUES ($1, $2, $3, $4, 'provisioning', $5, $6) RETURNING {ORG_COLUMNS}"
     );
+    let insert = tx.prepare_cached(&sql).await?;
     let row = tx
-        .query_one(&sql, &[&Uuid::new_v4(), &r.name, &r.database_name, &server, &r.creator, &now])
+        .query_one(
+            &insert,
+            &[&Uuid::new_v4(), &r.name, &r.database_name, &server, &r.creator, &now],
+        )
         .await
         .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
             Some("organization_name_key" | "organization_database_name_key") => {
@@ -96,9 +99,14 @@ pub async fn reserve(
             }
             _ => Error::Database(e),
         })?;
-    let org = Organization::from_row(&row)?;
-    let spare = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
+    let mut org = Organization::from_row(&row)?;
+    let claimed = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
     tx.commit().await?;
+    // The claim recorded the spare's role on the row (after RETURNING read it).
+    let spare = claimed.map(|c| {
+        org.login_role = c.login_role;
+        c.database_name
+    });
     tracing::info!(
         organization_id = %org.id, server = %org.server, spare = spare.is_some(),
         "organization reserved"
@@ -112,14 +120,13 @@ pub async fn reserve(
 /// (a taken name) is not counted, and neither is the retry of a reservation.
 async fn check_quota(
     state: &AppState,
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     creator: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let created: i64 = tx
-        .query_one("SELECT count(*) FROM organization WHERE creator_user_id = $1", &[&creator])
-        .await?
-        .col(0)?;
+    let count =
+        tx.prepare_cached("SELECT count(*) FROM organization WHERE creator_user_id = $1").await?;
+    let created: i64 = tx.query_one(&count, &[&creator]).await?.col(0)?;
     let max = state.config.max_clinics_per_user;
     if created >= i64::from(max) {
         return Err(Error::QuotaExceeded {
@@ -129,7 +136,7 @@ async fn check_quota(
         });
     }
     let keys = [Key::CreateOrganization(creator)];
-    state.throttle.count(tx, &keys, now, "too many clinics created recently").await
+    state.throttle.count(&**tx, &keys, now, "too many clinics created recently").await
 }
 
 /// Marks an organization ACTIVE (idempotent) and forgets the spare it claimed: that database is
@@ -139,7 +146,8 @@ pub async fn activate(state: &AppState, id: Uuid) -> Result<Organization, Error>
         "WITH spare AS (DELETE FROM spare_database WHERE organization_id = $1) \
          UPDATE organization AS o SET status = 'active' WHERE o.id = $1 RETURNING {ORG_COLUMNS}"
     );
-    let row = state.conn().await?.query_opt(&sql, &[&id]).await?;
+    let conn = state.conn().await?;
+    let row = conn.query_opt(&conn.prepare_cached(&sql).await?, &[&id]).await?;
     let org = Organization::from_row(&row.ok_or(Error::NotFound("organization not found"))?)?;
     tracing::info!(organization_id = %org.id, "organization active");
     Ok(org)

@@ -53,9 +53,11 @@ pub struct Spare {
     pub organization_id: Option<Uuid>,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// The tenant login role made with it, if any.
+    pub login_role: Option<String>,
 }
 
-const COLUMNS: &str = "database_name, server, state, organization_id, created_at";
+const COLUMNS: &str = "database_name, server, state, organization_id, created_at, login_role";
 
 impl Spare {
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, Error> {
@@ -65,6 +67,7 @@ impl Spare {
             state: SpareState::parse(row.col("state")?)?,
             organization_id: row.col("organization_id")?,
             created_at: row.col("created_at")?,
+            login_role: row.col("login_role")?,
         })
     }
 }
@@ -87,25 +90,42 @@ pub fn parse_name(field: &str, name: &str) -> Result<String, Error> {
     Ok(name.to_owned())
 }
 
-/// Registers `name` on `server` as CREATING; idempotent for the same server.
+/// Checks a tenant login role's name: the one pattern `deploy/bootstrap.sql`'s
+/// `create_tenant_role` accepts (`clinic_tenant_` and 32 hex digits); empty means none.
+pub fn parse_login_role(field: &str, role: &str) -> Result<Option<String>, Error> {
+    if role.is_empty() {
+        return Ok(None);
+    }
+    let hex = role.strip_prefix("clinic_tenant_").unwrap_or_default();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Error::invalid(field, "must be clinic_tenant_ followed by 32 hex digits"));
+    }
+    Ok(Some(role.to_owned()))
+}
+
+/// Registers `name` on `server` as CREATING, with the login role made with it; idempotent for
+/// the same server and role.
 pub async fn register(
     state: &AppState,
     server: &str,
     name: &str,
+    login_role: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Spare, Error> {
     let conn = state.conn().await?;
     conn.execute(
-        "INSERT INTO spare_database (database_name, server, state, created_at) \
-         VALUES ($1, $2, 'creating', $3) ON CONFLICT (database_name) DO NOTHING",
-        &[&name, &server, &now],
+        "INSERT INTO spare_database (database_name, server, state, created_at, login_role) \
+         VALUES ($1, $2, 'creating', $3, $4) ON CONFLICT (database_name) DO NOTHING",
+        &[&name, &server, &now, &login_role],
     )
     .await?;
     let sql = format!("SELECT {COLUMNS} FROM spare_database WHERE database_name = $1");
     let row = conn.query_opt(&sql, &[&name]).await?;
     let spare = Spare::from_row(&row.ok_or(Error::NotFound("spare database not found"))?)?;
-    if spare.server != server {
-        return Err(Error::AlreadyExists("this spare database is registered on another server"));
+    if spare.server != server || spare.login_role.as_deref() != login_role {
+        return Err(Error::AlreadyExists(
+            "this spare database is registered on another server or with another role",
+        ));
     }
     Ok(spare)
 }
@@ -164,25 +184,46 @@ pub async fn remove(state: &AppState, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A spare claimed by an organization: its name and the login role it carries.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The spare's database name.
+    pub database_name: String,
+    /// The login role made with it, if any.
+    pub login_role: Option<String>,
+}
+
 /// Claims the oldest READY spare on `server` for `organization` (inside the reservation's
-/// transaction). Concurrent claims skip each other's rows: no spare goes to two organizations
-/// (the UNIQUE organization_id also holds one organization to one spare).
+/// transaction) and records the spare's login role as the organization's, in one statement.
+/// Concurrent claims skip each other's rows: no spare goes to two organizations (the UNIQUE
+/// organization_id also holds one organization to one spare).
 pub async fn claim(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     server: &str,
     organization: Uuid,
-) -> Result<Option<String>, Error> {
-    let row = tx
-        .query_opt(
-            "UPDATE spare_database SET state = 'claimed', organization_id = $2 \
-             WHERE database_name = (SELECT database_name FROM spare_database \
-                 WHERE server = $1 AND state = 'ready' ORDER BY created_at, database_name \
-                 LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             AND state = 'ready' RETURNING database_name",
-            &[&server, &organization],
+) -> Result<Option<Claimed>, Error> {
+    let claim = tx
+        .prepare_cached(
+            "WITH claimed AS ( \
+                 UPDATE spare_database SET state = 'claimed', organization_id = $2 \
+                 WHERE database_name = (SELECT database_name FROM spare_database \
+                     WHERE server = $1 AND state = 'ready' ORDER BY created_at, database_name \
+                     LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 AND state = 'ready' RETURNING database_name, login_role), \
+             recorded AS ( \
+                 UPDATE organization SET login_role = claimed.login_role FROM claimed \
+                 WHERE id = $2 AND claimed.login_role IS NOT NULL) \
+             SELECT database_name, login_role FROM claimed",
         )
         .await?;
-    row.map(|r| r.col(0)).transpose().map_err(Into::into)
+    let row = tx.query_opt(&claim, &[&server, &organization]).await?;
+    row.map(|r| {
+        Ok::<_, Error>(Claimed {
+            database_name: r.col("database_name")?,
+            login_role: r.col("login_role")?,
+        })
+    })
+    .transpose()
 }
 
 /// The spare claimed by `organization`, if any.

@@ -109,6 +109,7 @@ impl From<Organization> for pb::Organization {
             status: status.into(),
             creator_user_id: o.creator_user_id.to_string(),
             create_time: Some(timestamp(o.created_at)),
+            login_role: o.login_role.unwrap_or_default(),
         }
     }
 }
@@ -126,6 +127,7 @@ impl From<Spare> for pb::SpareDatabase {
             state: state.into(),
             organization_id: s.organization_id.map(|o| o.to_string()).unwrap_or_default(),
             create_time: Some(timestamp(s.created_at)),
+            login_role: s.login_role.unwrap_or_default(),
         }
     }
 }

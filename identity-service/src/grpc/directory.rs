@@ -233,11 +233,13 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::RegisterSpareDatabaseRequest>,
     ) -> Result<Response<pb::RegisterSpareDatabaseResponse>, Status> {
         let m = request.into_inner();
-        let (server, name) = both(
+        let (server, name, role) = all3(
             server_key("server", &m.server),
             spares::parse_name("database_name", &m.database_name),
+            spares::parse_login_role("login_role", &m.login_role),
         )?;
-        let spare = spares::register(&self.state, &server, &name, Utc::now()).await?;
+        let spare =
+            spares::register(&self.state, &server, &name, role.as_deref(), Utc::now()).await?;
         Ok(Response::new(pb::RegisterSpareDatabaseResponse { spare_database: Some(spare.into()) }))
     }
 

@@ -7,8 +7,11 @@ use tonic::Code;
 use crate::helpers::{TestApp, assert_code, assert_invalid, spawn_app};
 
 async fn register(app: &TestApp, server: &str, name: &str) -> pb::SpareDatabase {
-    let request =
-        pb::RegisterSpareDatabaseRequest { server: server.into(), database_name: name.into() };
+    let request = pb::RegisterSpareDatabaseRequest {
+        server: server.into(),
+        database_name: name.into(),
+        ..Default::default()
+    };
     let response = app.directory.clone().register_spare_database(request).await.unwrap();
     response.into_inner().spare_database.unwrap()
 }
@@ -52,13 +55,28 @@ async fn spare_names_stay_outside_the_clinics_namespace() {
     let app = spawn_app().await;
     let mut directory = app.directory.clone();
     for bad in ["clinic_spare", "clinic_", "Spare", "", "a-b", "1spare", &"s".repeat(64)] {
-        let request =
-            pb::RegisterSpareDatabaseRequest { server: "s1".into(), database_name: bad.into() };
+        let request = pb::RegisterSpareDatabaseRequest {
+            server: "s1".into(),
+            database_name: bad.into(),
+            ..Default::default()
+        };
         assert_invalid(directory.register_spare_database(request).await, "database_name");
     }
-    let request =
-        pb::RegisterSpareDatabaseRequest { server: String::new(), database_name: "spare_a".into() };
+    let request = pb::RegisterSpareDatabaseRequest {
+        server: String::new(),
+        database_name: "spare_a".into(),
+        ..Default::default()
+    };
     assert_invalid(directory.register_spare_database(request).await, "server");
+    // Login roles: only the one pattern bootstrap.sql's create_tenant_role accepts.
+    for bad in ["postgres", "clinic_tenant_", "clinic_tenant_0123456789ABCDEF0123456789abcdef"] {
+        let request = pb::RegisterSpareDatabaseRequest {
+            server: "s1".into(),
+            database_name: "spare_a".into(),
+            login_role: bad.into(),
+        };
+        assert_invalid(directory.register_spare_database(request).await, "login_role");
+    }
     let update = pb::UpdateSpareDatabaseRequest {
         database_name: "spare_a".into(),
         expected_state: State::Creating.into(),
@@ -78,6 +96,7 @@ async fn spares_are_registered_made_ready_claimed_once_and_forgotten_on_activati
     let elsewhere = pb::RegisterSpareDatabaseRequest {
         server: "s2".into(),
         database_name: "spare_first".into(),
+        ..Default::default()
     };
     let refused = app.directory.clone().register_spare_database(elsewhere).await;
     assert_code(refused, Code::AlreadyExists);
@@ -134,4 +153,38 @@ async fn spares_are_registered_made_ready_claimed_once_and_forgotten_on_activati
     }
     assert!(list(&app, "s2").await.is_empty());
     assert_eq!(list(&app, "").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_spare_s_login_role_becomes_its_organization_s() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await.user.id;
+    let role = format!("clinic_tenant_{}", "0123456789abcdef".repeat(2));
+    let request = pb::RegisterSpareDatabaseRequest {
+        server: "s1".into(),
+        database_name: "spare_with_role".into(),
+        login_role: role.clone(),
+    };
+    let spare = app.directory.clone().register_spare_database(request.clone()).await.unwrap();
+    assert_eq!(spare.into_inner().spare_database.unwrap().login_role, role);
+    // Idempotent with the same role, refused with another.
+    app.directory.clone().register_spare_database(request.clone()).await.unwrap();
+    let other = pb::RegisterSpareDatabaseRequest { login_role: String::new(), ..request };
+    assert_code(app.directory.clone().register_spare_database(other).await, Code::AlreadyExists);
+    set_state(&app, "spare_with_role", State::Creating, State::Ready).await.unwrap();
+
+    let reserved = reserve_claiming(&app, "With Role", &ann).await;
+    assert_eq!(reserved.spare_database_name, "spare_with_role");
+    assert_eq!(reserved.organization.as_ref().unwrap().login_role, role);
+    // A retry, GetOrganization and the activation all carry it.
+    let again = reserve_claiming(&app, "With Role", &ann).await;
+    assert_eq!(again.organization.unwrap().login_role, role);
+    let id = reserved.organization.unwrap().id;
+    let request = pb::ActivateOrganizationRequest { organization_id: id.clone() };
+    let active = app.directory.clone().activate_organization(request).await.unwrap();
+    assert_eq!(active.into_inner().organization.unwrap().login_role, role);
+    // Without a spare, no role is recorded (clinic-service derives it).
+    let plain = reserve_claiming(&app, "Without Spare", &ann).await;
+    assert_eq!(plain.spare_database_name, "");
+    assert_eq!(plain.organization.unwrap().login_role, "");
 }
