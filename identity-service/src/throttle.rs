@@ -128,12 +128,7 @@ impl Throttle {
 
     /// Takes back one counted attempt of `key` (an attempt that turned out not to be a failure).
     pub async fn refund(&self, db: &impl GenericClient, key: &Key) -> Result<(), Error> {
-        db.execute(
-            "UPDATE throttle_counter SET count = count - 1 WHERE key = $1 AND count > 0",
-            &[&key.digest()],
-        )
-        .await?;
-        Ok(())
+        refund(db, key).await
     }
 
     /// Deletes counters whose window ended before `now`; returns how many.
@@ -144,5 +139,55 @@ impl Throttle {
                 &[&(now - self.window())],
             )
             .await?)
+    }
+}
+
+/// Takes back one counted attempt of `key`.
+async fn refund(db: &impl GenericClient, key: &Key) -> Result<(), Error> {
+    db.execute(
+        "UPDATE throttle_counter SET count = count - 1 WHERE key = $1 AND count > 0",
+        &[&key.digest()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Attempts counted before the work they guard, whose verdict is not known yet. Dropped
+/// without [`Unjudged::judged`] (the call failed on the way, or its caller went away and the
+/// server dropped it), they are taken back in the background: only an attempt that reached its
+/// verdict (a wrong password, say) stays counted, so abandoned calls cannot lock anyone out.
+/// Nothing is learnt from an abandoned attempt, so taking it back helps no guesser.
+pub struct Unjudged {
+    pool: deadpool_postgres::Pool,
+    keys: Vec<Key>,
+}
+
+impl Unjudged {
+    /// Attempts on `keys`, just counted, to take back unless judged.
+    pub fn new(pool: deadpool_postgres::Pool, keys: Vec<Key>) -> Self {
+        Self { pool, keys }
+    }
+
+    /// The verdict is known: the attempts stay counted (or are settled by the caller).
+    pub fn judged(mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for Unjudged {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let (pool, keys) = (self.pool.clone(), std::mem::take(&mut self.keys));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let Ok(conn) = pool.get().await else { return };
+            for key in &keys {
+                if let Err(e) = refund(&**conn, key).await {
+                    tracing::warn!(error = %e, "could not take back an abandoned attempt");
+                }
+            }
+        });
     }
 }

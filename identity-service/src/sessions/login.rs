@@ -1,6 +1,7 @@
 //! Login: a place in the hashing pool first, then the attempt is counted per account and per
 //! client (before any hashing, so parallel guesses evaluate at most the limit); wrong email and
-//! wrong password answer identically and cost the same.
+//! wrong password answer identically and cost the same. An attempt that ends before its verdict
+//! (an error, or the caller gone) is taken back.
 
 use chrono::{DateTime, Utc};
 
@@ -10,7 +11,7 @@ use crate::{
     error::Error,
     peer::Peer,
     state::AppState,
-    throttle::Key,
+    throttle::{Key, Unjudged},
 };
 
 /// A login attempt.
@@ -40,6 +41,8 @@ pub async fn login(
     let conn = state.conn().await?;
     let keys: Vec<Key> = std::iter::once(account.clone()).chain(peer.clone()).collect();
     state.throttle.count(&**conn, &keys, now, TOO_MANY_ATTEMPTS).await?;
+    // Taken back if the login ends before the password is checked.
+    let unjudged = Unjudged::new(state.db.clone(), keys);
 
     let found = users::credentials_by_email(&**conn, &credentials.email).await?;
     drop(conn);
@@ -49,6 +52,7 @@ pub async fn login(
     };
     let ok = slot.verify(credentials.password.0, hash).await?;
     drop(slot);
+    unjudged.judged();
     let (true, Some(user)) = (ok, user) else {
         return Err(BAD_CREDENTIALS);
     };

@@ -262,3 +262,45 @@ async fn oversized_requests_are_refused_and_change_nothing() {
     assert_eq!(app.count("app_user").await, 0);
     app.register("small@example.com", "small", PASSWORD).await.expect("a small request passes");
 }
+
+/// The attempt counters' total in the central database.
+async fn counted(app: &crate::helpers::TestApp) -> i64 {
+    app.db
+        .query_one("SELECT coalesce(sum(count), 0)::bigint FROM throttle_counter", &[])
+        .await
+        .expect("throttle_counter")
+        .get(0)
+}
+
+/// A login abandoned by its caller after it was counted (while its password is hashed) is taken
+/// back: abandoned calls cannot lock the account's owner out. Before, each stayed counted as a
+/// failure, so a client whose requests time out under load got "too many failed attempts" for
+/// its correct password.
+#[tokio::test]
+async fn logins_abandoned_before_their_verdict_are_not_counted_as_failures() {
+    let app = spawn_app_with(|c| c.throttle.account_failures = 2).await;
+    app.verified_user("ann").await;
+    let before = counted(&app).await;
+    for _ in 0..4 {
+        let mut auth = app.auth.clone();
+        let call = tokio::spawn(async move {
+            let request =
+                pb::LoginRequest { email: "ann@example.com".into(), password: PASSWORD.into() };
+            auth.login(request).await
+        });
+        // Counted (account and client, one statement): the password is being hashed now.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while counted(&app).await < before + 2 {
+            assert!(std::time::Instant::now() < deadline, "the attempt was never counted");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        call.abort();
+        let _ = call.await;
+        // Taken back in the background.
+        while counted(&app).await > before {
+            assert!(std::time::Instant::now() < deadline, "the abandoned attempt stayed counted");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    app.login("ann@example.com", PASSWORD).await.expect("the owner is not locked out");
+}
