@@ -39,7 +39,8 @@ cleanup() {
 trap cleanup EXIT
 psql -q "$PG/postgres" -c "CREATE DATABASE \"$central\""
 
-export APP_MODE=development SERVICE_TOKEN=h2load-service-token RUST_LOG=warn
+# No spare databases: this measures reads, and spares would outlive the dropped central database.
+export APP_MODE=development SERVICE_TOKEN=h2load-service-token RUST_LOG=warn SPARE_DATABASES=0
 export IDENTITY_ADDR=127.0.0.1:52051 IDENTITY_INTERNAL_ADDR=127.0.0.1:52061
 export CLINIC_ADDR=127.0.0.1:52052 IDENTITY_URL=http://127.0.0.1:52061
 export IDENTITY_DATABASE_URL="$PG/$central" MAIL_OUTBOX_DIR="$work/outbox"

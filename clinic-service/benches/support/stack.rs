@@ -133,6 +133,8 @@ async fn spawn(name: &str, env: &[(&str, String)], lines: usize) -> Service {
         .env("APP_MODE", "development")
         .env("SERVICE_TOKEN", SERVICE_TOKEN)
         .env("SHUTDOWN_GRACE_SECS", "0")
+        // No spare databases: they would outlive the bench's dropped central database.
+        .env("SPARE_DATABASES", "0")
         .env("RUST_LOG", "error,tokio_postgres=error")
         .stdout(Stdio::piped())
         .kill_on_drop(true);
