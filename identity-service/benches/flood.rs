@@ -15,6 +15,14 @@
 //! Run with `cargo bench -p identity-service --bench flood` (PostgreSQL at `TEST_DATABASE_URL`).
 //! `FLOOD_CLIENTS` (1000) and `FLOOD_WAVES` (3) change the flood.
 
+// A benchmark may panic on a row it did not expect.
+#![allow(clippy::disallowed_methods)]
+
+#[path = "../../clinic-service/benches/support/stack.rs"]
+#[allow(dead_code)]
+mod stack;
+
+use stack::rss_kib;
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -95,16 +103,6 @@ async fn start_server(db: &TestDatabase) -> (Child, SocketAddr) {
     let line = lines.next_line().await.expect("stdout").expect("listening line");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, line.rsplit(' ').next().expect("address").parse().expect("address"))
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// What one flood saw.

@@ -322,6 +322,15 @@ impl TestApp {
         MemberServiceClient::with_interceptor(self.clinic_channel(), bearer(token))
     }
 
+    /// The caller's own member in `organization_id` (GetMember `me`); panics when refused.
+    pub async fn me(&self, token: &str, organization_id: &str) -> pb::Member {
+        let request = pb::GetMemberRequest {
+            organization_id: organization_id.to_owned(),
+            member_id: "me".into(),
+        };
+        self.members(token).get_member(request).await.unwrap().into_inner().member.unwrap()
+    }
+
     /// identity-service's internal DirectoryService, with the service credential.
     pub fn directory(&self) -> DirectoryServiceClient<Authed> {
         let meta = Meta("x-service-token", MetadataValue::from_static("test-service-token"));

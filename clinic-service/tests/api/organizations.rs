@@ -188,17 +188,7 @@ async fn retry_after_a_crash_at_any_step_completes_provisioning() {
         let done = app.create_org(&owner, base).await;
         assert_eq!(done.id, org.id, "{base}");
         assert_eq!(done.status, pb::OrganizationStatus::Active as i32);
-        let me = app
-            .members(&owner.token)
-            .get_member(pb::GetMemberRequest {
-                organization_id: done.id.clone(),
-                member_id: "me".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .member
-            .unwrap();
+        let me = app.me(&owner.token, &done.id).await;
         assert_eq!(me.role, pb::Role::Admin as i32, "{base}");
         let tenant = app.tenant_client("main", &done.database_name).await;
         let n: i64 =

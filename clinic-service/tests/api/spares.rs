@@ -74,17 +74,7 @@ async fn server_of(app: &TestApp, org: &pb::Organization) -> String {
 
 /// `owner` is the admin of `org`, which has `members` member rows.
 async fn admin_check(app: &TestApp, owner: &TestUser, org: &pb::Organization, members: i64) {
-    let me = app
-        .members(&owner.token)
-        .get_member(pb::GetMemberRequest {
-            organization_id: org.id.clone(),
-            member_id: "me".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let me = app.me(&owner.token, &org.id).await;
     assert_eq!(me.role, pb::Role::Admin as i32, "{}", org.name);
     let tenant = app.tenant_client(&server_of(app, org).await, &org.database_name).await;
     let n: i64 =
