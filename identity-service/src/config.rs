@@ -44,6 +44,10 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// `HASH_WORKERS`, default all cores but one (at least 1): password hashes running at once.
     pub hash_workers: usize,
+    /// `HASH_WORKER_NICE`, default 10 (0 to 19): the hashing threads' nice value, so on a shared
+    /// machine the latency-sensitive work (reads, token checks, PostgreSQL) goes first and a
+    /// login flood slows logins rather than everything else. 0 leaves them at normal priority.
+    pub hash_worker_nice: i32,
     /// `HASH_QUEUE`, default 8: requests waiting for a hashing worker; beyond that
     /// RESOURCE_EXHAUSTED at once.
     pub hash_queue: usize,
@@ -184,6 +188,9 @@ fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
     }
 }
 
+/// The hashing threads' default nice value: below everything else, not starved.
+const DEFAULT_HASH_WORKER_NICE: i32 = 10;
+
 /// All cores but one, so reads keep a core while passwords are hashed.
 fn default_hash_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
@@ -228,6 +235,10 @@ impl Config {
         if hash_workers == 0 {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
         }
+        let hash_worker_nice = env::parse("HASH_WORKER_NICE", DEFAULT_HASH_WORKER_NICE)?;
+        if !(0..=19).contains(&hash_worker_nice) {
+            return Err(ConfigError::new("HASH_WORKER_NICE", "must be between 0 and 19"));
+        }
         let server_tls = tls::server_from_env(mode)?;
         let smtp_url = env::secret("SMTP_URL");
         if mode == Mode::Production && smtp_url.is_none() {
@@ -260,6 +271,7 @@ impl Config {
             limits: Limits::from_env()?,
             trusted_proxies: env::parse("TRUSTED_PROXIES", TrustedProxies::default())?,
             hash_workers,
+            hash_worker_nice,
             hash_queue: env::parse("HASH_QUEUE", 8)?,
             unverified_account_ttl: secs("UNVERIFIED_ACCOUNT_TTL_SECS", 7 * 24 * 3600)?,
             max_clinics_per_user: limit("MAX_CLINICS_PER_USER", 10)?,
@@ -320,6 +332,7 @@ impl Config {
             limits: Limits::default(),
             trusted_proxies: TrustedProxies::default(),
             hash_workers: default_hash_workers(),
+            hash_worker_nice: DEFAULT_HASH_WORKER_NICE,
             hash_queue: 8,
             unverified_account_ttl: Duration::from_secs(7 * 24 * 3600),
             max_clinics_per_user: 1000,

@@ -92,8 +92,9 @@ impl Application {
         );
         let access_tokens =
             AccessTokens::new(ring, config.jwt_issuer.clone(), config.access_token_ttl)?;
-        let (workers, queue) = (config.hash_workers, config.hash_queue);
-        let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue))
+        let (workers, queue, nice) =
+            (config.hash_workers, config.hash_queue, config.hash_worker_nice);
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue, nice))
             .await
             .map_err(Error::internal)??;
         let mailer = mail::from_config(&config.mail)?;

@@ -114,9 +114,9 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    /// A pool of `workers` threads (at least 1) and `queue` waiting places; computes the dummy
-    /// hash (blocking; call at start-up).
-    pub fn new(workers: usize, queue: usize) -> Result<Self, Error> {
+    /// A pool of `workers` threads (at least 1) at nice value `nice` and `queue` waiting places;
+    /// computes the dummy hash (blocking; call at start-up).
+    pub fn new(workers: usize, queue: usize, nice: i32) -> Result<Self, Error> {
         let workers = workers.max(1);
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -126,6 +126,7 @@ impl Passwords {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
+                    lower_priority(nice);
                     let mut memory = vec![Block::default(); blocks];
                     loop {
                         let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -146,6 +147,19 @@ impl Passwords {
     pub fn admit(&self) -> Result<HashSlot, Error> {
         let place = self.places.clone().try_acquire_owned().map_err(|_| BUSY)?;
         Ok(HashSlot { passwords: self.clone(), place: Arc::new(place) })
+    }
+}
+
+/// Gives the calling thread the nice value `nice` (Linux keeps one per thread: `setpriority`
+/// with `PRIO_PROCESS` and pid 0 changes the calling thread only). Hashing then yields the CPU to
+/// the rest of the process and the machine when they need it, and uses it fully otherwise. A
+/// refusal (a sandbox forbidding it) is logged and hashing runs at normal priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!(error = %e, nice, "could not lower the hashing thread's priority");
     }
 }
 
@@ -200,7 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_beyond_the_workers_and_queue_are_refused_at_once() {
-        let passwords = Passwords::new(1, 2).unwrap();
+        let passwords = Passwords::new(1, 2, 0).unwrap();
         let held: Vec<HashSlot> = (0..3).map(|_| passwords.admit().unwrap()).collect();
         assert!(matches!(passwords.admit(), Err(Error::Throttled { .. })));
         drop(held);
@@ -211,6 +225,20 @@ mod tests {
         );
         assert!(!slot.verify(SecretString::from("wrong horse"), Some(hash)).await.unwrap());
         assert!(!slot.verify(SecretString::from("correct horse"), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_configured_nice_value() {
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        let passwords = Passwords::new(1, 0, 7).unwrap();
+        let slot = passwords.admit().unwrap();
+        let theirs = slot
+            .run(|_| rustix::process::getpriority_process(None).map_err(Error::internal))
+            .await
+            .unwrap();
+        // A process already nicer than 7 cannot go back (without privileges): it stays as is.
+        assert_eq!(theirs, ours.max(7));
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), ours, "caller unchanged");
     }
 
     #[test]
