@@ -15,6 +15,10 @@
 --                    password of) a plain login role named clinic_tenant_<32 hex digits> and
 --                    nothing else. clinic-service serves each tenant database through such a
 --                    role, which may CONNECT to its own database only.
+--   clinic_tenants   NOLOGIN: the table privileges every tenant login role shares (granted on
+--                    the tables of the tenant databases by their owner, clinic_service). Each
+--                    tenant login role is a member; what keeps a tenant inside its own database
+--                    is CONNECT, which each database grants to its own login role alone.
 -- Run it on every tenant server too (the central database is then simply unused there).
 
 \set ON_ERROR_STOP on
@@ -31,6 +35,10 @@ SELECT 'CREATE DATABASE clinic_db OWNER clinic_identity'
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'clinic_db') \gexec
 ALTER DATABASE clinic_db OWNER TO clinic_identity;
 REVOKE ALL ON DATABASE clinic_db FROM PUBLIC;
+
+SELECT 'CREATE ROLE clinic_tenants NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS'
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'clinic_tenants') \gexec
+ALTER ROLE clinic_tenants NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS;
 
 CREATE SCHEMA IF NOT EXISTS clinic_bootstrap;
 REVOKE ALL ON SCHEMA clinic_bootstrap FROM PUBLIC;
@@ -50,12 +58,16 @@ BEGIN
         RAISE EXCEPTION 'tenant role passwords are at least 32 characters' USING ERRCODE = '28P01';
     END IF;
     BEGIN
-        EXECUTE format('CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
-                       'NOREPLICATION NOBYPASSRLS PASSWORD %L', role_name, role_password);
+        EXECUTE format('CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT '
+                       'NOREPLICATION NOBYPASSRLS PASSWORD %L IN ROLE clinic_tenants',
+                       role_name, role_password);
     EXCEPTION WHEN duplicate_object OR unique_violation THEN
         -- It exists (or a concurrent retry created it first): make sure of its attributes.
-        EXECUTE format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
+        EXECUTE format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT '
                        'NOREPLICATION NOBYPASSRLS PASSWORD %L', role_name, role_password);
+        IF NOT pg_has_role(role_name, 'clinic_tenants', 'MEMBER') THEN
+            EXECUTE format('GRANT clinic_tenants TO %I', role_name);
+        END IF;
     END;
 END
 $$;

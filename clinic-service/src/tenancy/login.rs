@@ -157,6 +157,12 @@ impl TenantLogins {
     }
 }
 
+/// The role every tenant login role is a member of (made by `deploy/bootstrap.sql`, which makes
+/// each tenant role a member). The template's owner grants it the tables, so clones come with
+/// their grants; CONNECT, granted per database to its own login role alone, is what keeps each
+/// tenant role inside its database.
+pub const SHARED_ROLE: &str = "clinic_tenants";
+
 /// Whether `role` has the one form of tenant login role names (`clinic_tenant_` and 32 hex
 /// digits), the only one `deploy/bootstrap.sql`'s `create_tenant_role` accepts.
 pub fn is_role_name(role: &str) -> bool {

@@ -154,7 +154,8 @@ async fn provision_database(
         let conn = access.connect(location).await?;
         return insert_admin(conn.raw(), claims).await;
     }
-    // The role and its grants: on a clone, a spare without a role, or a retry.
+    // The role (and CONNECT for it): on a clone, a spare without a role, or a retry; the tables'
+    // grants too unless the database is a fresh clone of the template, which carries them.
     let granted = async {
         let login = match login {
             Some(computed) => computed.await.map_err(|e| Error::internal("tenant role", e))??,
@@ -169,6 +170,12 @@ async fn provision_database(
             tokio::spawn(maintenance.close());
             return Err(e);
         }
+    }
+    if placed == Placed::Cloned {
+        // The clone came with the template's grants to the tenants' shared role, of which the
+        // login role just made is a member: the tenant's own pool serves the rest.
+        let conn = access.connect(location).await?;
+        return insert_admin(conn.raw(), claims).await;
     }
     let owner_config = access.owner_config(location)?;
     if !current {
@@ -268,8 +275,12 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
         let config = access.database_config(server, access.template())?;
         // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template;
         // `migrate` has fully closed its connection when it returns, before the lock is
-        // released.
-        migrations::migrate(access.pools().connect(&config).await?).await
+        // released, and so has `share_template`.
+        let applied = migrations::migrate(access.pools().connect(&config).await?).await?;
+        if access.has_logins() {
+            share_template(access, &maintenance.client, &config).await?;
+        }
+        Ok::<_, Error>(applied)
     }
     .await;
     let unlocked = lock(&maintenance.client, "SELECT pg_advisory_unlock($1)").await;
@@ -278,6 +289,43 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
     unlocked?;
     tracing::info!(server, applied, "tenant template ready");
     Ok(())
+}
+
+/// Readies the template's tables for the tenant login roles: its owner grants them to the
+/// role they all belong to (`login::SHARED_ROLE`), now and for the tables of later migrations,
+/// so every clone (a spare, or a clinic when none is left) arrives with its grants and needs no
+/// connection as its owner. Nobody but the owner may connect to the template itself. Idempotent;
+/// run under the template's exclusive lock.
+async fn share_template(
+    access: &TenantAccess,
+    maintenance: &Client,
+    template: &tokio_postgres::Config,
+) -> Result<(), Error> {
+    let shared = super::login::SHARED_ROLE;
+    let found = maintenance
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&shared])
+        .await
+        .map_err(|e| Error::tenant_db("look up the tenants' role", &e))?;
+    if found.is_none() {
+        return Err(Error::Internal(format!(
+            "role {shared} is missing on a tenant server: run deploy/bootstrap.sql on it"
+        )));
+    }
+    let sql = format!(
+        "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+        clinic_shared::slug::quote_ident(access.template())
+    );
+    maintenance.batch_execute(&sql).await.map_err(|e| Error::tenant_db("close template", &e))?;
+    let mut owner = access.pools().connect(template).await?;
+    let granted = async {
+        let db = |e: tokio_postgres::Error| Error::tenant_db("template grants", &e);
+        let tx = owner.client.transaction().await.map_err(db)?;
+        super::login::TenantLogins::grant_tables(&tx, shared).await?;
+        tx.commit().await.map_err(db)
+    }
+    .await;
+    owner.close().await;
+    granted
 }
 
 /// Clones the template into `name` on the server `client` (a maintenance connection) is

@@ -219,34 +219,26 @@ async fn replenish_locked(
         // first connection after the rename finds it; closed (backend gone) before the spare is
         // READY, so the rename never waits for it.
         let config = access.database_config(server, &name)?;
-        let mut owner = access.pools().connect(&config).await?;
-        let granted = match &role {
-            Some(role) => grant(access, client, &mut owner.client, &name, role).await,
-            None => Ok(()),
-        };
-        owner.close().await;
-        granted?;
+        access.pools().connect(&config).await?.close().await;
+        if let Some(role) = &role {
+            grant(access, client, &name, role).await?;
+        }
         identity.update_spare_database(&name, State::Creating, State::Ready).await?;
         done.created += 1;
     }
     Ok(done)
 }
 
-/// Makes `role` the login of spare `name`: the role, CONNECT on the spare alone (through
-/// `maintenance`) and the tables inside it (through `owner`, connected to the spare).
+/// Makes `role` the login of spare `name`: the role and CONNECT on the spare alone (through
+/// `maintenance`); the tables inside came with the template's grants to the role it joins.
 async fn grant(
     access: &TenantAccess,
     maintenance: &mut Client,
-    owner: &mut Client,
     name: &str,
     role: &str,
 ) -> Result<(), Error> {
     let Some(login) = access.prepare_login(name, role).await? else { return Ok(()) };
-    TenantLogins::grant_database(maintenance, &login).await?;
-    let db = |e: tokio_postgres::Error| Error::tenant_db("spare grants", &e);
-    let tx = owner.transaction().await.map_err(db)?;
-    TenantLogins::grant_tables(&tx, role).await?;
-    tx.commit().await.map_err(db)
+    TenantLogins::grant_database(maintenance, &login).await
 }
 
 /// Which of `names` exist on the server.

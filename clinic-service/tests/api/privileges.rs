@@ -87,7 +87,17 @@ async fn each_tenant_is_served_by_a_role_of_its_own_and_no_service_role_is_privi
     assert_eq!(ddl.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     let history = own.query("SELECT * FROM refinery_schema_history", &[]).await.unwrap_err();
     assert_eq!(history.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
-    for (role, database) in [(&role_a, &db_b), (&role_b, &db_a)] {
+    // The roles share their table grants through clinic_tenants (so a clone of the template
+    // arrives with them); CONNECT keeps each in its own database, and nobody but the owner
+    // opens the template.
+    let shared: bool = superuser
+        .query_one("SELECT pg_has_role($1, 'clinic_tenants', 'USAGE')", &[&role_a])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(shared, "tenant roles use the shared role's grants");
+    let template = app.config.template_database.clone();
+    for (role, database) in [(&role_a, &db_b), (&role_b, &db_a), (&role_a, &template)] {
         let refused = connect(&as_role(role, database)).await.expect_err("another clinic's role");
         let refused = match refused {
             clinic_shared::pg::PgError::Postgres(e) => e,
