@@ -80,8 +80,10 @@ impl OrganizationService for OrganizationHandler {
         let claims = Claims::from_request(&request)?;
         let id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
         let org = self.access.organization(id).await?;
-        let (conn, caller) = self.access.acquire(&claims, id).await?;
-        let settings = settings::settings(&conn).await?;
+        let (_conn, caller, rows) =
+            self.access.acquire_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
+        let row = rows.first().ok_or_else(Error::organization_not_found)?;
+        let settings = settings::settings_at(row, 2)?;
         Ok(Response::new(pb::GetOrganizationResponse {
             organization: Some(with_settings(&org, &settings)),
             role: caller.role.to_proto() as i32,

@@ -29,7 +29,9 @@ pub async fn verdict(
     duration_minutes: i32,
     now: DateTime<Utc>,
 ) -> Result<Verdict, Error> {
-    let end = start + Duration::minutes(duration_minutes.into());
+    let end = start
+        .checked_add_signed(Duration::minutes(duration_minutes.into()))
+        .ok_or_else(|| Error::field("start_time", "out of range"))?;
     let calendar = repository::load(client, doctor_id, start, end).await?;
     let Some((schedule, _)) = calendar.schedule else {
         return Ok(Verdict { buffer_minutes: 0, refusal: None });

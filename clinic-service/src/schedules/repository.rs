@@ -13,7 +13,10 @@ use super::{
     week::{Schedule, WeeklyHours, WorkingInterval},
     zone::Zone,
 };
-use crate::{error::Error, tenancy::Db};
+use crate::{
+    error::Error,
+    tenancy::{CALLER, Db},
+};
 
 fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| Error::tenant_db(context, &e)
@@ -21,7 +24,18 @@ fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 
 const SETTINGS: &str = "time_zone, min_notice_minutes, horizon_days";
 
-fn settings_at(row: &Row, first: usize) -> Result<Settings, Error> {
+/// The clinic's settings with the caller's membership, for `TenantAccess::acquire_with` (one
+/// round trip): `caller_id`, `caller_role`, then the settings from column 2 (see
+/// [`settings_at`]).
+pub static SETTINGS_FOR_CALLER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH caller AS ({CALLER}) SELECT caller.caller_id, caller.caller_role, {SETTINGS} \
+         FROM caller CROSS JOIN clinic_settings"
+    )
+});
+
+/// The settings in the columns from `first` of `row`.
+pub fn settings_at(row: &Row, first: usize) -> Result<Settings, Error> {
     let name: String = row.col(first)?;
     let zone = Zone::parse(&name)
         .ok_or_else(|| Error::Internal("clinic_settings holds an unknown time zone".into()))?;

@@ -164,7 +164,8 @@ pub struct CreateTimeOff {
     pub reason: String,
 }
 
-/// A required timestamp field.
+/// A required timestamp field, between 1970 and 9000 (schedules are read through the IANA
+/// zone data, which covers years up to 9999; arithmetic past the window cannot overflow).
 fn required_time(
     v: &mut Violations,
     field: &str,
@@ -173,8 +174,16 @@ fn required_time(
     if ts.is_none() {
         v.add(field, "required");
     }
-    v.time(field, ts)
+    let t = v.time(field, ts)?;
+    if !(0..LATEST_SECONDS).contains(&t.timestamp()) {
+        v.add(field, "must be between 1970 and 9000");
+        return None;
+    }
+    Some(t)
 }
+
+/// 9000-01-01T00:00:00Z.
+const LATEST_SECONDS: i64 = 221_845_392_000;
 
 impl TryFrom<pb::CreateTimeOffRequest> for CreateTimeOff {
     type Error = Error;

@@ -91,12 +91,14 @@ pub fn find(
     let step = Duration::minutes(schedule.step_minutes.max(1).into());
     let mut out = Vec::new();
     for (start, end) in settings.zone.intervals(&schedule.hours, search.from, search.to) {
-        // First step at or after `lo`.
+        // First step at or after `lo` (`lo` is within a day of the window, so this is small).
         let mut t = start;
         if lo > start {
-            let steps = (lo - start).num_microseconds().unwrap_or(i64::MAX)
-                / step.num_microseconds().unwrap_or(1);
-            t = start + step * i32::try_from(steps).unwrap_or(i32::MAX);
+            let steps = (lo - start).num_minutes() / step.num_minutes();
+            let Some(first) = i32::try_from(steps).ok().and_then(|n| step.checked_mul(n)) else {
+                continue;
+            };
+            t = start + first;
             if t < lo {
                 t += step;
             }

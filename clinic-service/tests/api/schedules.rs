@@ -310,6 +310,13 @@ async fn bad_input_names_the_field_and_changes_nothing() {
             pb::FindAvailableSlotsRequest { start_time: None, ..search(start, start, 30) },
             "start_time",
         ),
+        (
+            pb::FindAvailableSlotsRequest {
+                start_time: Some(prost_types::Timestamp { seconds: 250_000_000_000, nanos: 0 }),
+                ..search(start, start, 30)
+            },
+            "start_time",
+        ),
     ] {
         let e = admin.find_available_slots(request).await.unwrap_err();
         assert_eq!(violated_fields(&e), vec![field.to_owned()], "{field}");
@@ -582,4 +589,66 @@ async fn clinic_settings_and_the_zone_of_the_hours() {
     let found = slots(&app, &c, late, late + Duration::days(5), 60).await;
     assert!(found.iter().all(|t| *t <= Utc::now() + Duration::days(30)));
     assert!(!found.is_empty());
+}
+
+/// Time off lists in (start, id) order across pages, each once; deleting one twice is
+/// NOT_FOUND the second time; another doctor's id is NOT_FOUND.
+#[tokio::test]
+async fn time_off_pages_and_deletes() {
+    let app = spawn_app().await;
+    let c = app.clinic("sched-off").await;
+    let mut doctor = schedules(&app, &c.doctor);
+    let base = Utc::now() + Duration::days(3);
+    let mut made = Vec::new();
+    for i in [2, 0, 4, 1, 3] {
+        let start = base + Duration::days(i);
+        let off = doctor
+            .create_time_off(pb::CreateTimeOffRequest {
+                organization_id: c.org.id.clone(),
+                doctor_id: "me".into(),
+                start_time: Some(ts(start)),
+                end_time: Some(ts(start + Duration::hours(3))),
+                reason: format!("away {i}"),
+            })
+            .await
+            .expect("time off")
+            .into_inner()
+            .time_off
+            .expect("time off");
+        assert_eq!(off.created_by_member_id, c.doctor_member.id);
+        made.push((from_ts(&off.start_time), off.id));
+    }
+    made.sort();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = schedules(&app, &c.patient)
+            .list_time_off(pb::ListTimeOffRequest {
+                organization_id: c.org.id.clone(),
+                doctor_id: c.doctor_member.id.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.time_off.len() <= 2);
+        seen.extend(page.time_off.iter().map(|t| (from_ts(&t.start_time), t.id.clone())));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, made);
+    let delete = |id: &str, doctor_id: &str| pb::DeleteTimeOffRequest {
+        organization_id: c.org.id.clone(),
+        doctor_id: doctor_id.into(),
+        time_off_id: id.into(),
+    };
+    let mut admin = schedules(&app, &c.admin);
+    let e = admin.delete_time_off(delete(&made[0].1, &c.admin_member.id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "an admin is not a doctor");
+    doctor.delete_time_off(delete(&made[0].1, "me")).await.expect("delete");
+    let e = doctor.delete_time_off(delete(&made[0].1, "me")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
 }
