@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/clinic/v1/organization.proto",
     "proto/clinic/v1/member.proto",
     "proto/clinic/v1/appointment.proto",
+    "proto/clinic/v1/schedule.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

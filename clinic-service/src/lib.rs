@@ -5,7 +5,8 @@
 //! - [`identity`]: the client of identity-service's internal RPCs.
 //! - [`tenancy`]: where each clinic's database lives, pooled connections within a budget,
 //!   provisioning and migrations. [`tenancy::TenantAccess::acquire`] starts every clinic RPC.
-//! - [`organizations`], [`members`]: the gRPC services of `clinic.v1`.
+//! - [`organizations`], [`members`], [`appointments`], [`schedules`]: the gRPC services of
+//!   `clinic.v1`.
 //! - [`relay`]: the tenants' outboxes of central membership changes, delivered to
 //!   identity-service; `reconcile`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
@@ -25,6 +26,7 @@ pub mod members;
 pub mod organizations;
 pub mod relay;
 pub mod roles;
+pub mod schedules;
 pub mod startup;
 pub mod tenancy;
 

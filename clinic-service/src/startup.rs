@@ -7,6 +7,7 @@ use clinic_api::clinic::v1::{
     appointment_service_server::AppointmentServiceServer,
     member_service_server::MemberServiceServer,
     organization_service_server::OrganizationServiceServer,
+    schedule_service_server::ScheduleServiceServer,
 };
 use clinic_shared::{
     limits::ShedLayer,
@@ -24,12 +25,17 @@ use crate::{
     members::{MemberHandler, Members},
     organizations::OrganizationHandler,
     relay::Relay,
+    schedules::ScheduleHandler,
     tenancy::{TenantAccess, migrations, spares},
 };
 
 /// Services reported by health (besides the server as a whole).
-const SERVICES: &[&str] =
-    &["clinic.v1.OrganizationService", "clinic.v1.MemberService", "clinic.v1.AppointmentService"];
+const SERVICES: &[&str] = &[
+    "clinic.v1.OrganizationService",
+    "clinic.v1.MemberService",
+    "clinic.v1.AppointmentService",
+    "clinic.v1.ScheduleService",
+];
 
 /// A bound, ready-to-run clinic-service.
 pub struct Application {
@@ -88,6 +94,9 @@ impl Application {
         let appointments = AppointmentServiceServer::new(AppointmentHandler::new(access.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
+        let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone()))
+            .max_decoding_message_size(limits.max_request_bytes)
+            .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
         let router = server::builder(limits)
             .layer(AuthLayer::new(validator.clone()))
@@ -96,7 +105,8 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(organizations)
             .add_service(members)
-            .add_service(appointments);
+            .add_service(appointments)
+            .add_service(schedules);
         let (listener, address) =
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
         let listener = Listener::new(listener, config.tls.as_ref())

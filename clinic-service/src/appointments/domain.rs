@@ -196,4 +196,6 @@ pub struct StatusChange {
     pub changed_at: DateTime<Utc>,
     /// Why (decline and cancel); empty otherwise.
     pub reason: String,
+    /// An admin booked outside the doctor's schedule on purpose (the booking's entry only).
+    pub schedule_override: bool,
 }

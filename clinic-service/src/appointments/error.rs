@@ -56,6 +56,12 @@ pub enum Error {
     /// The slot overlaps a PENDING or APPROVED appointment of the same doctor or patient.
     #[error("overlaps an existing appointment of the {}", .0.noun())]
     Overlap(Party),
+    /// The doctor has a schedule and the booking does not fit it (the reason, for the caller).
+    #[error("{0}")]
+    OutsideSchedule(String),
+    /// The schedule could not be read; answered as the service error says.
+    #[error("schedule: {0}")]
+    Schedule(#[source] crate::error::Error),
     /// The `request_id` was used (within its lifetime) for a booking with other parameters.
     #[error("request_id was used for a different booking; use a new request_id")]
     RequestIdReused,
@@ -89,6 +95,8 @@ impl From<Error> for crate::error::Error {
             Error::PermissionDenied(m) => E::PermissionDenied(m.into()),
             e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
             e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
+            Error::OutsideSchedule(m) => E::FailedPrecondition(m),
+            Error::Schedule(e) => e,
             e @ Error::RequestIdReused => E::FailedPrecondition(e.to_string()),
             Error::Internal(m) => E::Internal(m.into()),
             Error::Row(e) => e.into(),

@@ -134,6 +134,7 @@ pub fn change_to_proto(c: &StatusChange) -> pb::AppointmentStatusChange {
         changed_by_member_id: id_or_empty(c.changed_by),
         change_time: Some(timestamp(c.changed_at)),
         reason: c.reason.clone(),
+        schedule_override: c.schedule_override,
     }
 }
 

@@ -45,7 +45,8 @@ fn with_history(param: &str) -> String {
     format!(
         "SELECT {COLUMNS}, {HISTORY_COLUMNS}, h.entry FROM appointment \
          LEFT JOIN (SELECT id AS entry, appointment_id AS entry_of, from_status, to_status, \
-                    changed_by, changed_at, reason FROM appointment_status_history) h \
+                    changed_by, changed_at, reason, schedule_override \
+                    FROM appointment_status_history) h \
              ON h.entry_of = appointment.id \
          WHERE appointment.id = {param}"
     )
@@ -73,7 +74,8 @@ pub static GET_FOR_CALLER: LazyLock<String> = LazyLock::new(|| {
 pub const AFTER_CALLER: usize = 2;
 
 /// The columns of a history entry, as [`change_at`] reads them.
-const HISTORY_COLUMNS: &str = "from_status::text, to_status::text, changed_by, changed_at, reason";
+const HISTORY_COLUMNS: &str =
+    "from_status::text, to_status::text, changed_by, changed_at, reason, schedule_override";
 
 /// How many columns [`COLUMNS`] has.
 const APPOINTMENT_WIDTH: usize = 10;
@@ -119,6 +121,7 @@ fn change_at(row: &Row, first: usize) -> Result<StatusChange, Error> {
         changed_by: row.col(first + 2)?,
         changed_at: row.col(first + 3)?,
         reason: row.col(first + 4)?,
+        schedule_override: row.col(first + 5)?,
     })
 }
 
@@ -168,27 +171,29 @@ pub async fn require_member(
     }
 }
 
-/// Inserts a PENDING appointment.
+/// Inserts a PENDING appointment keeping `buffer_minutes` free after it (the doctor's
+/// exclusion constraint covers the visit and its buffer).
 pub async fn insert(
     client: &impl Db,
     patient_id: Uuid,
     doctor_id: Uuid,
     start_time: DateTime<Utc>,
     duration_minutes: i32,
+    buffer_minutes: i32,
     notes: &str,
 ) -> Result<Appointment, Error> {
     let sql = format!(
         "INSERT INTO appointment (patient_id, doctor_id, appointment_date_time, duration_minutes, \
-         notes) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+         notes, buffer_minutes) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     );
-    let row = client
-        .query_one(&sql, &[&patient_id, &doctor_id, &start_time, &duration_minutes, &notes])
-        .await
-        .map_err(map_write_error)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&patient_id, &doctor_id, &start_time, &duration_minutes, &notes, &buffer_minutes];
+    let row = client.query_one(&sql, &params).await.map_err(map_write_error)?;
     appointment_from_row(&row)
 }
 
-/// Appends one history entry.
+/// Appends one history entry (`schedule_override`: a booking an admin made outside the
+/// doctor's schedule).
 pub async fn insert_history(
     client: &impl Db,
     appointment_id: Uuid,
@@ -196,18 +201,20 @@ pub async fn insert_history(
     to: AppointmentStatus,
     changed_by: Uuid,
     reason: &str,
+    schedule_override: bool,
 ) -> Result<(), Error> {
     client
         .execute(
             "INSERT INTO appointment_status_history \
-             (appointment_id, from_status, to_status, changed_by, reason) \
-             VALUES ($1, $2::text::appointment_status, $3::text::appointment_status, $4, $5)",
+             (appointment_id, from_status, to_status, changed_by, reason, schedule_override) \
+             VALUES ($1, $2::text::appointment_status, $3::text::appointment_status, $4, $5, $6)",
             &[
                 &appointment_id,
                 &from.map(AppointmentStatus::as_sql),
                 &to.as_sql(),
                 &changed_by,
                 &reason,
+                &schedule_override,
             ],
         )
         .await?;

@@ -70,6 +70,8 @@ pub struct CreateAppointment {
     pub request_id: Option<Uuid>,
     /// When the request was received (keys expire [`REQUEST_ID_TTL`] after it).
     pub received_at: DateTime<Utc>,
+    /// An admin books outside the doctor's schedule on purpose (recorded in the history).
+    pub schedule_override: bool,
 }
 
 impl CreateAppointment {
@@ -83,6 +85,10 @@ impl CreateAppointment {
         digest.update(self.start_time.timestamp_micros().to_be_bytes());
         digest.update(self.duration_minutes.to_be_bytes());
         digest.update(self.notes.as_bytes());
+        if self.schedule_override {
+            // Appended only when set, so keys recorded before the flag existed still match.
+            digest.update(b"\0schedule_override");
+        }
         digest.finalize().to_vec()
     }
 
@@ -131,6 +137,7 @@ impl CreateAppointment {
                 notes: req.notes,
                 request_id,
                 received_at: now,
+                schedule_override: req.schedule_override,
             },
         )
     }

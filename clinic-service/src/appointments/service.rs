@@ -3,7 +3,10 @@
 
 use uuid::Uuid;
 
-use crate::tenancy::{Db, TenantClient};
+use crate::{
+    schedules::booking,
+    tenancy::{Db, TenantClient},
+};
 
 use super::{
     domain::{Actor, Appointment, AppointmentStatus, Role, StatusChange, may_book},
@@ -55,6 +58,9 @@ async fn create_once(
     req: &CreateAppointment,
 ) -> Result<Appointment, Error> {
     let patient_id = req.patient.resolve(actor.member_id);
+    if req.schedule_override && actor.role != Role::Admin {
+        return Err(Error::PermissionDenied("only admins may set schedule_override"));
+    }
     if !may_book(actor, patient_id) {
         return Err(Error::PermissionDenied(match actor.role {
             Role::Doctor => "doctors do not book appointments",
@@ -75,12 +81,23 @@ async fn create_once(
     }
     repository::require_member(&tx, patient_id, Role::Patient, Party::Patient).await?;
     repository::require_member(&tx, req.doctor_id, Role::Doctor, Party::Doctor).await?;
+    // Doctors with a schedule: working hours, time off, notice and horizon (see `schedules`).
+    let verdict =
+        booking::verdict(&tx, req.doctor_id, req.start_time, req.duration_minutes, req.received_at)
+            .await
+            .map_err(Error::Schedule)?;
+    let overridden = match verdict.refusal {
+        Some(_) if req.schedule_override => true,
+        Some(refusal) => return Err(Error::OutsideSchedule(refusal.to_string())),
+        None => false,
+    };
     let appointment = repository::insert(
         &tx,
         patient_id,
         req.doctor_id,
         req.start_time,
         req.duration_minutes,
+        verdict.buffer_minutes,
         &req.notes,
     )
     .await?;
@@ -91,6 +108,7 @@ async fn create_once(
         AppointmentStatus::Pending,
         actor.member_id,
         "",
+        overridden,
     )
     .await?;
     if let Some(key) = req.request_id {
@@ -164,8 +182,16 @@ async fn transition_once(
         repository::update_status(&tx, id, req.action.allowed_from(), req.action.target())
             .await?
             .ok_or_else(refused)?;
-    repository::insert_history(&tx, id, Some(status), updated.status, actor.member_id, &req.reason)
-        .await?;
+    repository::insert_history(
+        &tx,
+        id,
+        Some(status),
+        updated.status,
+        actor.member_id,
+        &req.reason,
+        false,
+    )
+    .await?;
     tx.commit().await?;
     Ok(updated)
 }

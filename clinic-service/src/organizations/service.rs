@@ -11,6 +11,7 @@ use crate::{
     error::Error,
     grpc::{page_size, parse_uuid, timestamp},
     roles::Role,
+    schedules::{repository as settings, requests::SettingsChange, slots::Settings},
     tenancy::{OrgRecord, OrgStatus, TenantAccess, provisioning},
 };
 
@@ -42,6 +43,17 @@ fn to_proto(org: &OrgRecord) -> pb::Organization {
             OrgStatus::Provisioning => pb::OrganizationStatus::Provisioning,
         } as i32,
         create_time: org.created_at.map(timestamp),
+        ..Default::default()
+    }
+}
+
+/// [`to_proto`] with the clinic's settings (read in its tenant database).
+fn with_settings(org: &OrgRecord, s: &Settings) -> pb::Organization {
+    pb::Organization {
+        time_zone: s.zone.name().to_owned(),
+        min_notice_minutes: s.min_notice_minutes,
+        booking_horizon_days: s.horizon_days,
+        ..to_proto(org)
     }
 }
 
@@ -68,10 +80,31 @@ impl OrganizationService for OrganizationHandler {
         let claims = Claims::from_request(&request)?;
         let id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
         let org = self.access.organization(id).await?;
-        let (_conn, caller) = self.access.acquire(&claims, id).await?;
+        let (_conn, caller, rows) =
+            self.access.acquire_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
+        let row = rows.first().ok_or_else(Error::organization_not_found)?;
+        let settings = settings::settings_at(row, 2)?;
         Ok(Response::new(pb::GetOrganizationResponse {
-            organization: Some(to_proto(&org)),
+            organization: Some(with_settings(&org, &settings)),
             role: caller.role.to_proto() as i32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(organization_id = tracing::field::Empty))]
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
+        let claims = Claims::from_request(&request)?;
+        let change = SettingsChange::try_from(request.into_inner())?;
+        let org = self.access.organization(change.organization_id).await?;
+        let (conn, caller) = self.access.acquire(&claims, change.organization_id).await?;
+        if caller.role != Role::Admin {
+            return Err(Error::PermissionDenied("only admins change a clinic's settings".into()))?;
+        }
+        let settings = settings::update_settings(&conn, &change).await?;
+        Ok(Response::new(pb::UpdateOrganizationResponse {
+            organization: Some(with_settings(&org, &settings)),
         }))
     }
 

@@ -57,6 +57,7 @@ fn booking(
         duration_minutes: 0,
         notes: notes.into(),
         request_id: String::new(),
+        schedule_override: false,
     }
 }
 

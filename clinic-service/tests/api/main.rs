@@ -15,6 +15,7 @@ mod misconfiguration;
 mod organizations;
 mod outages;
 mod privileges;
+mod schedules;
 mod schema_drift;
 mod schema_markers;
 mod spares;

@@ -131,6 +131,7 @@ pub fn booking(
         notes: String::new(),
         request_id: None,
         received_at: Utc::now(),
+        schedule_override: false,
     }
 }
 

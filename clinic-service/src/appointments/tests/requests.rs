@@ -30,6 +30,7 @@ fn valid_create(now: DateTime<Utc>) -> pb::CreateAppointmentRequest {
         duration_minutes: 0,
         notes: "ok".into(),
         request_id: String::new(),
+        schedule_override: false,
     }
 }
 
