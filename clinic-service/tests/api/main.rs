@@ -21,3 +21,4 @@ mod spares;
 mod tenancy;
 mod tls;
 mod tokens;
+mod watch;
