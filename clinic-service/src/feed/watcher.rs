@@ -2,8 +2,9 @@
 //! up, then the clinic's hub followed (reading the log itself after a gap or when it fell
 //! behind), a heartbeat every `WATCH_HEARTBEAT_SECS` with the caller's access checked again at
 //! the same time. It ends when the client goes, when the caller's access does (token expiry,
-//! session revoked, membership removed, role changed), on shutdown, and on a database failure
-//! while catching up (the client resumes from its last token).
+//! session revoked, membership removed, role changed), on shutdown, and on a database error
+//! other than a connection shortage or an outage, which are waited out (the client resumes
+//! from its last token).
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
@@ -68,9 +69,7 @@ impl Watcher {
         self.heartbeat(tx).await?;
         loop {
             tokio::select! {
-                _ = super::stopped(&mut stopping) => {
-                    return Err(End::With(Status::unavailable("server shutting down: watch again from the last resume_token")));
-                }
+                _ = super::stopped(&mut stopping) => return Err(shutting_down()),
                 _ = tx.closed() => return Err(End::Gone),
                 _ = &mut expiry => {
                     return Err(End::With(Status::unauthenticated("access token expired: watch again with a fresh one from the last resume_token")));
@@ -106,16 +105,28 @@ impl Watcher {
         Ok(())
     }
 
-    /// Sends every change after the stream's position, from the log.
+    /// Sends every change after the stream's position, from the log. A connection shortage or
+    /// a database that does not answer is waited out (the stream stays open), so a busy budget
+    /// does not turn into every stream reconnecting at once.
     async fn catch_up(&mut self, tx: &Sender) -> Result<(), End> {
         loop {
-            let conn = self.feed.access().connect(&self.location).await.map_err(fail)?;
-            let changes = match log::read_after(&*conn, self.position, BATCH).await {
+            let read = async {
+                let conn = self.feed.access().connect(&self.location).await?;
+                log::read_after(&*conn, self.position, BATCH).await
+            };
+            let changes = match read.await {
                 Ok(changes) => changes,
                 Err(ReadError::OutOfRange) => return Err(End::With(grpc::out_of_range())),
+                Err(ReadError::Failed(e)) if transient(&e) => {
+                    let mut stopping = self.feed.stopping();
+                    tokio::select! {
+                        _ = tx.closed() => return Err(End::Gone),
+                        _ = super::stopped(&mut stopping) => return Err(shutting_down()),
+                        _ = tokio::time::sleep(RETRY) => continue,
+                    }
+                }
                 Err(ReadError::Failed(e)) => return Err(fail(e)),
             };
-            drop(conn);
             for change in &changes {
                 self.deliver(change, tx).await?;
             }
@@ -149,15 +160,22 @@ impl Watcher {
             Ok(_) => return Err(End::With(Status::unauthenticated("the access token changed"))),
             Err(status) => return Err(End::With(status)),
         }
-        let conn = self.feed.access().connect(&self.location).await.map_err(fail)?;
-        let row = conn
-            .query_opt(
+        let read = async {
+            let conn = self.feed.access().connect(&self.location).await?;
+            conn.query_opt(
                 "SELECT role FROM organization_user WHERE id = $1 AND user_id = $2 \
                  AND status = 'active'",
                 &[&self.actor.member_id, &self.claims.user_id],
             )
             .await
-            .map_err(|e| fail(Error::tenant_db("check the watcher's membership", &e)))?;
+            .map_err(|e| Error::tenant_db("check the watcher's membership", &e))
+        };
+        let row = match read.await {
+            Ok(row) => row,
+            // Checked again at the next heartbeat.
+            Err(e) if transient(&e) => return Ok(()),
+            Err(e) => return Err(fail(e)),
+        };
         let Some(row) = row else { return Err(End::With(Error::organization_not_found().into())) };
         let role: Option<String> = row.col(0).map_err(|e| fail(e.into()))?;
         if crate::roles::Role::from_db(role.as_deref()) != Some(self.actor.role) {
@@ -167,6 +185,18 @@ impl Watcher {
         }
         Ok(())
     }
+}
+
+/// Wait before reading the log again after a connection shortage.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A shortage of connections or a database not answering for now.
+fn transient(e: &Error) -> bool {
+    matches!(e, Error::Exhausted(_) | Error::Unavailable { .. })
+}
+
+fn shutting_down() -> End {
+    End::With(Status::unavailable("server shutting down: watch again from the last resume_token"))
 }
 
 fn fail(e: Error) -> End {
