@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
-use clinic_shared::error::Violations;
+use clinic_shared::{error::Violations, pg::RowExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -24,7 +24,7 @@ use crate::{
     auth::Claims,
     error::Error,
     grpc::timestamp,
-    tenancy::TenantAccess,
+    tenancy::{Db, TenantAccess},
 };
 
 /// The stream a WatchAppointments call returns.
@@ -119,9 +119,20 @@ pub async fn watch_token(
     claims: &Claims,
     organization_id: Uuid,
 ) -> Result<String, Error> {
-    let conn = access.open(claims, organization_id).await?;
-    let head = log::head(&*conn).await?;
-    Ok(token::encode(organization_id, head))
+    // The first statement on a pooled connection finds out whether it survived a database
+    // restart: a dead one is dropped and another taken, as `TenantAccess::acquire_with` does.
+    let mut retries = 0;
+    loop {
+        let conn = access.open(claims, organization_id).await?;
+        match conn.query_one("SELECT position FROM appointment_change_head", &[]).await {
+            Ok(row) => return Ok(token::encode(organization_id, row.col(0)?)),
+            Err(e) if retries < 8 && clinic_shared::pg::is_connection_loss(&e) => {
+                retries += 1;
+                drop(crate::tenancy::TenantConnection::take(conn));
+            }
+            Err(e) => return Err(Error::tenant_db("read the change log head", &e)),
+        }
+    }
 }
 
 /// A change as the contract shows it.

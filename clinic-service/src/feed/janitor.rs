@@ -31,7 +31,9 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut ticks = tokio::time::interval(every);
+    // The first round after one period, not at start: a starting service opens no connection to
+    // every clinic at once.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
