@@ -10,9 +10,12 @@
 -- `appointment_status_history` (every appointment change inserts one history row), so the head
 -- lock is taken at COMMIT, the latest possible moment, whatever the transaction did before.
 --
+-- Re-runnable (IF NOT EXISTS, OR REPLACE), as the spare-migration test re-applies the newest
+-- migration.
+--
 -- Entries carry what role scoping needs (appointment, patient and doctor member ids) and
 -- states and times; never notes, reasons or any patient field.
-CREATE TABLE appointment_change_head (
+CREATE TABLE IF NOT EXISTS appointment_change_head (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     -- The last position handed out (visible once its transaction committed).
     position       bigint  NOT NULL,
@@ -20,10 +23,11 @@ CREATE TABLE appointment_change_head (
     -- below it has missed changes (OUT_OF_RANGE).
     pruned_through bigint  NOT NULL
 );
-INSERT INTO appointment_change_head (position, pruned_through) VALUES (0, 0);
+INSERT INTO appointment_change_head (position, pruned_through) VALUES (0, 0)
+    ON CONFLICT (singleton) DO NOTHING;
 
 -- No foreign keys: the log is history, kept as written whatever happens to members later.
-CREATE TABLE appointment_change (
+CREATE TABLE IF NOT EXISTS appointment_change (
     position       bigint      PRIMARY KEY,
     appointment_id uuid        NOT NULL,
     patient_id     uuid,
@@ -38,9 +42,9 @@ CREATE TABLE appointment_change (
     -- prunes by it.
     logged_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX appointment_change_logged_at_idx ON appointment_change (logged_at);
+CREATE INDEX IF NOT EXISTS appointment_change_logged_at_idx ON appointment_change (logged_at);
 
-CREATE FUNCTION log_appointment_change() RETURNS trigger
+CREATE OR REPLACE FUNCTION log_appointment_change() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -65,6 +69,7 @@ END
 $$;
 
 -- Deferred to COMMIT: see above.
+DROP TRIGGER IF EXISTS appointment_status_history_logs_change ON appointment_status_history;
 CREATE CONSTRAINT TRIGGER appointment_status_history_logs_change
 AFTER INSERT ON appointment_status_history
 DEFERRABLE INITIALLY DEFERRED
