@@ -10,6 +10,8 @@ use clinic_shared::{
 };
 use secrecy::SecretString;
 
+use crate::feed::FeedConfig;
+
 /// One PostgreSQL server that may hold tenant databases.
 #[derive(Clone)]
 pub struct TenantServer {
@@ -126,6 +128,9 @@ pub struct Config {
     /// `SPARE_CHECK_SECS` (default 60): how often (besides after every claim, and once at
     /// start) the replenisher checks every server's spares.
     pub spare_check_interval: Duration,
+    /// The appointment feed's settings (`WATCH_HEARTBEAT_SECS`, `WATCH_POLL_MS`,
+    /// `WATCH_RETENTION_SECS`, `WATCH_PRUNE_SECS`): see [`FeedConfig`].
+    pub feed: FeedConfig,
 }
 
 /// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
@@ -273,6 +278,7 @@ impl Config {
             spare_databases: spare_count(config::parse("SPARE_DATABASES", 2)?)?,
             spare_prefix: spare_prefix(&config::string("SPARE_DATABASE_PREFIX", "spare_"))?,
             spare_check_interval: Duration::from_secs(positive("SPARE_CHECK_SECS", 60)? as u64),
+            feed: FeedConfig::from_env()?,
         })
     }
 
@@ -315,6 +321,7 @@ impl Config {
             spare_databases: 0,
             spare_prefix: "spare_test_".to_owned(),
             spare_check_interval: Duration::from_secs(60),
+            feed: FeedConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   `clinic.v1`.
 //! - [`relay`]: the tenants' outboxes of central membership changes, delivered to
 //!   identity-service; `reconcile`.
+//! - [`feed`]: the live appointment feed (`WatchAppointments`) over each clinic's change log.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
@@ -20,6 +21,7 @@ pub mod appointments;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod grpc;
 pub mod identity;
 pub mod members;

@@ -21,6 +21,7 @@ use crate::{
     auth::{AuthLayer, Revocations, SigningKeys, TokenCache, TokenValidator},
     config::Config,
     error::Error,
+    feed::{self, Feed},
     identity::IdentityClient,
     members::{MemberHandler, Members},
     organizations::OrganizationHandler,
@@ -47,6 +48,7 @@ pub struct Application {
     relay: Relay,
     validator: Arc<TokenValidator>,
     revocations: Arc<Revocations>,
+    feed: Feed,
     config: Config,
     shutdown: ShutdownHandle,
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -91,9 +93,11 @@ impl Application {
         let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
-        let appointments = AppointmentServiceServer::new(AppointmentHandler::new(access.clone()))
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_response_bytes);
+        let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
+        let appointments =
+            AppointmentServiceServer::new(AppointmentHandler::new(access.clone(), feed.clone()))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes);
         let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
@@ -121,6 +125,7 @@ impl Application {
             relay,
             validator,
             revocations,
+            feed,
             config,
             shutdown,
             stopped: Box::pin(stopped),
@@ -152,11 +157,15 @@ impl Application {
             tracing::info!(tenants = results.len(), failed, "start-up migrations done");
         }
         let stopped = self.stopped;
+        let feed = self.feed.clone();
         let signal = async move {
             tokio::select! {
                 _ = stopped => {},
                 _ = server::os_shutdown_signal() => {},
             }
+            // Watch streams never end on their own: end them now (UNAVAILABLE, so clients
+            // reconnect elsewhere), or draining would wait for them forever.
+            feed.shut_down();
         };
         // The relay's background task runs while the server does and is joined after it.
         let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -191,6 +200,16 @@ impl Application {
                 let _ = spares_stopped.await;
             },
         ));
+        // And the feed's janitor.
+        let (stop_janitor, janitor_stopped) = tokio::sync::oneshot::channel::<()>();
+        let janitor = tokio::spawn(feed::janitor::run(
+            self.access.clone(),
+            self.config.feed.retention,
+            self.config.feed.prune_every,
+            async move {
+                let _ = janitor_stopped.await;
+            },
+        ));
         let served = server::serve(
             self.router,
             self.listener,
@@ -203,9 +222,12 @@ impl Application {
         let _ = stop_relay.send(());
         let _ = stop_follower.send(());
         let _ = stop_spares.send(());
+        let _ = stop_janitor.send(());
+        self.feed.shut_down();
         let _ = relay.await;
         let _ = follower.await;
         let _ = replenisher.await;
+        let _ = janitor.await;
         refresher.abort();
         served.map_err(|e| Error::internal("serve", e))
     }

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     auth::Claims,
+    feed::{Feed, WatchStream},
     grpc::timestamp,
     tenancy::{TenantAccess, TenantConnection},
 };
@@ -24,12 +25,14 @@ use crate::{
 /// Serves `clinic.v1.AppointmentService`.
 pub struct AppointmentHandler {
     access: TenantAccess,
+    /// Told of every change committed here; serves WatchAppointments.
+    feed: Feed,
 }
 
 impl AppointmentHandler {
-    /// Handlers over `access`.
-    pub fn new(access: TenantAccess) -> Self {
-        Self { access }
+    /// Handlers over `access`, telling `feed` of changes.
+    pub fn new(access: TenantAccess, feed: Feed) -> Self {
+        Self { access, feed }
     }
 
     /// The tenant connection and the caller, for a request already validated.
@@ -76,6 +79,7 @@ impl AppointmentHandler {
         Span::current().record("appointment_id", display(req.target.appointment_id));
         let (mut conn, actor) = self.enter(&request, req.target.organization_id).await?;
         let appointment = service::transition(&mut conn, &actor, &req).await.map_err(status)?;
+        self.feed.changed(req.target.organization_id);
         Ok(to_proto(&appointment))
     }
 }
@@ -149,6 +153,7 @@ impl AppointmentService for AppointmentHandler {
         let (request, req) = parse(request, |m| CreateAppointment::parse(m, now))?;
         let (mut conn, actor) = self.enter(&request, req.organization_id).await?;
         let appointment = service::create(&mut conn, &actor, &req).await.map_err(status)?;
+        self.feed.changed(req.organization_id);
         Span::current().record("appointment_id", display(appointment.id));
         Ok(Response::new(pb::CreateAppointmentResponse {
             appointment: Some(to_proto(&appointment)),
@@ -177,6 +182,11 @@ impl AppointmentService for AppointmentHandler {
         let (request, req) = parse(request, ListAppointments::try_from)?;
         let claims = Claims::from_request(&request)?;
         Span::current().record("organization_id", display(req.organization_id));
+        // Read before the list, so watching from it misses nothing the list does not show.
+        let watch_token = match req.after {
+            None => crate::feed::watch_token(&self.access, &claims, req.organization_id).await?,
+            Some(_) => String::new(),
+        };
         // The caller's membership and the page in one statement (see `listing`).
         let q = listing::list_for_caller_query(&req);
         let (_conn, _, rows) =
@@ -185,6 +195,7 @@ impl AppointmentService for AppointmentHandler {
         Ok(Response::new(pb::ListAppointmentsResponse {
             appointments: page.iter().map(to_proto).collect(),
             next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
+            watch_token,
         }))
     }
 
@@ -235,5 +246,15 @@ impl AppointmentService for AppointmentHandler {
     ) -> Result<Response<pb::CancelAppointmentResponse>, Status> {
         let appointment = Some(self.transition(request).await?);
         Ok(Response::new(pb::CancelAppointmentResponse { appointment }))
+    }
+
+    type WatchAppointmentsStream = WatchStream;
+
+    #[tracing::instrument(skip_all, fields(organization_id, appointment_id))]
+    async fn watch_appointments(
+        &self,
+        request: Request<pb::WatchAppointmentsRequest>,
+    ) -> Result<Response<Self::WatchAppointmentsStream>, Status> {
+        self.feed.watch(request).await
     }
 }

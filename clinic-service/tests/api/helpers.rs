@@ -302,6 +302,11 @@ impl TestApp {
         self.identity_shutdown.shutdown();
     }
 
+    /// Stops the clinic-service the app started (gracefully, as on SIGTERM).
+    pub fn stop_clinic(&self) {
+        self.clinic_shutdown.shutdown();
+    }
+
     /// A channel to clinic-service.
     pub fn clinic_channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.clinic_addr)).expect("url").connect_lazy()

@@ -22,3 +22,4 @@ mod spares;
 mod tenancy;
 mod tls;
 mod tokens;
+mod watch;
