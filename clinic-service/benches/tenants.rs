@@ -21,7 +21,7 @@
 //! central one are dropped at the end, also after a panic, and at the start when an earlier run
 //! left them (fixed names: `clinic_bench_tenants_*`, `bench_tenants_central`).
 //!
-//! Run with `cargo build --release --bins && cargo bench -p clinic-service --bench tenants --
+//! Run with `cargo build --release --workspace --bins && cargo bench -p clinic-service --bench tenants --
 //! [--clients 8] [--secs 10]` (PostgreSQL at `TEST_DATABASE_URL`, on a disk with 20 MB free per
 //! tenant).
 

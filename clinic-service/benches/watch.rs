@@ -21,7 +21,7 @@
 //! after a panic, and at the start when an earlier run left them (`clinic_bench_watch_*`,
 //! `bench_watch_central`).
 //!
-//! Run with `cargo build --release --bins && cargo bench -p clinic-service --bench watch --
+//! Run with `cargo build --release --workspace --bins && cargo bench -p clinic-service --bench watch --
 //! [--secs 20] [--rate 100] [--channels 25]`.
 
 // A benchmark may panic on a row it did not expect.

@@ -18,7 +18,7 @@
 //!    flooded p99 to the quiet ones (target <= 2x). The patient's token is verified once before
 //!    (clinic-service verifies tokens locally; the first call fetches the signing keys).
 //!
-//! Run with `cargo build --release --bins && cargo bench -p identity-service --bench logins --
+//! Run with `cargo build --release --workspace --bins && cargo bench -p identity-service --bench logins --
 //! [--secs 10]` (PostgreSQL at `TEST_DATABASE_URL`).
 
 // A benchmark may panic on a row it did not expect.

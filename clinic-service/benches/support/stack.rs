@@ -1,6 +1,6 @@
 //! The stack as its own processes, for benchmarks that measure a service alone (its memory, its
 //! connections, its latency while another process is loaded): the release binaries next to the
-//! benchmark's own directory (`target/release`, built by `cargo build --release --bins`), in
+//! benchmark's own directory (`target/release`, built by `cargo build --release --workspace --bins`), in
 //! development mode on free ports, and a central database of a fixed name, dropped again at the
 //! end (and at the start, if an earlier run left it).
 //!
@@ -104,7 +104,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join(name);
     assert!(
         path.exists(),
-        "{} missing: run `cargo build --release --bins` first (same CARGO_TARGET_DIR)",
+        "{} missing: run `cargo build --release --workspace --bins` first (same CARGO_TARGET_DIR)",
         path.display()
     );
     path

@@ -182,16 +182,17 @@ impl AppointmentService for AppointmentHandler {
         let (request, req) = parse(request, ListAppointments::try_from)?;
         let claims = Claims::from_request(&request)?;
         Span::current().record("organization_id", display(req.organization_id));
-        // Read before the list, so watching from it misses nothing the list does not show.
-        let watch_token = match req.after {
-            None => crate::feed::watch_token(&self.access, &claims, req.organization_id).await?,
-            Some(_) => String::new(),
-        };
-        // The caller's membership and the page in one statement (see `listing`).
+        // The caller's membership, the page and the change log's head in one statement, so one
+        // snapshot (see `listing`): watching from the first page's token continues exactly after
+        // what the list shows.
         let q = listing::list_for_caller_query(&req);
         let (_conn, _, rows) =
             self.access.acquire_with(&claims, req.organization_id, &q.sql, &q.param_refs()).await?;
         let (page, next) = listing::page_for_caller(&rows, &req).map_err(status)?;
+        let watch_token = match (req.after, listing::watch_position_of(&rows).map_err(status)?) {
+            (None, Some(position)) => crate::feed::token::encode(req.organization_id, position),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListAppointmentsResponse {
             appointments: page.iter().map(to_proto).collect(),
             next_page_token: next.map(|t| t.encode()).unwrap_or_default(),

@@ -117,6 +117,9 @@ pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
     q
 }
 
+/// The column of [`list_for_caller_query`]'s rows holding the change log's head position.
+const WATCH_POSITION: &str = "watch_position";
+
 /// ListAppointments in one statement with the caller's membership (see
 /// `TenantAccess::acquire_with`; `$1` is the caller's user id): one branch per role, each the
 /// page query of [`list_query`] for that role's scope and gated on the caller's role, so only
@@ -134,13 +137,21 @@ pub fn list_for_caller_query(req: &ListAppointments) -> ListQuery {
             format!("({})", page(&format!("{gate}{}{filters}", scope(role, me)), &limit))
         })
         .collect();
+    // The change log's head, last, read in the list's own snapshot: watching from it continues
+    // exactly after what the page shows (an init plan, read once per statement).
     q.sql = format!(
-        "WITH caller AS ({CALLER}) SELECT caller.caller_id, caller.caller_role, x.* \
+        "WITH caller AS ({CALLER}) SELECT caller.caller_id, caller.caller_role, x.*, \
+         (SELECT position FROM appointment_change_head) AS {WATCH_POSITION} \
          FROM caller LEFT JOIN LATERAL ({}) x ON true \
          ORDER BY x.appointment_date_time, x.id",
         branches.join(" UNION ALL ")
     );
     q
+}
+
+/// The change log's head position as [`list_for_caller_query`] read it with the page.
+pub fn watch_position_of(rows: &[Row]) -> Result<Option<i64>, Error> {
+    Ok(rows.first().map(|row| row.col::<Option<i64>>(WATCH_POSITION)).transpose()?.flatten())
 }
 
 /// The page of [`list_for_caller_query`]'s rows (an empty page is one row of NULLs) and the

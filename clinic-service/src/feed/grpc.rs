@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
-use clinic_shared::{error::Violations, pg::RowExt};
+use clinic_shared::error::Violations;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -24,7 +24,6 @@ use crate::{
     auth::Claims,
     error::Error,
     grpc::timestamp,
-    tenancy::{Db, TenantAccess},
 };
 
 /// The stream a WatchAppointments call returns.
@@ -108,30 +107,6 @@ impl Feed {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(watcher.run(tx), span));
         Ok(Response::new(ReceiverStream::new(stream)))
-    }
-}
-
-/// ListAppointments' `watch_token`: the head of the clinic's change log, read before the list
-/// so that watching from it misses nothing the list did not show. Only the caller's
-/// membership is not checked here: the list that follows does that.
-pub async fn watch_token(
-    access: &TenantAccess,
-    claims: &Claims,
-    organization_id: Uuid,
-) -> Result<String, Error> {
-    // The first statement on a pooled connection finds out whether it survived a database
-    // restart: a dead one is dropped and another taken, as `TenantAccess::acquire_with` does.
-    let mut retries = 0;
-    loop {
-        let conn = access.open(claims, organization_id).await?;
-        match conn.query_one("SELECT position FROM appointment_change_head", &[]).await {
-            Ok(row) => return Ok(token::encode(organization_id, row.col(0)?)),
-            Err(e) if retries < 8 && clinic_shared::pg::is_connection_loss(&e) => {
-                retries += 1;
-                drop(crate::tenancy::TenantConnection::take(conn));
-            }
-            Err(e) => return Err(Error::tenant_db("read the change log head", &e)),
-        }
     }
 }
 

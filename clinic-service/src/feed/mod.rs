@@ -26,7 +26,7 @@ use std::{
 };
 
 pub use config::FeedConfig;
-pub use grpc::{WatchStream, watch_token};
+pub use grpc::WatchStream;
 use hub::Hub;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
