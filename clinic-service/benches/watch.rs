@@ -355,7 +355,12 @@ async fn main() {
     );
 
     // The load: `rate` changes per second, round-robin over the clinics.
-    let writer = api(channels[0].clone(), &users.admin);
+    // The writes on connections of their own: on a watchers' connection they would wait for one
+    // of the few stream slots its 40 watchers leave free (MAX_CONCURRENT_STREAMS).
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        writers.push(api(channel(&clinic.url(0)).await, &users.admin));
+    }
     let pending: Arc<Vec<Mutex<VecDeque<String>>>> =
         Arc::new(clinics.iter().map(|_| Mutex::new(VecDeque::new())).collect());
     let clinics = Arc::new(clinics);
@@ -374,8 +379,12 @@ async fn main() {
         let (book, slot) =
             ((*turn).is_multiple_of(2) || pending[i].lock().expect("q").is_empty(), *turn);
         *turn += 1;
-        let (mut writer, clinics, pending, calls) =
-            (writer.clone(), clinics.clone(), pending.clone(), calls.clone());
+        let (mut writer, clinics, pending, calls) = (
+            writers[n as usize % writers.len()].clone(),
+            clinics.clone(),
+            pending.clone(),
+            calls.clone(),
+        );
         writes.spawn(async move {
             let c = &clinics[i];
             let begun = Instant::now();
