@@ -128,7 +128,8 @@ async fn list_queries_use_an_index_at_100k_rows() {
             plan.contains(&format!("Index Scan using {index} on appointment")),
             "{name}:\n{plan}"
         );
-        assert!(!plan.contains("Seq Scan on appointment"), "{name}:\n{plan}");
+        // The table itself (the one-row change log head read beside the page may be scanned).
+        assert!(!plan.contains("Seq Scan on appointment "), "{name}:\n{plan}");
         let summary = plan
             .lines()
             .filter(|l| l.contains("Index") || l.contains("Execution Time"))
