@@ -18,7 +18,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{Duration, DurationRound, Utc};
 use clinic_api::clinic::v1::{self as pb, schedule_service_client::ScheduleServiceClient};
 use clinic_service::schedules::{repository::LOAD, slots};
-use helpers::{bearer, spawn_app};
+use helpers::{WEEK, bearer, spawn_app};
 use uuid::Uuid;
 
 const BOOKED: i64 = 200;
@@ -51,22 +51,14 @@ impl Figures {
 async fn main() {
     let app = spawn_app().await;
     let c = app.clinic("slots-bench").await;
-    let weekly_hours = [
-        pb::Weekday::Monday,
-        pb::Weekday::Tuesday,
-        pb::Weekday::Wednesday,
-        pb::Weekday::Thursday,
-        pb::Weekday::Friday,
-        pb::Weekday::Saturday,
-        pb::Weekday::Sunday,
-    ]
-    .iter()
-    .map(|d| pb::WorkingInterval {
-        weekday: *d as i32,
-        start_time: "09:00".into(),
-        end_time: "17:00".into(),
-    })
-    .collect();
+    let weekly_hours = WEEK
+        .iter()
+        .map(|d| pb::WorkingInterval {
+            weekday: *d as i32,
+            start_time: "09:00".into(),
+            end_time: "17:00".into(),
+        })
+        .collect();
     let mut api =
         ScheduleServiceClient::with_interceptor(app.clinic_channel(), bearer(&c.doctor.token));
     api.update_schedule(pb::UpdateScheduleRequest {

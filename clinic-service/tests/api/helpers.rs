@@ -601,3 +601,14 @@ pub async fn forward(listener: TcpListener, target: SocketAddr) {
         });
     }
 }
+
+/// Every weekday, Monday first: a doctor's whole week.
+pub const WEEK: [pb::Weekday; 7] = [
+    pb::Weekday::Monday,
+    pb::Weekday::Tuesday,
+    pb::Weekday::Wednesday,
+    pb::Weekday::Thursday,
+    pb::Weekday::Friday,
+    pb::Weekday::Saturday,
+    pb::Weekday::Sunday,
+];

@@ -13,7 +13,7 @@ use clinic_service::schedules::zone::Zone;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::{Authed, Clinic, TestApp, TestUser, bearer, spawn_app};
+use crate::helpers::{Authed, Clinic, TestApp, TestUser, WEEK, bearer, spawn_app};
 
 fn schedules(app: &TestApp, user: &TestUser) -> ScheduleServiceClient<Authed> {
     ScheduleServiceClient::with_interceptor(app.clinic_channel(), bearer(&user.token))
@@ -34,16 +34,6 @@ fn from_ts(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
 fn interval(weekday: pb::Weekday, start: &str, end: &str) -> pb::WorkingInterval {
     pb::WorkingInterval { weekday: weekday as i32, start_time: start.into(), end_time: end.into() }
 }
-
-const WEEK: [pb::Weekday; 7] = [
-    pb::Weekday::Monday,
-    pb::Weekday::Tuesday,
-    pb::Weekday::Wednesday,
-    pb::Weekday::Thursday,
-    pb::Weekday::Friday,
-    pb::Weekday::Saturday,
-    pb::Weekday::Sunday,
-];
 
 /// 08:00-12:00 and 13:00-17:00 on every day of the week.
 fn every_day(c: &Clinic, step: i32, buffer: i32) -> pb::UpdateScheduleRequest {
