@@ -79,7 +79,7 @@ impl AppointmentHandler {
         Span::current().record("appointment_id", display(req.target.appointment_id));
         let (mut conn, actor) = self.enter(&request, req.target.organization_id).await?;
         let appointment = service::transition(&mut conn, &actor, &req).await.map_err(status)?;
-        self.feed.changed(req.target.organization_id);
+        self.feed.committed(req.target.organization_id, conn);
         Ok(to_proto(&appointment))
     }
 }
@@ -153,7 +153,7 @@ impl AppointmentService for AppointmentHandler {
         let (request, req) = parse(request, |m| CreateAppointment::parse(m, now))?;
         let (mut conn, actor) = self.enter(&request, req.organization_id).await?;
         let appointment = service::create(&mut conn, &actor, &req).await.map_err(status)?;
-        self.feed.changed(req.organization_id);
+        self.feed.committed(req.organization_id, conn);
         Span::current().record("appointment_id", display(appointment.id));
         Ok(Response::new(pb::CreateAppointmentResponse {
             appointment: Some(to_proto(&appointment)),

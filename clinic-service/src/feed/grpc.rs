@@ -93,11 +93,12 @@ impl Feed {
         let location = self.access().organization(req.organization_id).await?.location;
         // Subscribed before the watcher reads the log: nothing committed after that read can
         // be missed.
-        let (_hub, rx) = self.subscribe(&location);
+        let (hub, rx) = self.subscribe(&location);
         let watcher = Watcher {
             feed: self.clone(),
             location,
             rx,
+            membership: hub.watching(caller.member_id),
             actor: Actor::from(caller),
             claims,
             headers,
