@@ -47,21 +47,28 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Streams into `tx` until the stream ends (see the module).
-    pub async fn run(mut self, tx: Sender) {
-        if let Err(End::With(status)) = self.serve(&tx).await {
+    /// Streams into `tx` until the stream ends (see the module), starting with `first`: the
+    /// changes after the resume point that the stream's opening read (at most [`BATCH`]).
+    pub async fn run(mut self, tx: Sender, first: Vec<Change>) {
+        if let Err(End::With(status)) = self.serve(&tx, first).await {
             let _ = tx.send(Err(status)).await;
         }
     }
 
-    async fn serve(&mut self, tx: &Sender) -> Result<(), End> {
+    async fn serve(&mut self, tx: &Sender, first: Vec<Change>) -> Result<(), End> {
         let mut stopping = self.feed.stopping();
         let period = self.feed.config().heartbeat;
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expiry = tokio::time::sleep(until(self.claims.expires_at, Utc::now()));
         tokio::pin!(expiry);
-        self.catch_up(tx).await?;
+        let more = first.len() as i64 == BATCH;
+        for change in &first {
+            self.deliver(change, tx).await?;
+        }
+        if more {
+            self.catch_up(tx).await?;
+        }
         // Caught up: the client may rely on what it has from here.
         self.heartbeat(tx).await?;
         loop {
