@@ -38,6 +38,17 @@ pub enum Key {
 }
 
 impl Key {
+    /// Every [`Self::kind`].
+    pub const KINDS: [&'static str; 7] = [
+        "login_account",
+        "login_peer",
+        "verify_account",
+        "resend_account",
+        "resend_peer",
+        "register_peer",
+        "create_organization_user",
+    ];
+
     /// The limit's name: the `limit` label of `identity_throttle_refusals_total`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -89,6 +100,10 @@ impl Throttle {
             &["limit"],
         )?;
         clinic_shared::metrics::register(registry, &refusals)?;
+        // Every limit listed from the start, at 0.
+        for kind in Key::KINDS {
+            refusals.with_label_values(&[kind]);
+        }
         self.refusals = Some(refusals);
         Ok(self)
     }
@@ -222,5 +237,26 @@ impl Drop for Unjudged {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed() {
+        let peer = Peer::of(std::net::IpAddr::from([127, 0, 0, 1]));
+        let keys = [
+            Key::LoginAccount(String::new()),
+            Key::LoginPeer(peer.clone()),
+            Key::Verify(String::new()),
+            Key::ResendAccount(String::new()),
+            Key::ResendPeer(peer.clone()),
+            Key::RegisterPeer(peer),
+            Key::CreateOrganization(Uuid::nil()),
+        ];
+        let kinds: Vec<_> = keys.iter().map(Key::kind).collect();
+        assert_eq!(kinds, Key::KINDS);
     }
 }
