@@ -249,10 +249,10 @@ mod tests {
         let peer = Peer::of(std::net::IpAddr::from([127, 0, 0, 1]));
         let keys = [
             Key::LoginAccount(String::new()),
-            Key::LoginPeer(peer.clone()),
+            Key::LoginPeer(peer),
             Key::Verify(String::new()),
             Key::ResendAccount(String::new()),
-            Key::ResendPeer(peer.clone()),
+            Key::ResendPeer(peer),
             Key::RegisterPeer(peer),
             Key::CreateOrganization(Uuid::nil()),
         ];

@@ -1,5 +1,8 @@
 //! For tests of every crate: scrape a running service's `/metrics` over HTTP and read samples
 //! back (series by name and labels). Parsing only; the services' exposition is the registry's.
+//! Test code: a failed scrape panics.
+
+#![allow(clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 
