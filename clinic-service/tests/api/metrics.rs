@@ -126,3 +126,49 @@ async fn calls_pools_and_tokens_are_counted_without_ids() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_small_budget_shows_permits_in_use_evictions_and_refusals() {
+    let app = spawn_with(Options {
+        tweak: Box::new(|c| {
+            c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+            c.connection_budget = 2;
+            c.tenant_pool_size = 1;
+            c.acquire_timeout = Duration::from_millis(300);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let addr = app.clinic_metrics.expect("clinic-service's metrics listener");
+    let owner = app.user("owner").await;
+    let mut orgs = Vec::new();
+    for name in ["Budget A", "Budget B", "Budget C"] {
+        orgs.push(app.create_org(&owner, name).await.id);
+    }
+    let me =
+        |org: &str| pb::GetMemberRequest { organization_id: org.into(), member_id: "me".into() };
+    for org in &orgs {
+        app.members(&owner.token).get_member(me(org)).await.expect("GetMember");
+    }
+    // Three tenants had connections, two fit in the budget: idle ones were closed for the others.
+    let m = scrape(addr).await;
+    assert_eq!(m.sum("clinic_db_connection_budget", &[]), 2.0);
+    assert!(m.sum("clinic_tenant_connections_evicted_total", &[]) >= 1.0);
+    assert_eq!(m.sum("clinic_db_connections_waiting", &[]), 0.0);
+
+    // Both permits held: a call for the third tenant is refused, and the gauge says why.
+    let location = |id: &str| {
+        let (access, id) = (app.access.clone(), id.parse().unwrap());
+        async move { access.organization(id).await.unwrap().location }
+    };
+    let held_a = app.access.connect(&location(&orgs[0]).await).await.unwrap();
+    let held_b = app.access.connect(&location(&orgs[1]).await).await.unwrap();
+    let refused = app.members(&owner.token).get_member(me(&orgs[2])).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let m = scrape(addr).await;
+    assert_eq!(m.sum("clinic_db_connections_in_use", &[]), 2.0);
+    let get_member = method("clinic.v1.MemberService", "GetMember");
+    assert_eq!(handled(&m, get_member, "ResourceExhausted"), 1.0);
+    assert!(m.sum("clinic_tenant_pools_open", &[]) >= 2.0);
+    drop((held_a, held_b));
+}
