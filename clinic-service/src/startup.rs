@@ -189,12 +189,7 @@ impl Application {
     /// Serves until SIGINT/SIGTERM or the shutdown handle fires; migrates every tenant first
     /// when `MIGRATE_ON_START` is set.
     pub async fn run_until_stopped(self) -> Result<(), Error> {
-        if self.config.migrate_on_start {
-            let results =
-                migrations::migrate_all(&self.access, self.config.migration_concurrency).await?;
-            let failed = results.iter().filter(|r| r.result.is_err()).count();
-            tracing::info!(tenants = results.len(), failed, "start-up migrations done");
-        }
+        // Scrapes are answered from the start, start-up migrations included.
         let scrapes = self.metrics.map(|(listener, _)| {
             tokio::spawn(shared_metrics::endpoint::serve(
                 listener,
@@ -202,6 +197,20 @@ impl Application {
                 self.shutdown.fired(),
             ))
         });
+        if self.config.migrate_on_start {
+            let migrated =
+                migrations::migrate_all(&self.access, self.config.migration_concurrency).await;
+            let results = match migrated {
+                Ok(results) => results,
+                Err(e) => {
+                    // Not serving after all: the scrapes end too.
+                    self.shutdown.shutdown();
+                    return Err(e);
+                }
+            };
+            let failed = results.iter().filter(|r| r.result.is_err()).count();
+            tracing::info!(tenants = results.len(), failed, "start-up migrations done");
+        }
         let stopped = self.stopped;
         let feed = self.feed.clone();
         let signal = async move {
