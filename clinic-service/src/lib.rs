@@ -11,6 +11,7 @@
 //!   identity-service; `reconcile`.
 //! - [`feed`]: the live appointment feed (`WatchAppointments`) over each clinic's change log.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
+//! - [`metrics`]: the service's Prometheus series (the gRPC ones are `clinic_shared`'s).
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -25,6 +26,7 @@ pub mod feed;
 pub mod grpc;
 pub mod identity;
 pub mod members;
+pub mod metrics;
 pub mod organizations;
 pub mod relay;
 pub mod roles;

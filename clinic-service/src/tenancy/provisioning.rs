@@ -23,7 +23,7 @@ use clinic_shared::pg::RowExt;
 use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
 use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
-use crate::{auth::Person, error::Error, roles::Role};
+use crate::{auth::Person, error::Error, metrics::MigrationTarget, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
 /// exclusive while migrating it, shared while cloning it ("clinictp"). Session-level, on a
@@ -73,6 +73,7 @@ pub async fn create_organization(
     let tenant_ms = ms(started.elapsed()) - reserve_ms;
     let active = access.identity().activate_organization(org.id).await?;
     let total_ms = ms(started.elapsed());
+    access.metrics().provisioned(spare.is_some(), started);
     // Where the time went (benches/clinic.rs reports these): reservation (and claim), the
     // tenant's database with the membership recorded alongside, activation.
     tracing::info!(
@@ -179,7 +180,8 @@ async fn provision_database(
     }
     let owner_config = access.owner_config(location)?;
     if !current {
-        let applied = migrations::migrate(access.pools().connect(&owner_config).await?).await?;
+        let conn = access.pools().connect(&owner_config).await?;
+        let applied = migrations::migrate_measured(access, MigrationTarget::Tenant, conn).await?;
         tracing::info!(applied, "repaired a tenant database without the current schema");
     }
     let mut owner = access.pools().connect(&owner_config).await?;
@@ -276,7 +278,8 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
         // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template;
         // `migrate` has fully closed its connection when it returns, before the lock is
         // released, and so has `share_template`.
-        let applied = migrations::migrate(access.pools().connect(&config).await?).await?;
+        let conn = access.pools().connect(&config).await?;
+        let applied = migrations::migrate_measured(access, MigrationTarget::Template, conn).await?;
         if access.has_logins() {
             share_template(access, &maintenance.client, &config).await?;
         }

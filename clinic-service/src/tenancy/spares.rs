@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_postgres::Client;
 
 use super::{TenantAccess, login::TenantLogins, migrations, pools::RawConnection, provisioning};
-use crate::error::Error;
+use crate::{error::Error, metrics::MigrationTarget};
 
 /// Settings and coordination of one process's spares.
 pub struct Spares {
@@ -314,7 +314,9 @@ async fn migrate_locked(
         }
         let result = async {
             let config = access.database_config(server, &name)?;
-            let applied = migrations::migrate(access.pools().connect(&config).await?).await?;
+            let conn = access.pools().connect(&config).await?;
+            let applied =
+                migrations::migrate_measured(access, MigrationTarget::Spare, conn).await?;
             access.identity().update_spare_database(&name, State::Creating, State::Ready).await?;
             Ok::<_, Error>(applied)
         }

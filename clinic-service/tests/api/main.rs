@@ -11,6 +11,7 @@ mod logs;
 mod member_races;
 mod members;
 mod membership_sync;
+mod metrics;
 mod misconfiguration;
 mod organizations;
 mod outages;
