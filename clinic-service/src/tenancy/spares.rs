@@ -214,7 +214,13 @@ async fn replenish_locked(
         let name = access.spares().new_name();
         let role = access.has_logins().then(|| TenantLogins::role(&name));
         identity.register_spare_database(server, &name, role.as_deref()).await?;
-        provisioning::clone_template(access, client, &name).await?;
+        if let Some(cloned) = provisioning::clone_template(access, client, &name, None).await? {
+            // Its marker, and the template's lock released.
+            client
+                .batch_execute(&cloned.finish)
+                .await
+                .map_err(|e| Error::tenant_db("finish the spare", &e))?;
+        }
         // This connection also builds the new database's relation cache file, so the clinic's
         // first connection after the rename finds it; closed (backend gone) before the spare is
         // READY, so the rename never waits for it.
