@@ -460,7 +460,7 @@ pub(super) async fn clone_template(
         client.simple_query(&sql).await.map_err(|e| Error::tenant_db("template lock", &e))?;
     let marker = messages.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) if row.columns()[0].name() == "marker" => {
-            row.get(0).map(str::to_owned)
+            row.try_get(0).ok().flatten().map(str::to_owned)
         }
         _ => None,
     });
