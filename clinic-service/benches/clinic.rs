@@ -150,10 +150,23 @@ async fn provisioning() {
     );
 }
 
-/// Medians of the step timings `create_organization` logs (reserve, tenant database with the
-/// membership alongside, of which the database's placing, activation) in `logs`.
+/// Medians of the step timings `create_organization` logs in `logs`: reserve, tenant database
+/// (with the membership alongside), activation, total; inside the tenant step, times since its
+/// start: maintenance connection acquired, database placed (of which the clone alone), and for
+/// a clone its role and grants finished, its first connection open, its admin row in.
 fn steps(logs: &str) -> String {
-    let keys = ["reserve_ms", "tenant_ms", "place_ms", "activate_ms", "total_ms"];
+    let keys = [
+        "reserve_ms",
+        "tenant_ms",
+        "acquired_ms",
+        "clone_ms",
+        "place_ms",
+        "finish_ms",
+        "connect_ms",
+        "ready_ms",
+        "activate_ms",
+        "total_ms",
+    ];
     let mut out = Vec::new();
     for key in keys {
         let mut values: Vec<f64> = logs

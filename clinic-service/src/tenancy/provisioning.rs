@@ -141,6 +141,7 @@ async fn provision_database(
     ensure_template(access, &location.server).await?;
     let started = std::time::Instant::now();
     let mut maintenance = access.maintenance(&location.server).await?;
+    let acquired_ms = ms(started.elapsed());
     // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
     // will be needed: computed while the database is put in place.
     let mut login = Login::new(access, location, spare.is_none() || !location.login_role_recorded);
@@ -152,7 +153,8 @@ async fn provision_database(
         }
     };
     let Placement { placed, marker, finish } = placement;
-    tracing::debug!(?placed, place_ms = ms(started.elapsed()), "tenant database in place");
+    let place_ms = ms(started.elapsed());
+    tracing::debug!(?placed, acquired_ms, place_ms, "tenant database in place");
     if let Some(finish) = finish {
         // A fresh clone: its role (its verifier was computed during the clone) and, pipelined
         // right behind it on the same connection, its marker and grants; then the admin row
@@ -183,9 +185,17 @@ async fn provision_database(
                 return Err(e);
             }
         }
+        let finish_ms = ms(started.elapsed());
         let conn = access.connect(location).await?;
+        let connect_ms = ms(started.elapsed());
         insert_admin(conn.raw(), claims).await?;
-        tracing::debug!(ready_ms = ms(started.elapsed()), "tenant database ready");
+        // Where the time went (benches/clinic.rs reports these).
+        tracing::debug!(
+            finish_ms,
+            connect_ms,
+            ready_ms = ms(started.elapsed()),
+            "cloned tenant database ready"
+        );
         return Ok(());
     }
     let current = marker.as_deref() == Some(migrations::marker().as_str());
@@ -459,7 +469,9 @@ pub(super) async fn clone_template(
     let messages =
         client.simple_query(&sql).await.map_err(|e| Error::tenant_db("template lock", &e))?;
     let marker = messages.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row) if row.columns()[0].name() == "marker" => {
+        tokio_postgres::SimpleQueryMessage::Row(row)
+            if row.columns().first().is_some_and(|c| c.name() == "marker") =>
+        {
             row.try_get(0).ok().flatten().map(str::to_owned)
         }
         _ => None,
@@ -470,6 +482,7 @@ pub(super) async fn clone_template(
             "CREATE DATABASE {quoted} TEMPLATE {}",
             clinic_shared::slug::quote_ident(access.template())
         );
+        let started = std::time::Instant::now();
         match client.batch_execute(&sql).await {
             Ok(()) => {}
             Err(e)
@@ -480,6 +493,7 @@ pub(super) async fn clone_template(
             }
             Err(e) => return Err(Error::tenant_db("create database", &e)),
         }
+        tracing::debug!(clone_ms = ms(started.elapsed()), "template cloned");
         let mut finish = String::new();
         // COMMENT takes no parameters: only a well-formed marker is copied (no quotes in it).
         if let Some(marker) = marker.as_deref().filter(|m| is_marker(m)) {
