@@ -22,7 +22,7 @@
 //! `bench_watch_central`).
 //!
 //! Run with `cargo build --release --workspace --bins && cargo bench -p clinic-service --bench watch --
-//! [--secs 20] [--rate 100] [--channels 25]`.
+//! [--secs 20] [--rate 100] [--channels 25] [--budget 40]`.
 
 // A benchmark may panic on a row it did not expect.
 #![allow(clippy::disallowed_methods)]
@@ -50,6 +50,7 @@ use clinic_shared::pg::{connect, parse_url};
 use stack::{Tally, bearer, channel};
 use tonic::transport::Channel;
 
+/// clinic-service's default `DB_CONNECTION_BUDGET`; `--budget` sets another.
 const BUDGET: usize = 40;
 const TENANT_PREFIX: &str = "clinic_bench_watch_";
 const CENTRAL: &str = "bench_watch_central";
@@ -66,10 +67,11 @@ struct Args {
     secs: u64,
     rate: u64,
     channels: usize,
+    budget: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { secs: 20, rate: 100, channels: 25 };
+    let mut a = Args { secs: 20, rate: 100, channels: 25, budget: BUDGET };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--bench" {
@@ -80,6 +82,7 @@ fn args() -> Args {
             "--secs" => a.secs = value,
             "--rate" => a.rate = value,
             "--channels" => a.channels = value as usize,
+            "--budget" => a.budget = value as usize,
             _ => panic!("unknown option {flag}; see the header of clinic-service/benches/watch.rs"),
         }
     }
@@ -278,6 +281,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = args();
+    let budget = a.budget;
     let clinics_n: usize = std::env::var("CLINICS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     stack::drop_databases(TENANT_PREFIX).await;
     stack::drop_databases(CENTRAL).await;
@@ -292,7 +296,7 @@ async fn main() {
     let clinic = stack::clinic(
         &identity,
         &[
-            ("DB_CONNECTION_BUDGET", BUDGET.to_string()),
+            ("DB_CONNECTION_BUDGET", budget.to_string()),
             ("DB_APPLICATION_NAME", application_name.clone()),
         ],
     )
@@ -460,7 +464,7 @@ async fn main() {
         calls.ms(0.5),
         calls.ms(0.99)
     );
-    println!("clinic-service connections: peak {} (budget {BUDGET})", peak.load(Ordering::Relaxed));
+    println!("clinic-service connections: peak {} (budget {budget})", peak.load(Ordering::Relaxed));
     println!("load average: {}", stack::load_average());
     drop(clinic);
     drop(identity);
