@@ -18,6 +18,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod appointments;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

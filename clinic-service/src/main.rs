@@ -1,11 +1,13 @@
 //! clinic-service binary: `clinic-service` serves; `clinic-service migrate` migrates every
 //! tenant database (and each server's template and outdated spare databases), prints one line
 //! per tenant and exits non-zero if any failed; `clinic-service reconcile` re-publishes every tenant's members to the central
-//! index (repairing drift), one line per tenant, non-zero if any failed.
+//! index (repairing drift), one line per tenant, non-zero if any failed; `clinic-service audit
+//! verify [--org ID]` checks every tenant's audit chain (or one's) against its central
+//! checkpoint, one line per tenant naming the first broken position, non-zero if any is broken.
 
 use std::process::ExitCode;
 
-use clinic_service::{Application, Config, relay, startup, tenancy};
+use clinic_service::{Application, Config, audit, relay, startup, tenancy};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,8 +23,27 @@ async fn main() -> ExitCode {
         None | Some("serve") => serve(config).await,
         Some("migrate") => migrate(config).await,
         Some("reconcile") => reconcile(config).await,
+        Some("audit") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["verify"] => verify(config, None).await,
+                ["verify", "--org", id] => match id.parse() {
+                    Ok(id) => verify(config, Some(id)).await,
+                    Err(_) => {
+                        eprintln!("--org takes an organization id (UUID)");
+                        return ExitCode::from(2);
+                    }
+                },
+                _ => {
+                    eprintln!("usage: clinic-service audit verify [--org ID]");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Some(other) => {
-            eprintln!("unknown command {other:?}; usage: clinic-service [serve|migrate|reconcile]");
+            eprintln!(
+                "unknown command {other:?}; usage: clinic-service [serve|migrate|reconcile|audit]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -107,5 +128,43 @@ async fn reconcile(config: Config) -> Result<ExitCode, clinic_service::Error> {
         }
     }
     println!("{} tenants, {failed} failed", reports.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn verify(
+    config: Config,
+    organization: Option<uuid::Uuid>,
+) -> Result<ExitCode, clinic_service::Error> {
+    let access = startup::tenant_access(&config)?;
+    let orgs = match organization {
+        Some(id) => vec![access.organization(id).await?],
+        None => relay::reconcile::active_organizations(&access).await?,
+    };
+    let mut failed = 0;
+    for org in &orgs {
+        match audit::verify::verify(&access, org).await {
+            Ok(report) => {
+                let counts = format!(
+                    "{} sealed, {} unsealed (not yet provable), checkpoint {}",
+                    report.sealed,
+                    report.unsealed,
+                    report.checkpoint.map_or("none".to_owned(), |c| c.to_string())
+                );
+                match report.broken {
+                    None => println!("{}: ok, {counts}", org.id),
+                    Some(b) => {
+                        failed += 1;
+                        let event = b.event_id.map(|e| format!(" (event {e})")).unwrap_or_default();
+                        println!("{}: BROKEN at seq {}{event}: {}; {counts}", org.id, b.seq, b.reason);
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED {e}", org.id);
+            }
+        }
+    }
+    println!("{} tenants, {failed} failed", orgs.len());
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -18,6 +18,7 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::{
     appointments::AppointmentHandler,
+    audit::{Audit, AuditTasks},
     auth::{AuthLayer, Revocations, SigningKeys, TokenCache, TokenValidator},
     config::Config,
     error::Error,
@@ -49,6 +50,7 @@ pub struct Application {
     validator: Arc<TokenValidator>,
     revocations: Arc<Revocations>,
     feed: Feed,
+    audit: AuditTasks,
     config: Config,
     shutdown: ShutdownHandle,
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -84,21 +86,22 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
         let limits = &config.limits;
+        let (audit, audit_tasks) = Audit::new(&config.audit);
         let organizations =
-            OrganizationServiceServer::new(OrganizationHandler::new(access.clone()))
+            OrganizationServiceServer::new(OrganizationHandler::new(access.clone(), audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
         let relay = Relay::new(access.clone(), config.outbox_sweep_interval);
         let handler = Members { relay: relay.clone(), invitation_ttl: config.invitation_ttl };
-        let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler))
+        let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler, audit.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
         let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
         let appointments =
-            AppointmentServiceServer::new(AppointmentHandler::new(access.clone(), feed.clone()))
+            AppointmentServiceServer::new(AppointmentHandler::new(access.clone(), feed.clone(), audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
-        let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone()))
+        let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone(), audit))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
@@ -126,6 +129,7 @@ impl Application {
             validator,
             revocations,
             feed,
+            audit: audit_tasks,
             config,
             shutdown,
             stopped: Box::pin(stopped),
@@ -167,6 +171,12 @@ impl Application {
             // reconnect elsewhere), or draining would wait for them forever.
             feed.shut_down();
         };
+        // The audit trail's writer and sealer: stopped after the server has drained, so they
+        // write, seal and checkpoint every event of the calls it answered.
+        let (stop_audit, audit_stopped) = tokio::sync::oneshot::channel::<()>();
+        let audit = tokio::spawn(self.audit.run(self.access.clone(), async move {
+            let _ = audit_stopped.await;
+        }));
         // The relay's background task runs while the server does and is joined after it.
         let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
         let relay = tokio::spawn(self.relay.run(async move {
@@ -219,11 +229,13 @@ impl Application {
             signal,
         )
         .await;
+        let _ = stop_audit.send(());
         let _ = stop_relay.send(());
         let _ = stop_follower.send(());
         let _ = stop_spares.send(());
         let _ = stop_janitor.send(());
         self.feed.shut_down();
+        let _ = audit.await;
         let _ = relay.await;
         let _ = follower.await;
         let _ = replenisher.await;
