@@ -155,7 +155,10 @@ async fn verify(
                     Some(b) => {
                         failed += 1;
                         let event = b.event_id.map(|e| format!(" (event {e})")).unwrap_or_default();
-                        println!("{}: BROKEN at seq {}{event}: {}; {counts}", org.id, b.seq, b.reason);
+                        println!(
+                            "{}: BROKEN at seq {}{event}: {}; {counts}",
+                            org.id, b.seq, b.reason
+                        );
                     }
                 }
             }

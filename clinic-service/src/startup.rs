@@ -93,14 +93,18 @@ impl Application {
                 .max_encoding_message_size(limits.max_response_bytes);
         let relay = Relay::new(access.clone(), config.outbox_sweep_interval);
         let handler = Members { relay: relay.clone(), invitation_ttl: config.invitation_ttl };
-        let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler, audit.clone()))
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_response_bytes);
-        let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
-        let appointments =
-            AppointmentServiceServer::new(AppointmentHandler::new(access.clone(), feed.clone(), audit.clone()))
+        let members =
+            MemberServiceServer::new(MemberHandler::new(access.clone(), handler, audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
+        let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
+        let appointments = AppointmentServiceServer::new(AppointmentHandler::new(
+            access.clone(),
+            feed.clone(),
+            audit.clone(),
+        ))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_response_bytes);
         let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone(), audit))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);

@@ -31,8 +31,7 @@ const fn action(rpc: &'static str, kind: Kind) -> Action {
 const CREATE: Action = action("clinic.v1.AppointmentService/CreateAppointment", Kind::Write);
 const GET: Action = action("clinic.v1.AppointmentService/GetAppointment", Kind::Read);
 const LIST: Action = action("clinic.v1.AppointmentService/ListAppointments", Kind::Read);
-const HISTORY: Action =
-    action("clinic.v1.AppointmentService/ListAppointmentHistory", Kind::Read);
+const HISTORY: Action = action("clinic.v1.AppointmentService/ListAppointmentHistory", Kind::Read);
 const APPROVE: Action = action("clinic.v1.AppointmentService/ApproveAppointment", Kind::Write);
 const DECLINE: Action = action("clinic.v1.AppointmentService/DeclineAppointment", Kind::Write);
 const COMPLETE: Action = action("clinic.v1.AppointmentService/CompleteAppointment", Kind::Write);
@@ -113,7 +112,11 @@ impl AppointmentHandler {
         self.audit.close(trail, result)
     }
 
-    async fn transition<T>(&self, request: Request<T>, action: Action) -> Result<pb::Appointment, Status>
+    async fn transition<T>(
+        &self,
+        request: Request<T>,
+        action: Action,
+    ) -> Result<pb::Appointment, Status>
     where
         T: Default,
         Transition: TryFrom<T, Error = Error>,
@@ -329,7 +332,10 @@ impl AppointmentHandler {
     /// Audits opening a watch stream (the stream itself is the feed's): the caller's
     /// membership is looked up once more here, which a stream opened once can afford. A
     /// malformed request is left for the feed to refuse.
-    async fn audit_watch(&self, request: &Request<pb::WatchAppointmentsRequest>) -> Result<(), Status> {
+    async fn audit_watch(
+        &self,
+        request: &Request<pb::WatchAppointmentsRequest>,
+    ) -> Result<(), Status> {
         let Ok(organization_id) = parse_uuid("organization_id", &request.get_ref().organization_id)
         else {
             return Ok(());

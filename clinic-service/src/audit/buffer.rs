@@ -138,7 +138,11 @@ async fn flush(
     pending.values().map(Vec::len).sum()
 }
 
-async fn write(access: &TenantAccess, organization_id: Uuid, events: &[Event]) -> Result<(), Error> {
+async fn write(
+    access: &TenantAccess,
+    organization_id: Uuid,
+    events: &[Event],
+) -> Result<(), Error> {
     let org = access.organization(organization_id).await?;
     let conn = access.connect(&org.location).await?;
     store::insert_batch(&conn, events).await

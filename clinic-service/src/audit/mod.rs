@@ -98,7 +98,10 @@ impl Audit {
                 self.queue.push(event)?;
             }
         } else if outcome == Code::Ok && trail.action().kind == Kind::Write {
-            tracing::error!(action = trail.action().rpc, "a write committed without its audit event");
+            tracing::error!(
+                action = trail.action().rpc,
+                "a write committed without its audit event"
+            );
         }
         result.map_err(Status::from)
     }
@@ -114,9 +117,14 @@ impl AuditTasks {
     /// seals it and checkpoints (graceful shutdown loses nothing).
     pub async fn run(self, access: TenantAccess, stop: impl Future<Output = ()> + Send + 'static) {
         let (stop_sealer, sealer_stopped) = tokio::sync::oneshot::channel::<()>();
-        let sealer = tokio::spawn(sealer::run(access.clone(), self.written, self.config.clone(), async move {
-            let _ = sealer_stopped.await;
-        }));
+        let sealer = tokio::spawn(sealer::run(
+            access.clone(),
+            self.written,
+            self.config.clone(),
+            async move {
+                let _ = sealer_stopped.await;
+            },
+        ));
         buffer::run(access, self.queue, self.events, self.config, self.written_tx, stop).await;
         // Only once every buffered event is written does the sealer's last pass start.
         let _ = stop_sealer.send(());

@@ -53,7 +53,9 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
     let mut conn = access.connect(&org.location).await?;
     loop {
         let tx = conn.transaction().await.map_err(db("begin seal"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEAL_LOCK]).await.map_err(db("seal lock"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEAL_LOCK])
+            .await
+            .map_err(db("seal lock"))?;
         let head = tx
             .query_opt("SELECT seq, hash, horizon FROM audit_seal ORDER BY seq DESC LIMIT 1", &[])
             .await
@@ -125,13 +127,14 @@ pub(super) async fn run(
     config: AuditConfig,
     stop: impl Future<Output = ()>,
 ) {
-    let mut dirty: HashSet<Uuid> = match crate::relay::reconcile::active_organizations(&access).await {
-        Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "audit sealer: tenants not listed at start");
-            HashSet::new()
-        }
-    };
+    let mut dirty: HashSet<Uuid> =
+        match crate::relay::reconcile::active_organizations(&access).await {
+            Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit sealer: tenants not listed at start");
+                HashSet::new()
+            }
+        };
     let mut moved: HashMap<Uuid, Head> = HashMap::new();
     let mut seal_ticks = tokio::time::interval(config.seal_every);
     let mut checkpoint_ticks = tokio::time::interval(config.checkpoint_every);
@@ -152,7 +155,11 @@ pub(super) async fn run(
     checkpoint_all(&access, &mut moved).await;
 }
 
-async fn seal_all(access: &TenantAccess, dirty: &mut HashSet<Uuid>, moved: &mut HashMap<Uuid, Head>) {
+async fn seal_all(
+    access: &TenantAccess,
+    dirty: &mut HashSet<Uuid>,
+    moved: &mut HashMap<Uuid, Head>,
+) {
     for org in std::mem::take(dirty) {
         match seal(access, org).await {
             Ok(Some(head)) => {

@@ -60,7 +60,8 @@ pub async fn verify(access: &TenantAccess, org: &OrgRecord) -> Result<Report, Er
             let stored: Vec<u8> = row.col("hash")?;
             let found = Some(event_id);
             if seq != last + 1 {
-                let reason = format!("seals {} to {} are missing (rows deleted)", last + 1, seq - 1);
+                let reason =
+                    format!("seals {} to {} are missing (rows deleted)", last + 1, seq - 1);
                 broken = Some(Break { seq: last + 1, event_id: None, reason });
                 break 'walk;
             }

@@ -222,9 +222,9 @@ impl Members {
         member: MemberRef,
         trail: &mut Trail,
     ) -> Result<(), Error> {
-        require_admin(caller)?;
         let target = member.resolve(caller.member_id);
         trail.resource(target);
+        require_admin(caller)?;
         if target == caller.member_id {
             return Err(Error::FailedPrecondition("admins cannot remove themselves".into()));
         }

@@ -188,7 +188,8 @@ impl ScheduleService for ScheduleHandler {
         let claims = Claims::from_request(&request)?;
         let mut trail = Trail::start(&request, UPDATE);
         let result = async {
-            let (mut conn, caller, doctor_id) = self.enter(&claims, &req.target, &mut trail).await?;
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
             may_manage(&caller, doctor_id)?;
             let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
             require_doctor(&tx, doctor_id).await?;
@@ -236,7 +237,8 @@ impl ScheduleService for ScheduleHandler {
         let claims = Claims::from_request(&request)?;
         let mut trail = Trail::start(&request, CREATE_OFF);
         let result = async {
-            let (mut conn, caller, doctor_id) = self.enter(&claims, &req.target, &mut trail).await?;
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
             may_manage(&caller, doctor_id)?;
             let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
             require_doctor(&tx, doctor_id).await?;
@@ -294,7 +296,8 @@ impl ScheduleService for ScheduleHandler {
         let claims = Claims::from_request(&request)?;
         let mut trail = Trail::start(&request, DELETE_OFF);
         let result = async {
-            let (mut conn, caller, doctor_id) = self.enter(&claims, &req.target, &mut trail).await?;
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
             trail.resource(req.time_off_id);
             may_manage(&caller, doctor_id)?;
             let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;

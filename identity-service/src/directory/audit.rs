@@ -44,8 +44,9 @@ pub async fn record(
     hash: &[u8],
 ) -> Result<(), Error> {
     let conn = state.conn().await?;
-    let exists = conn.query_opt("SELECT 1 FROM organization WHERE id = $1", &[&organization_id]);
-    if exists.await?.is_none() {
+    let exists =
+        conn.query_opt("SELECT 1 FROM organization WHERE id = $1", &[&organization_id]).await?;
+    if exists.is_none() {
         return Err(Error::NotFound("no such organization"));
     }
     // Moves forward only; the same position with the same hash is a repeat.
@@ -77,7 +78,11 @@ pub async fn get(state: &AppState, organization_id: Uuid) -> Result<Option<Check
         )
         .await?;
     row.map(|r| {
-        Ok(Checkpoint { seq: r.col("seq")?, hash: r.col("hash")?, recorded_at: r.col("recorded_at")? })
+        Ok(Checkpoint {
+            seq: r.col("seq")?,
+            hash: r.col("hash")?,
+            recorded_at: r.col("recorded_at")?,
+        })
     })
     .transpose()
 }

@@ -306,13 +306,12 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::GetAuditCheckpointRequest>,
     ) -> Result<Response<pb::GetAuditCheckpointResponse>, Status> {
         let organization_id = uuid("organization_id", &request.into_inner().organization_id)?;
-        let checkpoint = audit::get(&self.state, organization_id).await?.map(|c| {
-            pb::AuditCheckpoint {
+        let checkpoint =
+            audit::get(&self.state, organization_id).await?.map(|c| pb::AuditCheckpoint {
                 seq: c.seq,
                 hash: c.hash,
                 record_time: Some(super::convert::timestamp(c.recorded_at)),
-            }
-        });
+            });
         Ok(Response::new(pb::GetAuditCheckpointResponse { checkpoint }))
     }
 }

@@ -1,0 +1,322 @@
+//! The audit trail (migration V17, `clinic_service::audit`): what calls record, that the
+//! tenant's runtime role may only append to it, and that `audit verify` detects tampering.
+
+use std::time::{Duration, Instant};
+
+use clinic_api::clinic::v1 as pb;
+use clinic_service::{
+    audit::{
+        chain::{self, COLUMNS, StoredEvent},
+        sealer, verify,
+    },
+    tenancy::login::TenantLogins,
+};
+use clinic_shared::pg::{connect, parse_url, with_dbname};
+use tokio_postgres::{Client, error::SqlState};
+use uuid::Uuid;
+
+use crate::helpers::{Clinic, Options, TestApp, first_server_url, spawn_app, spawn_with};
+
+/// The tenant database as the postgres superuser (the tamperer of these tests).
+async fn superuser(app: &TestApp, clinic: &Clinic) -> Client {
+    app.tenant_client("main", &clinic.org.database_name).await
+}
+
+/// Waits (polling, bounded) until `sql` counts at least `n` rows.
+async fn wait_for(db: &Client, sql: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: i64 = db.query_one(sql, &[]).await.unwrap().get(0);
+        if count >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {count} < {n} rows after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn org_id(clinic: &Clinic) -> Uuid {
+    clinic.org.id.parse().unwrap()
+}
+
+#[tokio::test]
+async fn reads_of_patients_writes_and_refusals_are_recorded_without_field_values() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Audit Events").await;
+    let patient = clinic.patient_member.id.clone();
+    let admin = app.members(&clinic.admin.token);
+    admin
+        .clone()
+        .get_member(pb::GetMemberRequest {
+            organization_id: clinic.org.id.clone(),
+            member_id: patient.clone(),
+        })
+        .await
+        .unwrap();
+    admin
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            organization_id: clinic.org.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = app
+        .members(&clinic.patient.token)
+        .remove_member(pb::RemoveMemberRequest {
+            organization_id: clinic.org.id.clone(),
+            member_id: clinic.doctor_member.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    let db = superuser(&app, &clinic).await;
+    wait_for(&db, "SELECT count(*) FROM audit_event WHERE action LIKE '%/RemoveMember'", 1).await;
+    wait_for(&db, "SELECT count(*) FROM audit_event WHERE action LIKE '%/ListMembers'", 1).await;
+    let rows = db
+        .query(
+            "SELECT action, member_id::text, role, resource_id::text, \
+             array(SELECT p::text FROM unnest(patients) p), outcome FROM audit_event ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let events: Vec<(String, Option<String>, Option<String>, Option<String>, Vec<String>, i16)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
+    let admin_id = Some(clinic.admin_member.id.clone());
+    let find = |action: &str| {
+        events
+            .iter()
+            .find(|e| e.0 == format!("clinic.v1.MemberService/{action}"))
+            .unwrap_or_else(|| panic!("no {action} event in {events:?}"))
+    };
+    // The two AddMember writes of the set-up, in their transactions; the patient's names them.
+    let adds: Vec<_> = events.iter().filter(|e| e.0.ends_with("/AddMember")).collect();
+    assert_eq!(adds.len(), 2, "{events:?}");
+    assert!(adds.iter().any(|e| e.4 == vec![patient.clone()] && e.5 == 0));
+    let get = find("GetMember");
+    assert_eq!(
+        (&get.1, get.2.as_deref(), &get.3, &get.4, get.5),
+        (&admin_id, Some("admin"), &Some(patient.clone()), &vec![patient.clone()], 0)
+    );
+    let list = find("ListMembers");
+    assert_eq!((&list.4, list.5), (&vec![patient.clone()], 0), "the page's one patient");
+    let refusal = find("RemoveMember");
+    assert_eq!(
+        (&refusal.1, refusal.2.as_deref(), &refusal.3, refusal.5),
+        (
+            &Some(clinic.patient_member.id.clone()),
+            Some("patient"),
+            &clinic.doctor_member.id.clone().into(),
+            7
+        )
+    );
+    // The admin's GetMember of themself (a non-patient) in the set-up is no patient read.
+    assert_eq!(events.iter().filter(|e| e.0.ends_with("/GetMember")).count(), 1, "{events:?}");
+    // No field value anywhere in the trail.
+    let text: String = db
+        .query_one("SELECT string_agg(e::text, ' ') FROM audit_event e", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for value in ["1980-02-03", "O+", "Cardiology", "555", &clinic.patient.email] {
+        assert!(!text.contains(value), "{value} in the trail");
+    }
+}
+
+#[tokio::test]
+async fn the_tenant_role_may_only_insert_and_select_the_trail() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Audit Grants").await;
+    let db = &clinic.org.database_name;
+    let mut config = with_dbname(&parse_url(&first_server_url()).unwrap(), db);
+    config.user(TenantLogins::role(db));
+    config.password("trust authentication here");
+    let tenant = connect(&config).await.expect("the tenant's role");
+    tenant
+        .execute(
+            "INSERT INTO audit_event (occurred_at, user_id, action, resource_type, outcome) \
+             VALUES (now(), $1, 'test', 'test', 0)",
+            &[&Uuid::new_v4()],
+        )
+        .await
+        .expect("INSERT");
+    tenant.query("SELECT * FROM audit_event", &[]).await.expect("SELECT");
+    tenant.query("SELECT * FROM audit_seal", &[]).await.expect("SELECT seals");
+    for sql in [
+        "UPDATE audit_event SET outcome = 1",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+        "UPDATE audit_seal SET hash = hash",
+        "DELETE FROM audit_seal",
+        "TRUNCATE audit_seal",
+        "ALTER TABLE audit_event DROP COLUMN peer",
+    ] {
+        let refused = tenant.batch_execute(sql).await.expect_err(sql);
+        let code = refused.code().cloned();
+        assert!(
+            code == Some(SqlState::INSUFFICIENT_PRIVILEGE)
+                || code == Some(SqlState::from_code("42501")),
+            "{sql}: {refused:?}"
+        );
+    }
+    // The grants are made again on every login grant: still append-only after one.
+    let owner = app
+        .access
+        .owner_config(&app.access.organization(org_id(&clinic)).await.unwrap().location)
+        .unwrap();
+    let mut owner = connect(&owner).await.unwrap();
+    let tx = owner.transaction().await.unwrap();
+    TenantLogins::grant_tables(&tx, &TenantLogins::role(db)).await.unwrap();
+    tx.commit().await.unwrap();
+    let refused = tenant.batch_execute("DELETE FROM audit_event").await.unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}
+
+/// Seals everything written so far and checkpoints it; returns the head's position.
+async fn seal_and_checkpoint(app: &TestApp, clinic: &Clinic) -> i64 {
+    let head = sealer::seal(&app.access, org_id(clinic)).await.unwrap().expect("events");
+    sealer::checkpoint(&app.access, org_id(clinic), &head).await.unwrap();
+    head.seq
+}
+
+async fn report(app: &TestApp, clinic: &Clinic) -> verify::Report {
+    let org = app.access.organization(org_id(clinic)).await.unwrap();
+    verify::verify(&app.access, &org).await.unwrap()
+}
+
+/// The chain as stored, in seal order: `(seq, event)`.
+async fn chain_rows(db: &Client) -> Vec<(i64, StoredEvent)> {
+    let sql = format!(
+        "SELECT s.seq, {COLUMNS} FROM audit_seal s JOIN audit_event e ON e.id = s.event_id \
+         ORDER BY s.seq"
+    );
+    let rows = db.query(&sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get("seq"), StoredEvent::from_row(r).unwrap())).collect()
+}
+
+#[tokio::test]
+async fn verify_names_the_first_broken_row_of_each_tampering() {
+    // Twelve users sign up from one address.
+    let app = spawn_with(Options {
+        identity_tweak: Box::new(|c| c.throttle.register_per_peer = 100),
+        ..Default::default()
+    })
+    .await;
+    let (edited, rehashed, deleted, truncated) = (
+        app.clinic("Audit Edit").await,
+        app.clinic("Audit Rehash").await,
+        app.clinic("Audit Delete").await,
+        app.clinic("Audit Tail").await,
+    );
+    let mut heads = Vec::new();
+    for clinic in [&edited, &rehashed, &deleted, &truncated] {
+        // Writes and reads enough events for a chain with a middle.
+        for _ in 0..3 {
+            app.members(&clinic.admin.token)
+                .get_member(pb::GetMemberRequest {
+                    organization_id: clinic.org.id.clone(),
+                    member_id: clinic.patient_member.id.clone(),
+                })
+                .await
+                .unwrap();
+        }
+        let db = superuser(&app, clinic).await;
+        wait_for(&db, "SELECT count(*) FROM audit_event WHERE action LIKE '%/GetMember'", 3).await;
+        let seq = seal_and_checkpoint(&app, clinic).await;
+        assert!(seq >= 5, "{seq}");
+        let intact = report(&app, clinic).await;
+        assert_eq!((intact.sealed, intact.checkpoint, &intact.broken), (seq, Some(seq), &None));
+        heads.push(seq);
+    }
+
+    // A row edited by hand: its own seal no longer matches.
+    let db = superuser(&app, &edited).await;
+    let (seq, event) = chain_rows(&db).await[2].clone();
+    db.execute("UPDATE audit_event SET outcome = 5 WHERE id = $1", &[&event.id]).await.unwrap();
+    let broken = report(&app, &edited).await.broken.expect("edit detected");
+    assert_eq!((broken.seq, broken.event_id), (seq, Some(event.id)), "{broken:?}");
+    assert!(broken.reason.contains("hash mismatch"), "{broken:?}");
+
+    // A row edited and every later hash recomputed: consistent in itself, not with the
+    // central checkpoint.
+    let db = superuser(&app, &rehashed).await;
+    let rows = chain_rows(&db).await;
+    db.execute("UPDATE audit_event SET resource_type = 'tampered' WHERE id = $1", &[&rows[1].1.id])
+        .await
+        .unwrap();
+    let mut hash = chain::GENESIS.to_vec();
+    for (seq, _) in &rows {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_event e JOIN audit_seal s ON s.event_id = e.id WHERE s.seq = $1"
+        );
+        let event = StoredEvent::from_row(&db.query_one(&sql, &[seq]).await.unwrap()).unwrap();
+        hash = chain::link(&hash, *seq, &event).to_vec();
+        db.execute("UPDATE audit_seal SET hash = $2 WHERE seq = $1", &[seq, &hash]).await.unwrap();
+    }
+    let broken = report(&app, &rehashed).await.broken.expect("rewrite detected");
+    assert_eq!(broken.seq, heads[1], "{broken:?}");
+    assert!(broken.reason.contains("checkpoint"), "{broken:?}");
+
+    // A row deleted, with its seal: the chain has a gap.
+    let db = superuser(&app, &deleted).await;
+    let (seq, event) = chain_rows(&db).await[2].clone();
+    db.execute("DELETE FROM audit_seal WHERE seq = $1", &[&seq]).await.unwrap();
+    db.execute("DELETE FROM audit_event WHERE id = $1", &[&event.id]).await.unwrap();
+    let broken = report(&app, &deleted).await.broken.expect("deletion detected");
+    assert_eq!(broken.seq, seq, "{broken:?}");
+    // Only the event row deleted: its seal points nowhere.
+    let (seq, event) = chain_rows(&db).await[0].clone();
+    db.execute("DELETE FROM audit_event WHERE id = $1", &[&event.id]).await.unwrap();
+    let broken = report(&app, &deleted).await.broken.expect("deletion detected");
+    assert_eq!((broken.seq, broken.event_id), (seq, Some(event.id)), "{broken:?}");
+
+    // The tail truncated (seals and events): shorter than the checkpoint.
+    let db = superuser(&app, &truncated).await;
+    let tail = heads[3] - 1;
+    db.execute(
+        "DELETE FROM audit_event WHERE id IN (SELECT event_id FROM audit_seal WHERE seq >= $1)",
+        &[&tail],
+    )
+    .await
+    .unwrap();
+    db.execute("DELETE FROM audit_seal WHERE seq >= $1", &[&tail]).await.unwrap();
+    let report_ = report(&app, &truncated).await;
+    let broken = report_.broken.expect("truncation detected");
+    assert_eq!((report_.sealed, broken.seq), (tail - 1, tail), "{broken:?}");
+    assert!(broken.reason.contains("truncated"), "{broken:?}");
+}
+
+#[tokio::test]
+async fn events_not_sealed_yet_are_reported_apart_and_sealed_later_in_seal_order() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Audit Late").await;
+    let db = superuser(&app, &clinic).await;
+    let before = seal_and_checkpoint(&app, &clinic).await;
+    // A transaction that inserted its event long ago commits only after a later one was
+    // sealed: it is sealed after it, not skipped.
+    let mut late = app.tenant_client("main", &clinic.org.database_name).await;
+    let tx = late.transaction().await.unwrap();
+    let insert = "INSERT INTO audit_event (occurred_at, user_id, action, resource_type, outcome) \
+                  VALUES (now(), $1, $2, 'test', 0) RETURNING id";
+    let early: i64 = tx.query_one(insert, &[&Uuid::new_v4(), &"late"]).await.unwrap().get(0);
+    let other: i64 = db.query_one(insert, &[&Uuid::new_v4(), &"other"]).await.unwrap().get(0);
+    assert!(early < other);
+    let head = sealer::seal(&app.access, org_id(&clinic)).await.unwrap().unwrap();
+    assert_eq!(head.seq, before + 1, "only the committed one");
+    tx.commit().await.unwrap();
+    assert_eq!(report(&app, &clinic).await.unsealed, 1);
+    let head = sealer::seal(&app.access, org_id(&clinic)).await.unwrap().unwrap();
+    assert_eq!(head.seq, before + 2);
+    let order: Vec<i64> = db
+        .query("SELECT event_id FROM audit_seal WHERE seq > $1 ORDER BY seq", &[&before])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(order, vec![other, early]);
+    let done = report(&app, &clinic).await;
+    assert_eq!((done.unsealed, done.broken), (0, None));
+}
