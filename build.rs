@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/clinic/v1/member.proto",
     "proto/clinic/v1/appointment.proto",
     "proto/clinic/v1/schedule.proto",
+    "proto/clinic/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use clinic_api::clinic::v1::{
-    appointment_service_server::AppointmentServiceServer,
+    appointment_service_server::AppointmentServiceServer, audit_service_server::AuditServiceServer,
     member_service_server::MemberServiceServer,
     organization_service_server::OrganizationServiceServer,
     schedule_service_server::ScheduleServiceServer,
@@ -18,7 +18,7 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::{
     appointments::AppointmentHandler,
-    audit::{Audit, AuditTasks},
+    audit::{Audit, AuditTasks, grpc::AuditHandler},
     auth::{AuthLayer, Revocations, SigningKeys, TokenCache, TokenValidator},
     config::Config,
     error::Error,
@@ -37,6 +37,7 @@ const SERVICES: &[&str] = &[
     "clinic.v1.MemberService",
     "clinic.v1.AppointmentService",
     "clinic.v1.ScheduleService",
+    "clinic.v1.AuditService",
 ];
 
 /// A bound, ready-to-run clinic-service.
@@ -105,7 +106,11 @@ impl Application {
         ))
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(limits.max_response_bytes);
-        let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone(), audit))
+        let schedules =
+            ScheduleServiceServer::new(ScheduleHandler::new(access.clone(), audit.clone()))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes);
+        let audit_trail = AuditServiceServer::new(AuditHandler::new(access.clone(), audit))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
@@ -117,7 +122,8 @@ impl Application {
             .add_service(organizations)
             .add_service(members)
             .add_service(appointments)
-            .add_service(schedules);
+            .add_service(schedules)
+            .add_service(audit_trail);
         let (listener, address) =
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
         let listener = Listener::new(listener, config.tls.as_ref())

@@ -31,6 +31,8 @@ pub mod buffer;
 pub mod chain;
 mod config;
 pub mod event;
+pub mod grpc;
+pub mod list;
 pub mod rejected;
 pub mod sealer;
 pub mod store;

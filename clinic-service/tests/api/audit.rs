@@ -15,7 +15,10 @@ use clinic_shared::pg::{connect, parse_url, with_dbname};
 use tokio_postgres::{Client, error::SqlState};
 use uuid::Uuid;
 
-use crate::helpers::{Clinic, Options, TestApp, first_server_url, spawn_app, spawn_with};
+use crate::helpers::{
+    Authed, Clinic, Options, TestApp, bearer, first_server_url, spawn_app, spawn_with,
+};
+use clinic_api::clinic::v1::audit_service_client::AuditServiceClient;
 
 /// The tenant database as the postgres superuser (the tamperer of these tests).
 async fn superuser(app: &TestApp, clinic: &Clinic) -> Client {
@@ -319,4 +322,111 @@ async fn events_not_sealed_yet_are_reported_apart_and_sealed_later_in_seal_order
     assert_eq!(order, vec![other, early]);
     let done = report(&app, &clinic).await;
     assert_eq!((done.unsealed, done.broken), (0, None));
+}
+
+fn audit_client(app: &TestApp, token: &str) -> AuditServiceClient<Authed> {
+    AuditServiceClient::with_interceptor(app.clinic_channel(), bearer(token))
+}
+
+#[tokio::test]
+async fn admins_list_who_read_a_patient_newest_first_and_the_listing_is_audited() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Audit List").await;
+    let stranger = app.user("stranger").await;
+    let patient = clinic.patient_member.id.clone();
+    let get =
+        pb::GetMemberRequest { organization_id: clinic.org.id.clone(), member_id: patient.clone() };
+    app.members(&clinic.admin.token).get_member(get.clone()).await.unwrap();
+    app.members(&clinic.doctor.token).get_member(get).await.unwrap_err();
+    let db = superuser(&app, &clinic).await;
+    wait_for(&db, "SELECT count(*) FROM audit_event WHERE action LIKE '%/GetMember'", 2).await;
+
+    let request = |patient: &str| pb::ListAuditEventsRequest {
+        organization_id: clinic.org.id.clone(),
+        patient_id: patient.to_owned(),
+        action: "clinic.v1.MemberService/GetMember".into(),
+        ..Default::default()
+    };
+    // Admins only; a non-member learns nothing.
+    for (who, token, code) in [
+        ("admin", &clinic.admin.token, tonic::Code::Ok),
+        ("doctor", &clinic.doctor.token, tonic::Code::PermissionDenied),
+        ("patient", &clinic.patient.token, tonic::Code::PermissionDenied),
+        ("stranger", &stranger.token, tonic::Code::NotFound),
+    ] {
+        let answer = audit_client(&app, token).list_audit_events(request(&patient)).await;
+        assert_eq!(answer.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok), code, "{who}");
+    }
+
+    // Who read the patient's record (and who was refused), newest first.
+    let mut admin = audit_client(&app, &clinic.admin.token);
+    let events = admin.list_audit_events(request(&patient)).await.unwrap().into_inner().events;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.actor_member_id.clone(), e.outcome, e.patient_ids.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (clinic.doctor_member.id.clone(), 7, vec![patient.clone()]),
+            (clinic.admin_member.id.clone(), 0, vec![patient.clone()]),
+        ]
+    );
+    let only_admin = pb::ListAuditEventsRequest {
+        actor_member_id: clinic.admin_member.id.clone(),
+        outcome: Some(0),
+        ..request(&patient)
+    };
+    let events = admin.list_audit_events(only_admin).await.unwrap().into_inner().events;
+    assert_eq!(events.len(), 1);
+    let later = pb::ListAuditEventsRequest {
+        start_time: Some(clinic_shared::time::to_timestamp(
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        )),
+        ..request(&patient)
+    };
+    assert!(admin.list_audit_events(later).await.unwrap().into_inner().events.is_empty());
+    let bad = pb::ListAuditEventsRequest { outcome: Some(99), ..request("not-a-uuid") };
+    let bad = admin.list_audit_events(bad).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // Keyset pages of one, newest first, cover the whole trail once.
+    let all = pb::ListAuditEventsRequest {
+        organization_id: clinic.org.id.clone(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let everything = admin.list_audit_events(all.clone()).await.unwrap().into_inner().events;
+    let (mut paged, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = pb::ListAuditEventsRequest { page_size: 1, page_token: token, ..all.clone() };
+        let page = admin.list_audit_events(page).await.unwrap().into_inner();
+        paged.extend(page.events.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let ids: Vec<i64> = everything.iter().map(|e| e.id).collect();
+    assert_eq!(paged[..ids.len()], ids[..], "pages continue where the list was");
+    assert!(everything.windows(2).all(|w| {
+        let t = |e: &pb::AuditEvent| e.event_time.as_ref().map(|t| (t.seconds, t.nanos));
+        t(&w[0]) >= t(&w[1])
+    }));
+
+    // The listings themselves are in the trail: the admin's, and the doctor's refusal.
+    wait_for(
+        &db,
+        "SELECT count(*) FROM audit_event WHERE action = 'clinic.v1.AuditService/ListAuditEvents' \
+         AND outcome = 7",
+        2,
+    )
+    .await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM audit_event WHERE action = 'clinic.v1.AuditService/ListAuditEvents' \
+         AND outcome = 0",
+        3,
+    )
+    .await;
 }
