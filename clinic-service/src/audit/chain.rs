@@ -148,19 +148,19 @@ mod tests {
         assert_eq!(base, link(&GENESIS, 1, &event()), "deterministic");
         assert_ne!(base, link(&GENESIS, 2, &event()), "position");
         assert_ne!(base, link(&[1; 32], 1, &event()), "previous hash");
-        let changes: Vec<Box<dyn Fn(&mut StoredEvent)>> = vec![
-            Box::new(|e| e.id = 8),
-            Box::new(|e| e.occurred_at += chrono::Duration::microseconds(1)),
-            Box::new(|e| e.user_id = Uuid::from_u128(9)),
-            Box::new(|e| e.member_id = None),
-            Box::new(|e| e.role = Some("doctor".into())),
-            Box::new(|e| e.action.push('x')),
-            Box::new(|e| e.resource_type = "appointment".into()),
-            Box::new(|e| e.resource_id = None),
-            Box::new(|e| e.patients.clear()),
-            Box::new(|e| e.outcome = 7),
-            Box::new(|e| e.request_id = Some(String::new())),
-            Box::new(|e| e.peer = None),
+        let changes: [fn(&mut StoredEvent); 12] = [
+            |e| e.id = 8,
+            |e| e.occurred_at += chrono::Duration::microseconds(1),
+            |e| e.user_id = Uuid::from_u128(9),
+            |e| e.member_id = None,
+            |e| e.role = Some("doctor".into()),
+            |e| e.action.push('x'),
+            |e| e.resource_type = "appointment".into(),
+            |e| e.resource_id = None,
+            |e| e.patients.clear(),
+            |e| e.outcome = 7,
+            |e| e.request_id = Some(String::new()),
+            |e| e.peer = None,
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut e = event();

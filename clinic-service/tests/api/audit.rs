@@ -38,6 +38,9 @@ async fn wait_for(db: &Client, sql: &str, n: i64) {
     }
 }
 
+/// An event as these tests look at it: action, member, role, resource, patients, outcome.
+type Recorded = (String, Option<String>, Option<String>, Option<String>, Vec<String>, i16);
+
 fn org_id(clinic: &Clinic) -> Uuid {
     clinic.org.id.parse().unwrap()
 }
@@ -85,7 +88,7 @@ async fn reads_of_patients_writes_and_refusals_are_recorded_without_field_values
         )
         .await
         .unwrap();
-    let events: Vec<(String, Option<String>, Option<String>, Option<String>, Vec<String>, i16)> =
+    let events: Vec<Recorded> =
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
     let admin_id = Some(clinic.admin_member.id.clone());
     let find = |action: &str| {
