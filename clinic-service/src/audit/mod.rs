@@ -31,6 +31,7 @@ pub mod buffer;
 pub mod chain;
 mod config;
 pub mod event;
+pub mod export;
 pub mod grpc;
 pub mod list;
 pub mod rejected;

@@ -433,3 +433,81 @@ async fn admins_list_who_read_a_patient_newest_first_and_the_listing_is_audited(
     )
     .await;
 }
+
+/// Validates each line of `lines` as a FHIR `AuditEvent` with PyPI's fhir.resources (R4B, whose
+/// AuditEvent is R4's). Without python3 or the package the test is skipped, except in CI.
+const VALIDATE: &str = r#"
+import json, sys
+from fhir.resources.R4B.auditevent import AuditEvent
+n = 0
+for line in sys.stdin:
+    data = json.loads(line)
+    assert data["resourceType"] == "AuditEvent", data
+    AuditEvent.model_validate(data)
+    n += 1
+print(n)
+"#;
+
+#[tokio::test]
+async fn the_export_is_fhir_audit_events_and_is_itself_audited() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Audit Export").await;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    app.members(&clinic.admin.token)
+        .get_member(pb::GetMemberRequest {
+            organization_id: clinic.org.id.clone(),
+            member_id: clinic.patient_member.id.clone(),
+        })
+        .await
+        .unwrap();
+    let db = superuser(&app, &clinic).await;
+    wait_for(&db, "SELECT count(*) FROM audit_event WHERE action LIKE '%/GetMember'", 1).await;
+    seal_and_checkpoint(&app, &clinic).await;
+    let org = app.access.organization(org_id(&clinic)).await.unwrap();
+    let mut out = Vec::new();
+    let n =
+        clinic_service::audit::export::export(&app.access, &org, since, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), n);
+    assert!(n >= 4, "two AddMember, the GetMember and the export itself: {text}");
+    let read = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["subtype"][0]["code"] == "clinic.v1.MemberService/GetMember")
+        .expect("the read");
+    assert_eq!(read["action"], "R");
+    assert_eq!(read["agent"][0]["altId"], clinic.admin_member.id.as_str());
+    assert_eq!(read["entity"][1]["what"]["identifier"]["value"], clinic.patient_member.id.as_str());
+    assert!(text.contains("clinic-service/audit export"), "the export is in the trail");
+
+    let python = tokio::process::Command::new("python3")
+        .args(["-c", "import fhir.resources.R4B.auditevent"])
+        .output()
+        .await;
+    if !python.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3 with fhir.resources is required in CI (scripts/test.sh installs it)"
+        );
+        eprintln!("skipped the FHIR validation: no python3 with fhir.resources here");
+        return;
+    }
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", VALIDATE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let done = child.wait_with_output().await.unwrap();
+    assert!(
+        done.status.success(),
+        "fhir.resources rejected the export: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), n.to_string());
+}
