@@ -72,6 +72,11 @@ pub fn tenant_access(config: &Config) -> Result<TenantAccess, Error> {
 impl Application {
     /// Binds `config.addr` and wires every service.
     pub async fn build(config: Config) -> Result<Self, Error> {
+        if !config.audit.record_reads && config.mode == clinic_shared::config::Mode::Production {
+            return Err(Error::Internal(
+                "the audit trail cannot be turned off in production".into(),
+            ));
+        }
         let access = tenant_access(&config)?;
         let identity = access.identity().clone();
         let keys =

@@ -21,6 +21,10 @@ pub struct AuditConfig {
     /// `AUDIT_CHECKPOINT_SECS` (default 60): each tenant's latest seal is checkpointed with
     /// identity-service this often (and at shutdown).
     pub checkpoint_every: Duration,
+    /// Whether reads and refusals are recorded (always, except in the benchmark's baseline: no
+    /// setting turns it off, and `Application::build` refuses it off in production mode).
+    /// Writes are recorded either way.
+    pub record_reads: bool,
 }
 
 impl Default for AuditConfig {
@@ -31,6 +35,7 @@ impl Default for AuditConfig {
             batch_events: 256,
             seal_every: Duration::from_millis(1000),
             checkpoint_every: Duration::from_secs(60),
+            record_reads: true,
         }
     }
 }
@@ -58,6 +63,7 @@ impl AuditConfig {
                 "AUDIT_CHECKPOINT_SECS",
                 d.checkpoint_every.as_secs(),
             )?),
+            record_reads: true,
         })
     }
 }

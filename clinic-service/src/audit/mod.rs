@@ -56,6 +56,7 @@ use crate::{error::Error, tenancy::TenantAccess};
 pub struct Audit {
     queue: Arc<buffer::Queue>,
     written: mpsc::UnboundedSender<Uuid>,
+    record_reads: bool,
 }
 
 /// The background half of [`Audit`]: the buffer's writer and the sealer, started by
@@ -73,7 +74,11 @@ impl Audit {
     pub fn new(config: &AuditConfig) -> (Self, AuditTasks) {
         let (queue, events) = buffer::Queue::new(config.buffer_events);
         let (written_tx, written) = mpsc::unbounded_channel();
-        let audit = Self { queue: queue.clone(), written: written_tx.clone() };
+        let audit = Self {
+            queue: queue.clone(),
+            written: written_tx.clone(),
+            record_reads: config.record_reads,
+        };
         (audit, AuditTasks { queue, events, written_tx, written, config: config.clone() })
     }
 
@@ -94,6 +99,8 @@ impl Audit {
         };
         if trail.recorded() {
             let _ = self.written.send(organization_id);
+        } else if !self.record_reads {
+            // The benchmark's baseline only (see `AuditConfig::record_reads`).
         } else if outcome != Code::Ok
             || (trail.action().kind == Kind::Read && trail.reads_patients())
         {

@@ -511,3 +511,12 @@ async fn the_export_is_fhir_audit_events_and_is_itself_audited() {
     );
     assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), n.to_string());
 }
+
+#[tokio::test]
+async fn recording_reads_cannot_be_turned_off_in_production() {
+    let mut config = clinic_service::Config::for_tests("http://127.0.0.1:1".into(), Vec::new());
+    config.mode = clinic_shared::config::Mode::Production;
+    config.audit.record_reads = false;
+    let refused = clinic_service::Application::build(config).await.err().expect("refused");
+    assert!(refused.to_string().contains("audit trail cannot be turned off"), "{refused}");
+}
