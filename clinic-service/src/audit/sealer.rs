@@ -33,6 +33,10 @@ const SEAL_LOCK: i64 = 0x636c_696e_6963_6173;
 /// Events sealed per transaction, at most.
 const BATCH: i64 = 1000;
 
+/// Tenants of the start-up sweep looked at per seal tick: a restart over many tenants does not
+/// open them all at once (their connections are the requests' too).
+const SWEEP_PER_TICK: usize = 4;
+
 /// The latest seal of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -119,22 +123,22 @@ pub async fn checkpoint(
 
 /// Seals the tenants it is told of (`written`: events committed there) every `seal_every`,
 /// and checkpoints the heads that moved every `checkpoint_every`; at `stop`, seals and
-/// checkpoints once more. At start it looks at every active tenant once, for events a crash
-/// left unsealed.
+/// checkpoints once more. After start it also looks at every active tenant once, a few per
+/// tick, for events a crash left unsealed.
 pub(super) async fn run(
     access: TenantAccess,
     mut written: mpsc::UnboundedReceiver<Uuid>,
     config: AuditConfig,
     stop: impl Future<Output = ()>,
 ) {
-    let mut dirty: HashSet<Uuid> =
-        match crate::relay::reconcile::active_organizations(&access).await {
-            Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "audit sealer: tenants not listed at start");
-                HashSet::new()
-            }
-        };
+    let mut sweep: Vec<Uuid> = match crate::relay::reconcile::active_organizations(&access).await {
+        Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "audit sealer: tenants not listed at start");
+            Vec::new()
+        }
+    };
+    let mut dirty: HashSet<Uuid> = HashSet::new();
     let mut moved: HashMap<Uuid, Head> = HashMap::new();
     let mut seal_ticks = tokio::time::interval(config.seal_every);
     let mut checkpoint_ticks = tokio::time::interval(config.checkpoint_every);
@@ -144,7 +148,11 @@ pub(super) async fn run(
         tokio::select! {
             _ = &mut stop => break,
             Some(org) = written.recv() => { dirty.insert(org); }
-            _ = seal_ticks.tick() => seal_all(&access, &mut dirty, &mut moved).await,
+            _ = seal_ticks.tick() => {
+                let at = sweep.len().saturating_sub(SWEEP_PER_TICK);
+                dirty.extend(sweep.drain(at..));
+                seal_all(&access, &mut dirty, &mut moved).await;
+            }
             _ = checkpoint_ticks.tick() => checkpoint_all(&access, &mut moved).await,
         }
     }
