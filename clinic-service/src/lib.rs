@@ -10,6 +10,8 @@
 //! - [`relay`]: the tenants' outboxes of central membership changes, delivered to
 //!   identity-service; `reconcile`.
 //! - [`feed`]: the live appointment feed (`WatchAppointments`) over each clinic's change log.
+//! - [`audit`]: the audit trail in each clinic's database (written by every handler through
+//!   one `Audit` handle), its hash chain, central checkpoints, `audit verify` and `export`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.

@@ -116,6 +116,18 @@ impl Audit {
         result.map_err(Status::from)
     }
 
+    /// Buffers the event of a write that committed where it could not carry it (creating a
+    /// clinic: provisioning makes the very database the trail lives in); RESOURCE_EXHAUSTED
+    /// when the buffer is full (the write stands; retrying it is safe).
+    pub fn committed(&self, trail: &Trail) -> Result<(), Error> {
+        let Some(organization_id) = trail.organization_id() else { return Ok(()) };
+        if let Some(event) = trail.event(Code::Ok, Utc::now()) {
+            self.queue.push(event)?;
+            let _ = self.written.send(organization_id);
+        }
+        Ok(())
+    }
+
     /// Events buffered and not yet committed.
     pub fn buffered(&self) -> usize {
         self.queue.queued()

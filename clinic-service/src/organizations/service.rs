@@ -16,6 +16,8 @@ use crate::{
     tenancy::{OrgRecord, OrgStatus, TenantAccess, provisioning},
 };
 
+const CREATE: Action =
+    Action::new("clinic.v1.OrganizationService/CreateOrganization", "organization", Kind::Write);
 const GET: Action =
     Action::new("clinic.v1.OrganizationService/GetOrganization", "organization", Kind::Other);
 const UPDATE: Action =
@@ -76,6 +78,17 @@ impl OrganizationService for OrganizationHandler {
         let name = parse_name(&request.get_ref().name)?;
         let person = Person::fetch(self.access.identity(), &request, &claims).await?;
         let org = provisioning::create_organization(&self.access, &person, name).await?;
+        // Recorded once the clinic is ready, as its creator's first event there (see
+        // `Audit::committed`); a retry of a creation answered OK is recorded again.
+        let mut trail = Trail::start(&request, CREATE);
+        match self.access.acquire(&claims, org.id).await {
+            Ok((_conn, caller)) => {
+                trail.enter(org.id, &caller);
+                trail.resource(org.id);
+                self.audit.committed(&trail)?;
+            }
+            Err(e) => tracing::warn!(error = %e, "the new clinic's creation was not audited"),
+        }
         Ok(Response::new(pb::CreateOrganizationResponse { organization: Some(to_proto(&org)) }))
     }
 

@@ -118,6 +118,12 @@ async fn reads_of_patients_writes_and_refusals_are_recorded_without_field_values
             7
         )
     );
+    // Creating the clinic is its creator's first event there.
+    let created = events
+        .iter()
+        .find(|e| e.0 == "clinic.v1.OrganizationService/CreateOrganization")
+        .expect("CreateOrganization");
+    assert_eq!((&created.1, &created.3, created.5), (&admin_id, &Some(clinic.org.id.clone()), 0));
     // The admin's GetMember of themself (a non-patient) in the set-up is no patient read.
     assert_eq!(events.iter().filter(|e| e.0.ends_with("/GetMember")).count(), 1, "{events:?}");
     // No field value anywhere in the trail.
