@@ -526,3 +526,63 @@ async fn recording_reads_cannot_be_turned_off_in_production() {
     let refused = clinic_service::Application::build(config).await.err().expect("refused");
     assert!(refused.to_string().contains("audit trail cannot be turned off"), "{refused}");
 }
+
+/// Buffered events are written only at shutdown here (an hour between flushes, batches larger
+/// than the buffer): a graceful stop loses none, seals them and checkpoints the chain.
+#[tokio::test]
+async fn a_full_buffer_refuses_the_read_and_a_graceful_shutdown_writes_seals_and_checkpoints() {
+    let app = spawn_with(Options {
+        tweak: Box::new(|c| {
+            c.audit.flush_every = Duration::from_secs(3600);
+            c.audit.checkpoint_every = Duration::from_secs(3600);
+            c.audit.batch_events = 1000;
+            c.audit.buffer_events = 3;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let clinic = app.clinic("Audit Shutdown").await;
+    // The set-up's CreateOrganization is buffered already; two reads fill the buffer.
+    let read = || pb::GetMemberRequest {
+        organization_id: clinic.org.id.clone(),
+        member_id: clinic.patient_member.id.clone(),
+    };
+    let mut admin = app.members(&clinic.admin.token);
+    admin.get_member(read()).await.unwrap();
+    admin.get_member(read()).await.unwrap();
+    let full = admin.get_member(read()).await.unwrap_err();
+    assert_eq!(full.code(), tonic::Code::ResourceExhausted, "{full:?}");
+    // Writes do not wait on the buffer: they carry their event in their transaction.
+    let db = superuser(&app, &clinic).await;
+    let reads = "SELECT count(*) FROM audit_event WHERE action LIKE '%/GetMember'";
+    let count: i64 = db.query_one(reads, &[]).await.unwrap().get(0);
+    assert_eq!(count, 0, "nothing flushed yet");
+
+    app.stop_clinic();
+    wait_for(&db, reads, 2).await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM audit_seal s JOIN audit_event e ON e.id = s.event_id \
+                   WHERE e.action LIKE '%/GetMember'",
+        2,
+    )
+    .await;
+    let head: i64 = db.query_one("SELECT max(seq) FROM audit_seal", &[]).await.unwrap().get(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let checkpoint = app
+            .directory()
+            .get_audit_checkpoint(clinic_api::identity::v1::GetAuditCheckpointRequest {
+                organization_id: clinic.org.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .checkpoint;
+        if checkpoint.as_ref().is_some_and(|c| c.seq == head) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "checkpoint {checkpoint:?}, head {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
