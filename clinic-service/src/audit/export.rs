@@ -51,8 +51,28 @@ fn fhir_outcome(code: i16) -> &'static str {
     }
 }
 
-fn code_name(code: i16) -> String {
-    format!("{:?}", tonic::Code::from(i32::from(code)))
+/// The canonical name of a gRPC code (`PERMISSION_DENIED`).
+fn code_name(code: i16) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
 }
 
 /// One stored event as a FHIR `AuditEvent`.
@@ -186,6 +206,9 @@ mod tests {
             assert_eq!(fhir_action(rpc), action, "{rpc}");
         }
         assert_eq!((fhir_outcome(0), fhir_outcome(7), fhir_outcome(13)), ("0", "4", "8"));
-        assert_eq!(code_name(7), "PermissionDenied");
+        assert_eq!(
+            (code_name(7), code_name(16), code_name(99)),
+            ("PERMISSION_DENIED", "UNAUTHENTICATED", "UNKNOWN")
+        );
     }
 }

@@ -41,6 +41,23 @@ async fn wait_for(db: &Client, sql: &str, n: i64) {
 /// An event as these tests look at it: action, member, role, resource, patients, outcome.
 type Recorded = (String, Option<String>, Option<String>, Option<String>, Vec<String>, i16);
 
+/// A stack whose background sealer stays idle (its first pass is at start): the test seals.
+async fn spawn_unsealed() -> TestApp {
+    spawn_with(Options {
+        tweak: Box::new(|c| c.audit.seal_every = Duration::from_secs(3600)),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Waits until the set-up's buffered event (CreateOrganization) is written: from then on only
+/// the test's own calls add events.
+async fn settled(app: &TestApp, clinic: &Clinic) {
+    let db = superuser(app, clinic).await;
+    let sql = "SELECT count(*) FROM audit_event WHERE action LIKE '%/CreateOrganization'";
+    wait_for(&db, sql, 1).await;
+}
+
 fn org_id(clinic: &Clinic) -> Uuid {
     clinic.org.id.parse().unwrap()
 }
@@ -132,7 +149,8 @@ async fn reads_of_patients_writes_and_refusals_are_recorded_without_field_values
         .await
         .unwrap()
         .get(0);
-    for value in ["1980-02-03", "O+", "Cardiology", "555", &clinic.patient.email] {
+    for value in ["1980-02-03", "O+", "Cardiology", "+1 555 0199", "LIC-123", &clinic.patient.email]
+    {
         assert!(!text.contains(value), "{value} in the trail");
     }
 }
@@ -302,8 +320,9 @@ async fn verify_names_the_first_broken_row_of_each_tampering() {
 
 #[tokio::test]
 async fn events_not_sealed_yet_are_reported_apart_and_sealed_later_in_seal_order() {
-    let app = spawn_app().await;
+    let app = spawn_unsealed().await;
     let clinic = app.clinic("Audit Late").await;
+    settled(&app, &clinic).await;
     let db = superuser(&app, &clinic).await;
     let before = seal_and_checkpoint(&app, &clinic).await;
     // A transaction that inserted its event long ago commits only after a later one was
@@ -585,4 +604,51 @@ async fn a_full_buffer_refuses_the_read_and_a_graceful_shutdown_writes_seals_and
         assert!(Instant::now() < deadline, "checkpoint {checkpoint:?}, head {head}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `clinic-service audit …` as an operator runs it, configured like the running service.
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clinic-service"))
+        .args(args)
+        .env("APP_MODE", "development")
+        .env("RUST_LOG", "off")
+        .env("IDENTITY_URL", format!("http://{}", app.identity_internal_addr))
+        .env("SERVICE_TOKEN", "test-service-token")
+        .env("TENANT_ROLE_SECRET", "test-tenant-role-secret")
+        .env("TENANT_SERVERS", format!("main={}", first_server_url()))
+        .output()
+        .await
+        .expect("run clinic-service");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn the_audit_commands_verify_and_export_and_fail_on_a_broken_chain() {
+    let app = spawn_unsealed().await;
+    let clinic = app.clinic("Audit Cli").await;
+    settled(&app, &clinic).await;
+    let head = seal_and_checkpoint(&app, &clinic).await;
+    let org = clinic.org.id.as_str();
+    let (ok, out) = cli(&app, &["audit", "verify", "--org", org]).await;
+    assert!(ok && out.contains(&format!("{org}: ok, {head} sealed")), "{out}");
+    let (ok, out) =
+        cli(&app, &["audit", "export", "--org", org, "--since", "2020-01-01T00:00:00Z"]).await;
+    assert!(ok, "{out}");
+    assert!(out.lines().count() as i64 > head, "every event and the export itself: {out}");
+    for line in out.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["resourceType"], "AuditEvent", "{line}");
+    }
+
+    let db = superuser(&app, &clinic).await;
+    db.execute(
+        "UPDATE audit_event SET peer = '10.0.0.1:1' WHERE id = (SELECT min(id) FROM audit_event)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (ok, out) = cli(&app, &["audit", "verify", "--org", org]).await;
+    assert!(!ok && out.contains("BROKEN at seq 1"), "{out}");
+    let (ok, _) = cli(&app, &["audit", "verify", "--org", "not-a-uuid"]).await;
+    assert!(!ok);
 }
