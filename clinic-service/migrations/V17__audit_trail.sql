@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS audit_event (
     -- transaction still running at its previous pass). Not part of the hash.
     txid          bigint      NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)
 );
-CREATE INDEX IF NOT EXISTS audit_event_txid_idx ON audit_event (txid);
+-- The sealer reads `txid >= horizon` in (txid, id) order: one range of this index.
+CREATE INDEX IF NOT EXISTS audit_event_txid_idx ON audit_event (txid, id);
 -- ListAuditEvents pages newest first; patients are filtered through the GIN index.
 CREATE INDEX IF NOT EXISTS audit_event_time_idx ON audit_event (occurred_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS audit_event_patients_idx ON audit_event USING gin (patients);

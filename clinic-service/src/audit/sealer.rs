@@ -6,8 +6,9 @@
 //! the transaction that inserted it (`txid`), and every seal the *horizon* of its pass, the
 //! oldest transaction still running when the pass read the events (`pg_snapshot_xmin`, taken in
 //! the same statement). Every event of an older transaction was visible to that pass and is
-//! sealed by it, so the next pass looks only at `txid >= horizon` (indexed); an event whose
-//! transaction committed late is above the horizon and is simply sealed by a later pass.
+//! sealed by it, so the next pass looks only at `txid >= horizon` (one range of the
+//! `(txid, id)` index, read in its order); an event whose transaction committed late is above
+//! the horizon and is simply sealed by a later pass.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -73,7 +74,7 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
              (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) h \
              LEFT JOIN LATERAL (SELECT {COLUMNS} FROM audit_event e WHERE e.txid >= $1 \
                 AND NOT EXISTS (SELECT 1 FROM audit_seal s WHERE s.event_id = e.id) \
-                ORDER BY e.id LIMIT $2) e ON true"
+                ORDER BY e.txid, e.id LIMIT $2) e ON true"
         );
         let rows = tx.query(&sql, &[&horizon, &BATCH]).await.map_err(db("unsealed events"))?;
         let xmin: i64 = rows.first().map(|r| r.col("xmin")).transpose()?.unwrap_or(horizon);
