@@ -27,6 +27,9 @@ export MAIL_OUTBOX_DIR="${MAIL_OUTBOX_DIR:-$DEV_DIR/outbox}"
 # Each clinic database is served through its own login role (see deploy/bootstrap.sql).
 export TENANT_ROLE_SECRET="${TENANT_ROLE_SECRET:-dev-tenant-role-secret}"
 export RUST_LOG="${RUST_LOG:-info}"
+# Each service's /metrics listener (METRICS_ADDR), on loopback.
+IDENTITY_METRICS_ADDR="${IDENTITY_METRICS_ADDR:-127.0.0.1:9101}"
+CLINIC_METRICS_ADDR="${CLINIC_METRICS_ADDR:-127.0.0.1:9102}"
 mkdir -p "$MAIL_OUTBOX_DIR"
 
 pids=()
@@ -49,10 +52,10 @@ wait_for_port() {
     return 1
 }
 
-target/debug/identity-service & pids+=($!)
+METRICS_ADDR="$IDENTITY_METRICS_ADDR" target/debug/identity-service & pids+=($!)
 wait_for_port "$IDENTITY_ADDR"
 wait_for_port "$IDENTITY_INTERNAL_ADDR"
-target/debug/clinic-service & pids+=($!)
+METRICS_ADDR="$CLINIC_METRICS_ADDR" target/debug/clinic-service & pids+=($!)
 wait_for_port "$CLINIC_ADDR"
 
 cat <<TXT
@@ -60,6 +63,7 @@ cat <<TXT
   identity-service  $IDENTITY_ADDR   (identity.v1.AuthService, reflection, health)
                     $IDENTITY_INTERNAL_ADDR   (internal: TokenService, DirectoryService)
   clinic-service    $CLINIC_ADDR   (clinic.v1.*, reflection, health)
+  metrics           http://$IDENTITY_METRICS_ADDR/metrics, http://$CLINIC_METRICS_ADDR/metrics
   PostgreSQL        127.0.0.1:5432 (central database clinic_db, tenants clinic_<slug>)
   outbox            $MAIL_OUTBOX_DIR
 

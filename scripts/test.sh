@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: starts what the tests need (PostgreSQL on 5432, a second PostgreSQL server on
 # 5433 for multi-server placement, grpcurl, the fhir.resources Python package), builds the
-# binaries the end-to-end tests drive, then runs the whole workspace's tests.
+# binaries the end-to-end tests drive, then runs the whole workspace's tests, and the OTLP
+# export test with its cargo feature.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -31,6 +32,13 @@ results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 status=0
 cargo test "${scope[@]}" --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$results" || status=$?
+# The OTLP export test needs clinic-shared's `otlp` feature: its own run, counted in the summary
+# (workspace-wide, so it shares the build above; skipped when the arguments name a package).
+if [ "${#scope[@]}" -gt 0 ]; then
+    log "running the OTLP export test (feature clinic-shared/otlp)"
+    cargo test --workspace --features clinic-shared/otlp --no-fail-fast --test otlp "$@" 2>&1 \
+        | tee -a "$results" || status=$?
+fi
 awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\nsummary: %d passed, %d failed\n", p, f }' "$results"
 exit "$status"

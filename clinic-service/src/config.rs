@@ -106,6 +106,9 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_SECS` (default 0 in development, 5 in production): how long health
     /// reports NOT_SERVING before the server stops accepting.
     pub shutdown_grace: Duration,
+    /// `METRICS_ADDR` (default unset: no metrics listener): where Prometheus scrapes
+    /// `/metrics`; a bare port means loopback (`9101` is `127.0.0.1:9101`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Server limits (`MAX_CONCURRENT_REQUESTS`, `MAX_CONCURRENT_STREAMS`,
     /// `REQUEST_TIMEOUT_SECS`, `MAX_REQUEST_BYTES`): see [`Limits`].
     pub limits: Limits,
@@ -269,6 +272,7 @@ impl Config {
                 "SHUTDOWN_GRACE_SECS",
                 default_grace,
             )?),
+            metrics_addr: clinic_shared::metrics::addr_from_env()?,
             template_database: template_database(&config::string(
                 "TEMPLATE_DATABASE",
                 DEFAULT_TEMPLATE_DATABASE,
@@ -287,7 +291,7 @@ impl Config {
     }
 
     /// A configuration for tests: development mode, port 0, the given identity endpoint and
-    /// tenant servers, service token `test-service-token`.
+    /// tenant servers, service token `test-service-token`, no metrics listener.
     pub fn for_tests(identity_url: String, tenant_servers: Vec<TenantServer>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -316,6 +320,7 @@ impl Config {
             migration_concurrency: 4,
             migrate_on_start: false,
             shutdown_grace: Duration::ZERO,
+            metrics_addr: None,
             // Named after the embedded migrations, so checkouts with other migrations (another
             // branch testing against the same server) never share a template.
             template_database: test_template_database(),

@@ -13,6 +13,7 @@
 //! - [`audit`]: the audit trail in each clinic's database (written by every handler through
 //!   one `Audit` handle), its hash chain, central checkpoints, `audit verify` and `export`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
+//! - [`metrics`]: the service's Prometheus series (the gRPC ones are `clinic_shared`'s).
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -28,6 +29,7 @@ pub mod feed;
 pub mod grpc;
 pub mod identity;
 pub mod members;
+pub mod metrics;
 pub mod organizations;
 pub mod relay;
 pub mod roles;

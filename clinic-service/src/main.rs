@@ -13,7 +13,13 @@ use clinic_service::{Application, Config, audit, relay, startup, tenancy};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    clinic_shared::telemetry::init();
+    let telemetry = clinic_shared::telemetry::init("clinic-service");
+    let code = run().await;
+    telemetry.shutdown().await;
+    code
+}
+
+async fn run() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {

@@ -10,11 +10,13 @@ use clinic_api::clinic::v1::{
     schedule_service_server::ScheduleServiceServer,
 };
 use clinic_shared::{
-    limits::ShedLayer,
-    server::{self, Listener, ShutdownHandle},
+    metrics::{self as shared_metrics, grpc::GrpcMetrics},
+    server::{self, Layers, Listener, ShutdownHandle},
 };
+use prometheus::Registry;
+use tokio::net::TcpListener;
 use tonic::transport::server::Router;
-use tower::layer::util::{Identity, Stack};
+use tower::layer::util::Stack;
 
 use crate::{
     appointments::AppointmentHandler,
@@ -25,6 +27,7 @@ use crate::{
     feed::{self, Feed},
     identity::IdentityClient,
     members::{MemberHandler, Members},
+    metrics::{self, ServiceMetrics},
     organizations::OrganizationHandler,
     relay::Relay,
     schedules::ScheduleHandler,
@@ -44,7 +47,10 @@ const SERVICES: &[&str] = &[
 pub struct Application {
     address: SocketAddr,
     listener: Listener,
-    router: Router<Stack<AuthLayer, Stack<ShedLayer, Identity>>>,
+    router: Router<Stack<AuthLayer, Layers>>,
+    /// The metrics listener, when `METRICS_ADDR` is set, and what it serves.
+    metrics: Option<(TcpListener, SocketAddr)>,
+    registry: Registry,
     health: tonic_health::server::HealthReporter,
     access: TenantAccess,
     relay: Relay,
@@ -57,8 +63,14 @@ pub struct Application {
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
-/// Builds the shared state every service uses.
+/// Builds the shared state every service uses (its metrics registered nowhere; see
+/// [`Application::build`]).
 pub fn tenant_access(config: &Config) -> Result<TenantAccess, Error> {
+    let metrics = ServiceMetrics::new().map_err(|e| Error::internal("metrics", e))?;
+    tenant_access_with(config, metrics)
+}
+
+fn tenant_access_with(config: &Config, metrics: ServiceMetrics) -> Result<TenantAccess, Error> {
     let identity = IdentityClient::new(
         &config.identity_url,
         config.identity_tls.as_ref(),
@@ -66,7 +78,7 @@ pub fn tenant_access(config: &Config) -> Result<TenantAccess, Error> {
         config.identity_timeout,
     )
     .map_err(Error::Internal)?;
-    Ok(TenantAccess::new(config, identity))
+    Ok(TenantAccess::new(config, identity, metrics))
 }
 
 impl Application {
@@ -77,7 +89,9 @@ impl Application {
                 "the audit trail cannot be turned off in production".into(),
             ));
         }
-        let access = tenant_access(&config)?;
+        let metrics_error = |e| Error::internal("metrics", e);
+        let service_metrics = ServiceMetrics::new().map_err(metrics_error)?;
+        let access = tenant_access_with(&config, service_metrics.clone())?;
         let identity = access.identity().clone();
         let keys =
             SigningKeys::new(identity.clone(), &config.jwt_issuer, config.signing_keys_refetch);
@@ -87,12 +101,17 @@ impl Application {
             keys,
             revocations.clone(),
             TokenCache::new(config.token_cache_ttl, config.token_cache_capacity),
+            service_metrics.clone(),
         ));
+        let registry = Registry::new();
+        let grpc_metrics = GrpcMetrics::register(&registry).map_err(metrics_error)?;
+        metrics::register(&registry, &service_metrics, access.pools(), &revocations)
+            .map_err(metrics_error)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
         let limits = &config.limits;
-        let (audit, audit_tasks) = Audit::new(&config.audit);
+        let (audit, audit_tasks) = Audit::new(&config.audit, access.metrics().clone());
         let organizations =
             OrganizationServiceServer::new(OrganizationHandler::new(access.clone(), audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
@@ -119,7 +138,7 @@ impl Application {
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
-        let router = server::builder(limits)
+        let router = server::builder(limits, grpc_metrics.layer(SERVICES))
             .layer(AuthLayer::new(validator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -133,11 +152,21 @@ impl Application {
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
         let listener = Listener::new(listener, config.tls.as_ref())
             .map_err(|e| Error::internal("TLS_CERT_FILE", e))?;
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                shared_metrics::endpoint::bind(addr)
+                    .await
+                    .map_err(|e| Error::internal("bind METRICS_ADDR", e))?,
+            ),
+            None => None,
+        };
         let (shutdown, stopped) = ShutdownHandle::new();
         Ok(Self {
             address,
             listener,
             router,
+            metrics,
+            registry,
             health,
             access,
             relay,
@@ -156,6 +185,16 @@ impl Application {
         self.address
     }
 
+    /// The metrics listener's address (`/metrics`), when `METRICS_ADDR` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The registry `/metrics` serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// A handle that stops the server gracefully.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -169,9 +208,25 @@ impl Application {
     /// Serves until SIGINT/SIGTERM or the shutdown handle fires; migrates every tenant first
     /// when `MIGRATE_ON_START` is set.
     pub async fn run_until_stopped(self) -> Result<(), Error> {
+        // Scrapes are answered from the start, start-up migrations included.
+        let scrapes = self.metrics.map(|(listener, _)| {
+            tokio::spawn(shared_metrics::endpoint::serve(
+                listener,
+                self.registry,
+                self.shutdown.fired(),
+            ))
+        });
         if self.config.migrate_on_start {
-            let results =
-                migrations::migrate_all(&self.access, self.config.migration_concurrency).await?;
+            let migrated =
+                migrations::migrate_all(&self.access, self.config.migration_concurrency).await;
+            let results = match migrated {
+                Ok(results) => results,
+                Err(e) => {
+                    // Not serving after all: the scrapes end too.
+                    self.shutdown.shutdown();
+                    return Err(e);
+                }
+            };
             let failed = results.iter().filter(|r| r.result.is_err()).count();
             tracing::info!(tenants = results.len(), failed, "start-up migrations done");
         }
@@ -256,6 +311,11 @@ impl Application {
         let _ = replenisher.await;
         let _ = janitor.await;
         refresher.abort();
+        // The scrapes end with the shutdown handle; a signal stops the server without it.
+        self.shutdown.shutdown();
+        if let Some(scrapes) = scrapes {
+            let _ = scrapes.await;
+        }
         served.map_err(|e| Error::internal("serve", e))
     }
 }

@@ -115,6 +115,9 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// `SHUTDOWN_GRACE_SECS`, default 5: time between NOT_SERVING and draining on shutdown.
     pub shutdown_grace: Duration,
+    /// `METRICS_ADDR`, default unset (no metrics listener): where Prometheus scrapes
+    /// `/metrics`; a bare port means loopback (`9100` is `127.0.0.1:9100`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Mail delivery settings.
@@ -313,12 +316,14 @@ impl Config {
                 )?,
             },
             shutdown_grace: secs("SHUTDOWN_GRACE_SECS", 5)?,
+            metrics_addr: clinic_shared::metrics::addr_from_env()?,
         })
     }
 
     /// Settings for tests: development mode, `127.0.0.1:0` for both listeners, service token
     /// `test-service-token`, a generated signing key, an outbox in a fresh temporary directory,
-    /// default throttling except for creating clinics (tests create many), no shutdown grace.
+    /// default throttling except for creating clinics (tests create many), no shutdown grace, no
+    /// metrics listener.
     pub fn for_tests(database: tokio_postgres::Config) -> Config {
         let outbox_dir =
             std::env::temp_dir().join(format!("identity-outbox-{}", uuid::Uuid::new_v4().simple()));
@@ -363,6 +368,7 @@ impl Config {
             // Tests create many clinics per user; the quota tests set their own limits.
             throttle: ThrottleConfig { create_organization_per_user: 1000, ..Default::default() },
             shutdown_grace: Duration::ZERO,
+            metrics_addr: None,
         }
     }
 }

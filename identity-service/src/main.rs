@@ -6,7 +6,13 @@ use identity_service::{Application, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    clinic_shared::telemetry::init();
+    let telemetry = clinic_shared::telemetry::init("identity-service");
+    let served = serve().await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let app = Application::build(config).await?;
     // Scripts and tests read these lines; a closed stdout must not stop the server.

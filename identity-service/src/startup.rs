@@ -15,8 +15,11 @@ use clinic_api::identity::v1::{
 use clinic_shared::{
     auth::RequireServiceCredential,
     config::Mode,
+    metrics::{self, grpc::GrpcMetrics},
     server::{self, Listener, ShutdownHandle},
 };
+use prometheus::Registry;
+use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
@@ -46,6 +49,10 @@ static INTERNAL_SERVICES: [&str; 2] =
 pub struct Application {
     public: (Listener, SocketAddr),
     internal: (Listener, SocketAddr),
+    /// The metrics listener, when `METRICS_ADDR` is set.
+    metrics: Option<(TcpListener, SocketAddr)>,
+    registry: Registry,
+    grpc_metrics: GrpcMetrics,
     state: Arc<AppState>,
     shutdown: ShutdownHandle,
 }
@@ -108,12 +115,21 @@ impl Application {
         let (listener, internal_address) = server::bind(config.internal_addr).await?;
         let internal = Listener::new(listener, internal_tls.as_ref()).map_err(Error::internal)?;
         let (public, internal) = ((public, public_address), (internal, internal_address));
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(metrics::endpoint::bind(addr).await?),
+            None => None,
+        };
+        let registry = Registry::new();
+        let grpc_metrics = GrpcMetrics::register(&registry).map_err(Error::internal)?;
+        let throttle = Throttle::new(config.throttle.clone())
+            .with_metrics(&registry)
+            .map_err(Error::internal)?;
         let (shutdown, _) = ShutdownHandle::new();
         let state = AppState {
             revoked: tokio::sync::watch::Sender::new(()),
             shutdown: shutdown.clone(),
             db: pool,
-            throttle: Throttle::new(config.throttle.clone()),
+            throttle,
             config,
             passwords,
             access_tokens,
@@ -122,7 +138,15 @@ impl Application {
             mailer,
             background: Default::default(),
         };
-        Ok(Application { public, internal, state: Arc::new(state), shutdown })
+        Ok(Application {
+            public,
+            internal,
+            metrics,
+            registry,
+            grpc_metrics,
+            state: Arc::new(state),
+            shutdown,
+        })
     }
 
     /// The public listener's address (`AuthService`).
@@ -133,6 +157,16 @@ impl Application {
     /// The internal listener's address (`TokenService`, `DirectoryService`).
     pub fn internal_address(&self) -> SocketAddr {
         self.internal.1
+    }
+
+    /// The metrics listener's address (`/metrics`), when `METRICS_ADDR` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The registry `/metrics` serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// A handle that stops the server like SIGTERM would.
@@ -156,6 +190,10 @@ impl Application {
             }
         });
         let janitor = tokio::spawn(janitor::run(state.clone(), self.shutdown.fired()));
+        let metrics_address = self.metrics.as_ref().map(|(_, addr)| *addr);
+        let scrapes = self.metrics.map(|(listener, _)| {
+            tokio::spawn(metrics::endpoint::serve(listener, self.registry, self.shutdown.fired()))
+        });
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
@@ -163,7 +201,7 @@ impl Application {
         let auth = AuthServiceServer::new(AuthApi::new(state.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
-        let public = server::builder(limits)
+        let public = server::builder(limits, self.grpc_metrics.layer(&PUBLIC_SERVICES))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -190,7 +228,7 @@ impl Application {
         let directory = DirectoryServiceServer::new(DirectoryApi::new(state.clone()))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
-        let internal = server::builder(limits)
+        let internal = server::builder(limits, self.grpc_metrics.layer(&INTERNAL_SERVICES))
             .add_service(internal_health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -208,6 +246,7 @@ impl Application {
         tracing::info!(
             public = %self.public.1,
             internal = %self.internal.1,
+            metrics = ?metrics_address,
             "identity-service serving"
         );
         let served = tokio::try_join!(public, internal);
@@ -215,6 +254,9 @@ impl Application {
         self.shutdown.shutdown();
         signals.abort();
         let _ = janitor.await;
+        if let Some(scrapes) = scrapes {
+            let _ = scrapes.await;
+        }
         state.join_background(Duration::from_secs(10)).await;
         state.db.close();
         served?;

@@ -15,7 +15,8 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{config::ThrottleConfig, error::Error, peer::Peer};
-use clinic_shared::pg::RowExt;
+use clinic_shared::{metrics::MetricsError, pg::RowExt};
+use prometheus::{IntCounterVec, Opts, Registry};
 
 /// What is being counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,30 @@ pub enum Key {
 }
 
 impl Key {
+    /// Every [`Self::kind`].
+    pub const KINDS: [&'static str; 7] = [
+        "login_account",
+        "login_peer",
+        "verify_account",
+        "resend_account",
+        "resend_peer",
+        "register_peer",
+        "create_organization_user",
+    ];
+
+    /// The limit's name: the `limit` label of `identity_throttle_refusals_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Key::LoginAccount(_) => "login_account",
+            Key::LoginPeer(_) => "login_peer",
+            Key::Verify(_) => "verify_account",
+            Key::ResendAccount(_) => "resend_account",
+            Key::ResendPeer(_) => "resend_peer",
+            Key::RegisterPeer(_) => "register_peer",
+            Key::CreateOrganization(_) => "create_organization_user",
+        }
+    }
+
     /// The stored form: SHA-256 over a kind tag and the value.
     fn digest(&self) -> Vec<u8> {
         let text = match self {
@@ -55,12 +80,32 @@ impl Key {
 /// The counters and their limits.
 pub struct Throttle {
     config: ThrottleConfig,
+    /// Attempts refused, by limit ([`Key::kind`]), once [`Self::with_metrics`] registered it.
+    refusals: Option<IntCounterVec>,
 }
 
 impl Throttle {
     /// Counters with the given limits.
     pub fn new(config: ThrottleConfig) -> Self {
-        Self { config }
+        Self { config, refusals: None }
+    }
+
+    /// Also counts refusals in `identity_throttle_refusals_total{limit}` of `registry`.
+    pub fn with_metrics(mut self, registry: &Registry) -> Result<Self, MetricsError> {
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "identity_throttle_refusals_total",
+                "Attempts refused by an abuse limit (RESOURCE_EXHAUSTED), by limit.",
+            ),
+            &["limit"],
+        )?;
+        clinic_shared::metrics::register(registry, &refusals)?;
+        // Every limit listed from the start, at 0.
+        for kind in Key::KINDS {
+            refusals.with_label_values(&[kind]);
+        }
+        self.refusals = Some(refusals);
+        Ok(self)
     }
 
     fn limit(&self, key: &Key) -> u32 {
@@ -90,8 +135,8 @@ impl Throttle {
         message: &'static str,
     ) -> Result<(), Error> {
         // Sorted digests: concurrent upserts lock rows in one order and cannot deadlock.
-        let limits: BTreeMap<Vec<u8>, u32> =
-            keys.iter().map(|k| (k.digest(), self.limit(k))).collect();
+        let limits: BTreeMap<Vec<u8>, (u32, &'static str)> =
+            keys.iter().map(|k| (k.digest(), (self.limit(k), k.kind()))).collect();
         let digests: Vec<&Vec<u8>> = limits.keys().collect();
         let rows = db
             .query(
@@ -108,8 +153,11 @@ impl Throttle {
         for row in rows {
             let (key, count, start): (Vec<u8>, i32, DateTime<Utc>) =
                 (row.col(0)?, row.col(1)?, row.col(2)?);
-            let limit = limits.get(&key).copied().unwrap_or(0);
+            let (limit, kind) = limits.get(&key).copied().unwrap_or((0, "unknown"));
             if u32::try_from(count).unwrap_or(u32::MAX) > limit {
+                if let Some(refusals) = &self.refusals {
+                    refusals.with_label_values(&[kind]).inc();
+                }
                 let left = (start + self.window() - now).to_std().unwrap_or_default();
                 wait = Some(wait.unwrap_or_default().max(left.max(Duration::from_secs(1))));
             }
@@ -189,5 +237,26 @@ impl Drop for Unjudged {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed() {
+        let peer = Peer::of(std::net::IpAddr::from([127, 0, 0, 1]));
+        let keys = [
+            Key::LoginAccount(String::new()),
+            Key::LoginPeer(peer),
+            Key::Verify(String::new()),
+            Key::ResendAccount(String::new()),
+            Key::ResendPeer(peer),
+            Key::RegisterPeer(peer),
+            Key::CreateOrganization(Uuid::nil()),
+        ];
+        let kinds: Vec<_> = keys.iter().map(Key::kind).collect();
+        assert_eq!(kinds, Key::KINDS);
     }
 }

@@ -3,7 +3,7 @@
 //! details for `tonic::Status` and the collection of field violations, paging and timestamps
 //! at the gRPC edge, auth metadata helpers, PostgreSQL helpers (identifier quoting,
 //! the organization-name-to-database mapping, per-test databases), and TLS for listeners, gRPC
-//! clients and PostgreSQL connections.
+//! clients and PostgreSQL connections, Prometheus metrics (registry, gRPC series, `/metrics`).
 
 // Service code answers errors, it does not panic: no unwrap/expect/panic outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -15,6 +15,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod paging;
 pub mod pg;
 pub mod server;

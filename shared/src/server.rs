@@ -10,7 +10,10 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::layer::util::{Identity, Stack};
 
-use crate::limits::{Limits, ShedLayer};
+use crate::{
+    limits::{Limits, ShedLayer},
+    metrics::grpc::GrpcMetricsLayer,
+};
 
 /// Metadata key of the request id; generated when the caller sends none.
 pub const REQUEST_ID_KEY: &str = "x-request-id";
@@ -56,9 +59,14 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
 }
 
+/// The layers every server has, outermost first: the gRPC metrics (so shed and refused calls are
+/// counted too), then shedding.
+pub type Layers = Stack<ShedLayer, Stack<GrpcMetricsLayer, Identity>>;
+
 /// A server's settings common to both services, with explicit `limits`: requests in flight
-/// (shed beyond), streams per connection, time to answer, header size, keep-alive.
-pub fn builder(limits: &Limits) -> tonic::transport::Server<Stack<ShedLayer, Identity>> {
+/// (shed beyond), streams per connection, time to answer, header size, keep-alive; every call
+/// counted by `metrics` (see [`crate::metrics::grpc`]).
+pub fn builder(limits: &Limits, metrics: GrpcMetricsLayer) -> tonic::transport::Server<Layers> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(limits.request_timeout)
@@ -67,6 +75,7 @@ pub fn builder(limits: &Limits) -> tonic::transport::Server<Stack<ShedLayer, Ide
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .trace_fn(request_span)
+        .layer(metrics)
         .layer(limits.shed_layer())
 }
 

@@ -128,11 +128,11 @@ impl AppointmentHandler {
         let result = async {
             let (mut conn, actor) =
                 self.enter(&claims, req.target.organization_id, &mut trail).await?;
-            Ok(service::transition(&mut conn, &actor, &req, &mut trail).await?)
+            Ok((service::transition(&mut conn, &actor, &req, &mut trail).await?, conn))
         }
         .await;
-        let appointment = self.audit.close(trail, result)?;
-        self.feed.changed(req.target.organization_id);
+        let (appointment, conn) = self.audit.close(trail, result)?;
+        self.feed.committed(req.target.organization_id, conn);
         Ok(to_proto(&appointment))
     }
 }
@@ -208,11 +208,11 @@ impl AppointmentService for AppointmentHandler {
         let mut trail = Trail::start(&request, CREATE);
         let result = async {
             let (mut conn, actor) = self.enter(&claims, req.organization_id, &mut trail).await?;
-            Ok(service::create(&mut conn, &actor, &req, &mut trail).await?)
+            Ok((service::create(&mut conn, &actor, &req, &mut trail).await?, conn))
         }
         .await;
-        let appointment = self.audit.close(trail, result)?;
-        self.feed.changed(req.organization_id);
+        let (appointment, conn) = self.audit.close(trail, result)?;
+        self.feed.committed(req.organization_id, conn);
         Span::current().record("appointment_id", display(appointment.id));
         Ok(Response::new(pb::CreateAppointmentResponse {
             appointment: Some(to_proto(&appointment)),

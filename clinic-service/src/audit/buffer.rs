@@ -127,6 +127,9 @@ async fn flush(
         match result {
             Ok(()) => {
                 queue.written(events.len());
+                for _ in &events {
+                    access.metrics().audit_event_written();
+                }
                 let _ = written.send(organization_id);
             }
             Err(e) => {
@@ -135,6 +138,7 @@ async fn flush(
             }
         }
     }
+    access.metrics().set_audit_events_buffered(queue.queued());
     pending.values().map(Vec::len).sum()
 }
 

@@ -49,7 +49,7 @@ use uuid::Uuid;
 pub use config::AuditConfig;
 pub use event::{Action, Event, Kind, Trail};
 
-use crate::{error::Error, tenancy::TenantAccess};
+use crate::{error::Error, metrics::ServiceMetrics, tenancy::TenantAccess};
 
 /// The handle handlers audit through. Cheap to clone.
 #[derive(Clone)]
@@ -57,6 +57,7 @@ pub struct Audit {
     queue: Arc<buffer::Queue>,
     written: mpsc::UnboundedSender<Uuid>,
     record_reads: bool,
+    metrics: ServiceMetrics,
 }
 
 /// The background half of [`Audit`]: the buffer's writer and the sealer, started by
@@ -70,14 +71,15 @@ pub struct AuditTasks {
 }
 
 impl Audit {
-    /// A handle and its background tasks.
-    pub fn new(config: &AuditConfig) -> (Self, AuditTasks) {
+    /// A handle and its background tasks, counting in `metrics`.
+    pub fn new(config: &AuditConfig, metrics: ServiceMetrics) -> (Self, AuditTasks) {
         let (queue, events) = buffer::Queue::new(config.buffer_events);
         let (written_tx, written) = mpsc::unbounded_channel();
         let audit = Self {
             queue: queue.clone(),
             written: written_tx.clone(),
             record_reads: config.record_reads,
+            metrics,
         };
         (audit, AuditTasks { queue, events, written_tx, written, config: config.clone() })
     }
@@ -98,6 +100,7 @@ impl Audit {
             return result.map_err(Status::from);
         };
         if trail.recorded() {
+            self.metrics.audit_event_written();
             let _ = self.written.send(organization_id);
         } else if !self.record_reads {
             // The benchmark's baseline only (see `AuditConfig::record_reads`).

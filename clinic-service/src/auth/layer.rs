@@ -26,7 +26,10 @@ use super::{
     keys::{Rejected, SigningKeys},
     revocations::Revocations,
 };
-use crate::identity::{IdentityClient, is_outage};
+use crate::{
+    identity::{IdentityClient, is_outage},
+    metrics::{RemoteValidation, ServiceMetrics, Verification},
+};
 
 /// Paths under this prefix need a valid bearer token.
 const PROTECTED_PREFIX: &str = "/clinic.v1.";
@@ -41,18 +44,21 @@ pub struct TokenValidator {
     keys: SigningKeys,
     revocations: Arc<Revocations>,
     cache: TokenCache,
+    metrics: ServiceMetrics,
 }
 
 impl TokenValidator {
     /// A validator verifying with `keys`, checking `revocations`, remembering verified claims in
-    /// `cache`, and asking `identity` while the revocations are not in sync.
+    /// `cache`, and asking `identity` while the revocations are not in sync; outcomes are
+    /// counted in `metrics`.
     pub fn new(
         identity: IdentityClient,
         keys: SigningKeys,
         revocations: Arc<Revocations>,
         cache: TokenCache,
+        metrics: ServiceMetrics,
     ) -> Self {
-        Self { identity, keys, revocations, cache }
+        Self { identity, keys, revocations, cache, metrics }
     }
 
     /// The verifying keys (fetched at start by the caller).
@@ -62,37 +68,53 @@ impl TokenValidator {
 
     /// The claims of the request's bearer token, or UNAUTHENTICATED / UNAVAILABLE.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Claims, Status> {
-        let token = bearer(headers)?;
+        let (outcome, result) = self.check(headers).await;
+        self.metrics.token_verified(outcome);
+        result
+    }
+
+    /// [`Self::authenticate`] and how the token fared locally.
+    async fn check(&self, headers: &http::HeaderMap) -> (Verification, Result<Claims, Status>) {
+        let token = match bearer(headers) {
+            Ok(token) => token,
+            Err(status) => return (Verification::Missing, Err(status)),
+        };
         let key = token_key(&token);
         let now = Utc::now();
         let generation = self.keys.generation();
-        let claims = match self.cache.get(&key, Instant::now(), generation) {
-            Some(claims) if claims.expires_at > now => claims,
+        let (outcome, claims) = match self.cache.get(&key, Instant::now(), generation) {
+            Some(claims) if claims.expires_at > now => (Verification::Cached, claims),
             _ => {
                 let (claims, trusted_until) = match self.keys.verify(&token, now).await {
                     Ok(claims) => claims,
-                    Err(Rejected::Invalid) => return Err(invalid()),
+                    Err(Rejected::Invalid) => return (Verification::Invalid, Err(invalid())),
                     Err(Rejected::KeysUnavailable) => {
-                        return Err(Status::unavailable(
-                            "identity-service is unavailable, retry later",
-                        ));
+                        let status =
+                            Status::unavailable("identity-service is unavailable, retry later");
+                        return (Verification::KeysUnavailable, Err(status));
                     }
                 };
                 let left = (trusted_until - now).to_std().unwrap_or_default();
                 let generation = self.keys.generation();
                 self.cache.insert(key, claims.clone(), Instant::now(), left, generation);
-                claims
+                (Verification::Verified, claims)
             }
         };
         if self.revocations.is_revoked(&claims.session_id) {
-            return Err(invalid());
+            return (Verification::Revoked, Err(invalid()));
         }
         if self.revocations.in_sync(Instant::now()) {
-            return Ok(claims);
+            return (outcome, Ok(claims));
         }
         // Not in sync: a revocation may not have reached us. Ask, every call.
-        self.validate_remotely(&token, &claims).await?;
-        Ok(claims)
+        let remote = self.validate_remotely(&token, &claims).await;
+        let answered = match &remote {
+            Ok(()) => RemoteValidation::Valid,
+            Err(status) if status.code() == Code::Unauthenticated => RemoteValidation::Invalid,
+            Err(_) => RemoteValidation::Unavailable,
+        };
+        self.metrics.token_validated_remotely(answered);
+        (outcome, remote.map(|()| claims))
     }
 
     /// `ValidateToken` for a token verified locally: its session must be live.

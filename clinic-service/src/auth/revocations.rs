@@ -28,11 +28,15 @@ struct Inner {
     revoked: HashMap<Uuid, DateTime<Utc>>,
     /// When the stream last said it was caught up (a heartbeat); none while not caught up.
     heard: Option<Instant>,
+    /// The last heartbeat ever, kept when the stream is lost (for the lag).
+    last_heartbeat: Option<Instant>,
 }
 
 /// What is known about revoked sessions.
 pub struct Revocations {
     stale_after: Duration,
+    /// When following began: the lag of a stream that never caught up counts from here.
+    created: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -40,7 +44,7 @@ impl Revocations {
     /// Nothing known yet (not in sync); in sync later only while heartbeats come within
     /// `stale_after` of each other.
     pub fn new(stale_after: Duration) -> Self {
-        Self { stale_after, inner: Mutex::new(Inner::default()) }
+        Self { stale_after, created: Instant::now(), inner: Mutex::new(Inner::default()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -57,12 +61,19 @@ impl Revocations {
         self.lock().heard.is_some_and(|at| now.duration_since(at) < self.stale_after)
     }
 
+    /// How long ago, at `now`, the stream last proved it was caught up (a heartbeat); since
+    /// creation when it never has. Grows without bound while the stream is down.
+    pub fn lag(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.lock().last_heartbeat.unwrap_or(self.created))
+    }
+
     /// Applies one message of the stream at `now` / `wall` (revocations whose `forget_after`
     /// passed are dropped on heartbeats).
     fn apply(&self, m: &WatchRevocationsResponse, now: Instant, wall: DateTime<Utc>) {
         let mut inner = self.lock();
         if m.heartbeat {
             inner.heard = Some(now);
+            inner.last_heartbeat = Some(now);
             inner.revoked.retain(|_, forget_after| *forget_after > wall);
             return;
         }
@@ -195,6 +206,17 @@ mod tests {
         r.apply(&heartbeat(), t0, wall);
         r.lost();
         assert!(!r.in_sync(t0));
+    }
+
+    #[test]
+    fn lag_counts_from_the_last_heartbeat_even_after_the_stream_is_lost() {
+        let r = Revocations::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        r.apply(&heartbeat(), t0, Utc::now());
+        assert_eq!(r.lag(t0 + Duration::from_secs(3)), Duration::from_secs(3));
+        r.lost();
+        assert_eq!(r.lag(t0 + Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(r.lag(t0 - Duration::from_secs(1)), Duration::ZERO, "never negative");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{
     Feed,
+    hub::BATCH,
     log::{self, Change, ReadError},
     token,
     watcher::Watcher,
@@ -80,24 +81,25 @@ impl Feed {
         let headers = request.metadata().clone().into_headers();
         let req = WatchRequest::try_from(request.into_inner())?;
         let (conn, caller) = self.access().acquire(&claims, req.organization_id).await?;
+        let location = self.access().organization(req.organization_id).await?.location;
+        // Subscribed before the log is read: nothing committed after that read can be missed.
+        let (hub, rx) = self.subscribe(&location);
         let position = match req.after {
             Some(position) => position,
             None => log::head(&*conn).await?,
         };
-        match log::read_after(&*conn, position, 1).await {
-            Ok(_) => {}
+        // The first stretch of the catch-up on the same connection (and the range checked).
+        let first = match log::read_after(&*conn, position, BATCH).await {
+            Ok(changes) => changes,
             Err(ReadError::OutOfRange) => return Err(out_of_range()),
             Err(ReadError::Failed(e)) => return Err(e.into()),
-        }
+        };
         drop(conn);
-        let location = self.access().organization(req.organization_id).await?.location;
-        // Subscribed before the watcher reads the log: nothing committed after that read can
-        // be missed.
-        let (_hub, rx) = self.subscribe(&location);
         let watcher = Watcher {
             feed: self.clone(),
             location,
             rx,
+            membership: hub.watching(caller.member_id),
             actor: Actor::from(caller),
             claims,
             headers,
@@ -105,7 +107,7 @@ impl Feed {
         };
         let (tx, stream) = tokio::sync::mpsc::channel(QUEUE);
         let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(watcher.run(tx), span));
+        tokio::spawn(tracing::Instrument::instrument(watcher.run(tx, first), span));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }

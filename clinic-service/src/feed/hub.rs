@@ -1,20 +1,35 @@
-//! One hub per watched clinic: a single poller task reads the clinic's change log over a pooled
-//! connection (taken for each read and given back, so the connection budget holds however many
-//! watch) and broadcasts what it read to that clinic's watchers, which filter it by their role
-//! scope. The poller reads when this process committed a change there (`Feed::changed`) and
-//! every `WATCH_POLL_MS` anyway (changes made through other replicas). It ends once the last
-//! watcher of its clinic is gone, or on shutdown.
+//! One hub per watched clinic: it reads the clinic's change log and broadcasts what it read to
+//! that clinic's watchers, which filter it by their role scope. Reads take turns (the hub's
+//! position is held across each), so batches go out in log order whoever reads:
+//!
+//! - a call of this process that committed a change there reads right after its commit, on its
+//!   own connection, before giving it back to the pool (`Feed::committed`): the change reaches
+//!   the watchers without the feed waiting for a connection of its own;
+//! - the hub's poller reads over a pooled connection (taken for the read and given back, so the
+//!   budget holds however many watch) when woken (a committed read failed) and whenever
+//!   `WATCH_POLL_MS` went by with no read (changes made through other replicas). It ends once
+//!   the last watcher of its clinic is gone, or on shutdown.
+//!
+//! A read also re-reads the watchers' memberships when a heartbeat went by since the last
+//! time (`roster`), so access re-checks cost one statement per clinic, not one per stream.
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, broadcast};
+use tokio::{
+    sync::{Mutex, Notify, broadcast},
+    time::Instant,
+};
 use uuid::Uuid;
 
 use super::{
     Feed,
     log::{self, Change, ReadError},
+    roster::{Roster, Standing},
 };
-use crate::tenancy::Location;
+use crate::{
+    error::Error,
+    tenancy::{Db, Location},
+};
 
 /// Changes read per query.
 pub const BATCH: i64 = 500;
@@ -31,17 +46,60 @@ pub struct Hub {
     pub location: Location,
     wake: Notify,
     events: broadcast::Sender<Batch>,
+    /// Where the last read ended (`None` before the first), held across a read.
+    position: Mutex<Option<i64>>,
+    /// When a read last succeeded.
+    last_read: std::sync::Mutex<Instant>,
+    /// The watchers' memberships, read along with the log once per `heartbeat`.
+    roster: Roster,
+    heartbeat: std::time::Duration,
+}
+
+/// A watcher's place in its hub's roster, given up when dropped (the stream ended).
+pub struct Watching {
+    hub: Arc<Hub>,
+    member_id: Uuid,
+}
+
+impl Watching {
+    /// What the hub's latest membership reading says of the watcher (as `user_id`); `Unknown`
+    /// unless it was taken within two heartbeats and a poll.
+    pub fn standing(&self, user_id: Uuid, poll: std::time::Duration) -> Standing {
+        let max_age = self.hub.heartbeat * 2 + poll;
+        self.hub.roster.standing(self.member_id, user_id, max_age)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.hub.roster.leave(self.member_id);
+    }
 }
 
 impl Hub {
-    /// A hub of the clinic at `location` with no watcher yet.
-    pub fn new(location: Location) -> Self {
-        Self { location, wake: Notify::new(), events: broadcast::channel(CAPACITY).0 }
+    /// A hub of the clinic at `location` with no watcher yet, reading its watchers'
+    /// memberships every `heartbeat`.
+    pub fn new(location: Location, heartbeat: std::time::Duration) -> Self {
+        Self {
+            roster: Roster::default(),
+            heartbeat,
+            location,
+            wake: Notify::new(),
+            events: broadcast::channel(CAPACITY).0,
+            position: Mutex::new(None),
+            last_read: std::sync::Mutex::new(Instant::now()),
+        }
     }
 
     /// A new watcher's receiver: every batch broadcast from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Batch> {
         self.events.subscribe()
+    }
+
+    /// Counts a stream of `member_id` into the roster until the returned guard is dropped.
+    pub fn watching(self: &Arc<Self>, member_id: Uuid) -> Watching {
+        self.roster.join(member_id);
+        Watching { hub: self.clone(), member_id }
     }
 
     /// Whether anyone still watches.
@@ -57,63 +115,87 @@ impl Hub {
     fn organization_id(&self) -> Uuid {
         self.location.organization_id
     }
+
+    fn last_read(&self) -> Instant {
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads through `db` (a connection to this clinic) and broadcasts everything after the
+    /// last read (after the head, the first time: watchers read what precedes it themselves).
+    pub async fn read(&self, db: &impl Db) -> Result<(), Error> {
+        let mut position = self.position.lock().await;
+        let mut after = match *position {
+            Some(p) => p,
+            None => log::head(db).await?,
+        };
+        loop {
+            let changes = match log::read_after(db, after, BATCH).await {
+                Ok(changes) => changes,
+                // Only if the hub fell behind the whole kept history: watchers catch up on
+                // their own (they see the gap), so start again from the head.
+                Err(ReadError::OutOfRange) => {
+                    after = log::head(db).await?;
+                    break;
+                }
+                Err(ReadError::Failed(e)) => return Err(e),
+            };
+            let Some(last) = changes.last().map(|c| c.position) else { break };
+            after = last;
+            let full = changes.len() as i64 == BATCH;
+            // No receiver is fine: the watchers may just have gone.
+            let _ = self.events.send(changes.into());
+            if !full {
+                break;
+            }
+        }
+        *position = Some(after);
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        drop(position);
+        if self.roster.due(self.heartbeat).is_some_and(|due| due <= Instant::now()) {
+            // The log was read: a failure here leaves the roster due for the next read.
+            if let Err(e) = self.roster.refresh(db).await {
+                tracing::debug!(organization_id = %self.organization_id(), error = %e, "reading the watchers' memberships failed");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The poller of `hub`: see the module.
 pub async fn poll(feed: Feed, hub: Arc<Hub>) {
     let mut stopping = feed.stopping();
-    let mut position = None;
-    let mut ticks = tokio::time::interval(feed.config().poll);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = feed.config().poll;
+    let mut read_now = true;
+    let mut attempted = Instant::now();
     loop {
         if !feed.keep_hub(&hub) {
             return;
         }
-        match read(&feed, &hub, &mut position).await {
-            Ok(()) => {}
-            Err(e) => {
+        if read_now {
+            attempted = Instant::now();
+            if let Err(e) = read_pooled(&feed, &hub).await {
                 tracing::debug!(organization_id = %hub.organization_id(), error = %e, "change log poll failed; retrying at the next tick");
             }
         }
+        // Next: when woken, once a period went by with no read (by anyone; a failed attempt
+        // counts, so an outage is retried once a period), or when the roster is due.
+        let log_due = hub.last_read().max(attempted) + period;
+        let roster_due = hub.roster.due(hub.heartbeat).map(|d| d.max(attempted + period));
+        let due = roster_due.map_or(log_due, |r| r.min(log_due));
         tokio::select! {
             _ = super::stopped(&mut stopping) => return,
-            _ = hub.wake.notified() => {}
-            _ = ticks.tick() => {}
+            _ = hub.wake.notified() => read_now = true,
+            _ = tokio::time::sleep_until(due) => {
+                let now = Instant::now();
+                read_now = hub.last_read() + period <= now
+                    || hub.roster.due(hub.heartbeat).is_some_and(|d| d <= now);
+            }
         }
     }
 }
 
-/// Reads and broadcasts everything after `*position` (after the head, the first time).
-async fn read(
-    feed: &Feed,
-    hub: &Hub,
-    position: &mut Option<i64>,
-) -> Result<(), crate::error::Error> {
+/// One read over a pooled connection of the hub's clinic.
+async fn read_pooled(feed: &Feed, hub: &Hub) -> Result<(), Error> {
     let conn = feed.access().connect(&hub.location).await?;
-    let mut after = match *position {
-        Some(p) => p,
-        None => log::head(&*conn).await?,
-    };
-    loop {
-        let changes = match log::read_after(&*conn, after, BATCH).await {
-            Ok(changes) => changes,
-            // Only if this poller fell behind the whole kept history: watchers catch up on their
-            // own (they see the gap), so start again from the head.
-            Err(ReadError::OutOfRange) => {
-                *position = Some(log::head(&*conn).await?);
-                return Ok(());
-            }
-            Err(ReadError::Failed(e)) => return Err(e),
-        };
-        let Some(last) = changes.last().map(|c| c.position) else { break };
-        after = last;
-        let full = changes.len() as i64 == BATCH;
-        // No receiver is fine: the watchers may just have gone.
-        let _ = hub.events.send(changes.into());
-        if !full {
-            break;
-        }
-    }
-    *position = Some(after);
-    Ok(())
+    hub.read(&*conn).await
 }

@@ -65,25 +65,33 @@ pub async fn head(db: &impl Db) -> Result<i64, Error> {
     Ok(row.col(0)?)
 }
 
-const READ: &str = "SELECT position, appointment_id, patient_id, doctor_id, from_status::text, \
-    to_status::text, changed_by, changed_at, start_time, end_time, logged_at \
-    FROM appointment_change WHERE position > $1 ORDER BY position LIMIT $2";
+/// The head and up to `$2` changes after `$1`, in one statement: one snapshot, so the horizon
+/// read describes exactly the changes read beside it. The head comes on every row (and alone,
+/// with the change columns NULL, when nothing follows `$1`).
+const READ: &str = "SELECT h.position, h.pruned_through, c.position, c.appointment_id, \
+    c.patient_id, c.doctor_id, c.from_status::text, c.to_status::text, c.changed_by, \
+    c.changed_at, c.start_time, c.end_time, c.logged_at \
+    FROM appointment_change_head h LEFT JOIN LATERAL ( \
+        SELECT * FROM appointment_change WHERE position > $1 ORDER BY position LIMIT $2) c \
+    ON true ORDER BY c.position";
 
-/// Up to `limit` changes after `after`, in order. The changes are read first and the horizon
-/// after: both only grow, so a horizon still at or below `after` proves nothing after it had
-/// been pruned when the changes were read.
+/// Up to `limit` changes after `after`, in order, in one round trip; OUT_OF_RANGE when changes
+/// after `after` were pruned (or `after` was never handed out).
 pub async fn read_after(db: &impl Db, after: i64, limit: i64) -> Result<Vec<Change>, ReadError> {
     let rows = db.query(READ, &[&after, &limit]).await.map_err(db_error("read the change log"))?;
-    let head = db
-        .query_one("SELECT position, pruned_through FROM appointment_change_head", &[])
-        .await
-        .map_err(db_error("read the change log head"))?;
+    let head = rows.first().ok_or(Error::Internal("the change log has no head".into()))?;
     let (newest, pruned): (i64, i64) =
         (head.col(0).map_err(Error::from)?, head.col(1).map_err(Error::from)?);
     if after < pruned || after > newest {
         return Err(ReadError::OutOfRange);
     }
-    rows.iter().map(change).collect::<Result<_, Error>>().map_err(ReadError::Failed)
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.col::<Option<i64>>(2).map_err(Error::from)?.is_some() {
+            changes.push(change(row)?);
+        }
+    }
+    Ok(changes)
 }
 
 fn status(label: &str) -> Result<AppointmentStatus, Error> {
@@ -92,19 +100,19 @@ fn status(label: &str) -> Result<AppointmentStatus, Error> {
 }
 
 fn change(row: &Row) -> Result<Change, Error> {
-    let from: Option<String> = row.col(4)?;
-    let to: String = row.col(5)?;
+    let from: Option<String> = row.col(6)?;
+    let to: String = row.col(7)?;
     Ok(Change {
-        position: row.col(0)?,
-        appointment_id: row.col(1)?,
-        parties: Parties { patient_id: row.col(2)?, doctor_id: row.col(3)? },
+        position: row.col(2)?,
+        appointment_id: row.col(3)?,
+        parties: Parties { patient_id: row.col(4)?, doctor_id: row.col(5)? },
         from_status: from.as_deref().map(status).transpose()?,
         to_status: status(&to)?,
-        changed_by: row.col(6)?,
-        changed_at: row.col(7)?,
-        start_time: row.col(8)?,
-        end_time: row.col(9)?,
-        logged_at: row.col(10)?,
+        changed_by: row.col(8)?,
+        changed_at: row.col(9)?,
+        start_time: row.col(10)?,
+        end_time: row.col(11)?,
+        logged_at: row.col(12)?,
     })
 }
 

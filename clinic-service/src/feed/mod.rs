@@ -3,12 +3,13 @@
 //! Every appointment change is recorded in its clinic's change log in the transaction of the
 //! change (a deferred trigger, migration V16), numbered in commit order through a one-row head
 //! that no transaction can skip past. A stream first reads the log from its resume point, then
-//! follows the clinic's hub (`hub`: one poller per watched clinic, woken after each commit made
-//! here and polling for other replicas'), filtering by the caller's role scope; a watcher that
+//! follows the clinic's hub (`hub`: read after each commit made here, on the committing call's
+//! connection, and polled for other replicas' changes), filtering by the caller's role scope; a watcher that
 //! falls behind or sees a gap reads the log itself, so nothing is skipped or sent twice.
 //!
 //! - `log`: SQL on the change log; `token`: resume tokens; `config`: settings.
-//! - `hub`: the per-clinic poller; `watcher`: one stream (heartbeats, access re-checks, end).
+//! - `hub`: the per-clinic reader and poller; `roster`: its watchers' memberships;
+//!   `watcher`: one stream (heartbeats, access re-checks, end).
 //! - `grpc`: the request parsed, the stream started, changes converted to the contract.
 //! - `janitor`: prunes every clinic's log past the kept history.
 
@@ -17,6 +18,7 @@ pub mod grpc;
 mod hub;
 pub mod janitor;
 pub mod log;
+mod roster;
 pub mod token;
 mod watcher;
 
@@ -33,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::TokenValidator,
-    tenancy::{Location, TenantAccess},
+    tenancy::{Location, TenantAccess, TenantConnection},
 };
 
 /// Resolves once `stopping` turns true (or its sender is gone).
@@ -73,12 +75,20 @@ impl Feed {
         self.inner.hubs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tells the feed that this process committed an appointment change in `organization_id`:
-    /// its watchers (if any) hear of it now rather than at the next poll.
-    pub fn changed(&self, organization_id: Uuid) {
-        if let Some(hub) = self.hubs().get(&organization_id) {
-            hub.wake();
-        }
+    /// Tells the feed that this process committed an appointment change in `organization_id`
+    /// through `conn`: when the clinic is watched, its log is read on that same connection
+    /// (in a task of its own, so the call answers at once) and the connection goes back to the
+    /// pool afterwards; the feed takes no connection of the budget while changes are made
+    /// here. Should that read fail, the clinic's poller reads with a connection of its own.
+    pub fn committed(&self, organization_id: Uuid, conn: TenantConnection) {
+        let Some(hub) = self.hubs().get(&organization_id).cloned() else { return };
+        tokio::spawn(async move {
+            if let Err(e) = hub.read(&*conn).await {
+                tracing::debug!(%organization_id, error = %e, "change log read after commit failed; the poller reads");
+                drop(conn);
+                hub.wake();
+            }
+        });
     }
 
     /// Ends every stream with UNAVAILABLE (the server is shutting down) and refuses new ones.
@@ -118,7 +128,7 @@ impl Feed {
         if let Some(hub) = hubs.get(&location.organization_id) {
             return (hub.clone(), hub.subscribe());
         }
-        let hub = Arc::new(Hub::new(location.clone()));
+        let hub = Arc::new(Hub::new(location.clone(), self.config().heartbeat));
         let rx = hub.subscribe();
         hubs.insert(location.organization_id, hub.clone());
         tokio::spawn(hub::poll(self.clone(), hub.clone()));

@@ -8,21 +8,16 @@
 
 use chrono::{DateTime, Utc};
 use clinic_api::clinic::v1 as pb;
-use clinic_shared::pg::RowExt;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use super::{
     Feed, grpc,
-    hub::{BATCH, Batch},
+    hub::{BATCH, Batch, Watching},
     log::{self, Change, ReadError},
+    roster::Standing,
 };
-use crate::{
-    appointments::domain::Actor,
-    auth::Claims,
-    error::Error,
-    tenancy::{Db, Location},
-};
+use crate::{appointments::domain::Actor, auth::Claims, error::Error, tenancy::Location};
 
 /// Where the stream's messages go.
 pub type Sender = mpsc::Sender<Result<pb::WatchAppointmentsResponse, Status>>;
@@ -40,6 +35,8 @@ pub struct Watcher {
     pub(super) feed: Feed,
     pub(super) location: Location,
     pub(super) rx: broadcast::Receiver<Batch>,
+    /// The caller's membership as the hub last read it.
+    pub(super) membership: Watching,
     pub(super) actor: Actor,
     pub(super) claims: Claims,
     /// The call's metadata as headers (its bearer token), to check the session again. Never
@@ -50,21 +47,28 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Streams into `tx` until the stream ends (see the module).
-    pub async fn run(mut self, tx: Sender) {
-        if let Err(End::With(status)) = self.serve(&tx).await {
+    /// Streams into `tx` until the stream ends (see the module), starting with `first`: the
+    /// changes after the resume point that the stream's opening read (at most [`BATCH`]).
+    pub async fn run(mut self, tx: Sender, first: Vec<Change>) {
+        if let Err(End::With(status)) = self.serve(&tx, first).await {
             let _ = tx.send(Err(status)).await;
         }
     }
 
-    async fn serve(&mut self, tx: &Sender) -> Result<(), End> {
+    async fn serve(&mut self, tx: &Sender, first: Vec<Change>) -> Result<(), End> {
         let mut stopping = self.feed.stopping();
         let period = self.feed.config().heartbeat;
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expiry = tokio::time::sleep(until(self.claims.expires_at, Utc::now()));
         tokio::pin!(expiry);
-        self.catch_up(tx).await?;
+        let more = first.len() as i64 == BATCH;
+        for change in &first {
+            self.deliver(change, tx).await?;
+        }
+        if more {
+            self.catch_up(tx).await?;
+        }
         // Caught up: the client may rely on what it has from here.
         self.heartbeat(tx).await?;
         loop {
@@ -153,35 +157,24 @@ impl Watcher {
 
     /// Ends the stream when the caller's access is gone: the token no longer accepted (expired,
     /// session revoked), not an active member any more (NOT_FOUND, as for a clinic they never
-    /// belonged to), or another role than the stream was scoped for.
+    /// belonged to), or another role than the stream was scoped for. The membership is looked
+    /// up in the hub's latest reading (one statement per clinic and heartbeat, see `roster`).
     async fn check_access(&self) -> Result<(), End> {
         match self.feed.validator().authenticate(&self.headers).await {
             Ok(claims) if claims.session_id == self.claims.session_id => {}
             Ok(_) => return Err(End::With(Status::unauthenticated("the access token changed"))),
             Err(status) => return Err(End::With(status)),
         }
-        let read = async {
-            let conn = self.feed.access().connect(&self.location).await?;
-            conn.query_opt(
-                "SELECT role FROM organization_user WHERE id = $1 AND user_id = $2 \
-                 AND status = 'active'",
-                &[&self.actor.member_id, &self.claims.user_id],
-            )
-            .await
-            .map_err(|e| Error::tenant_db("check the watcher's membership", &e))
-        };
-        let row = match read.await {
-            Ok(row) => row,
-            // Checked again at the next heartbeat.
-            Err(e) if transient(&e) => return Ok(()),
-            Err(e) => return Err(fail(e)),
-        };
-        let Some(row) = row else { return Err(End::With(Error::organization_not_found().into())) };
-        let role: Option<String> = row.col(0).map_err(|e| fail(e.into()))?;
-        if crate::roles::Role::from_db(role.as_deref()) != Some(self.actor.role) {
-            return Err(End::With(Status::permission_denied(
-                "your role in this clinic changed: watch again to see what the new role may",
-            )));
+        match self.membership.standing(self.claims.user_id, self.feed.config().poll) {
+            Standing::Active(role) if role == Some(self.actor.role) => {}
+            Standing::Active(_) => {
+                return Err(End::With(Status::permission_denied(
+                    "your role in this clinic changed: watch again to see what the new role may",
+                )));
+            }
+            Standing::Gone => return Err(End::With(Error::organization_not_found().into())),
+            // No recent reading (the database was busy or down): checked again next time.
+            Standing::Unknown => {}
         }
         Ok(())
     }

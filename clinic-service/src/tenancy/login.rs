@@ -104,34 +104,47 @@ impl TenantLogins {
         tx.commit().await.map_err(|e| Error::tenant_db("commit", &e))
     }
 
-    /// The part of [`Self::grant`] done in the maintenance database, in one transaction: the
-    /// role, and CONNECT on the database for it alone. Provisioning runs it before it opens the
-    /// tenant database, so it never holds two connections at once.
+    /// The part of [`Self::grant`] done in the maintenance database: the role (see
+    /// [`Self::create_role`]), then CONNECT on the database for it alone
+    /// ([`Self::database_grants`]). Provisioning runs it before it opens the tenant database, so
+    /// it never holds two connections at once.
     pub async fn grant_database(
         maintenance: &mut Client,
         login: &PreparedLogin,
     ) -> Result<(), Error> {
-        let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
-        let tx = maintenance.transaction().await.map_err(db)?;
-        // Concurrent retries would both change the same catalogue rows ("tuple concurrently
-        // updated"): one at a time per role.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&login.role)])
+        Self::create_role(maintenance, login).await?;
+        maintenance
+            .batch_execute(&Self::database_grants(login))
             .await
-            .map_err(db)?;
-        tx.execute(
-            "SELECT clinic_bootstrap.create_tenant_role($1, $2)",
-            &[&login.role, &login.verifier],
-        )
-        .await
-        .map_err(db)?;
+            .map_err(|e| Error::tenant_db("tenant database grants", &e))
+    }
+
+    /// Creates (or refreshes) the login role of `login`, in one statement (its own transaction)
+    /// through `maintenance`. Concurrent retries would both change the same catalogue rows
+    /// ("tuple concurrently updated"): one at a time per role.
+    pub async fn create_role(maintenance: &Client, login: &PreparedLogin) -> Result<(), Error> {
+        maintenance
+            .execute(
+                "WITH locked AS (SELECT pg_advisory_xact_lock($1)) \
+                 SELECT clinic_bootstrap.create_tenant_role($2, $3) FROM locked",
+                &[&lock_key(&login.role), &login.role, &login.verifier],
+            )
+            .await
+            .map_err(|e| Error::tenant_db("tenant login role", &e))?;
+        Ok(())
+    }
+
+    /// Statements (for a batch: one implicit transaction) that close `login`'s database to
+    /// everyone but its role, which may CONNECT; serialised per role with concurrent retries.
+    /// The role must exist.
+    pub fn database_grants(login: &PreparedLogin) -> String {
         let (database, role) = (quote(&login.database), quote(&login.role));
-        tx.batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-             GRANT CONNECT ON DATABASE {database} TO {role};"
-        ))
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
+        format!(
+            "SELECT pg_advisory_xact_lock({});
+             REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+             GRANT CONNECT ON DATABASE {database} TO {role};",
+            lock_key(&login.role)
+        )
     }
 
     /// The part of [`Self::grant`] done inside the tenant database, as its owner, in the

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use clinic_shared::pg::RowExt;
 
 use super::{Location, TenantAccess, pools::RawConnection};
-use crate::error::Error;
+use crate::{error::Error, metrics::MigrationTarget};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -86,6 +86,19 @@ pub async fn migrate(mut conn: RawConnection) -> Result<usize, Error> {
     }
     .await;
     conn.close().await;
+    result
+}
+
+/// [`migrate`], its time observed in `clinic_migration_seconds{target}` (see
+/// [`crate::metrics`]).
+pub async fn migrate_measured(
+    access: &TenantAccess,
+    target: MigrationTarget,
+    conn: RawConnection,
+) -> Result<usize, Error> {
+    let started = std::time::Instant::now();
+    let result = migrate(conn).await;
+    access.metrics().migrated(target, result.is_ok(), started);
     result
 }
 
@@ -220,7 +233,8 @@ pub async fn migrate_all(
 async fn migrate_one(access: &TenantAccess, location: &Location) -> Result<usize, Error> {
     let result = async {
         let config = access.owner_config(location)?;
-        let applied = migrate(access.pools().connect(&config).await?).await?;
+        let conn = access.pools().connect(&config).await?;
+        let applied = migrate_measured(access, MigrationTarget::Tenant, conn).await?;
         // Also gives tenants made before login roles existed theirs, and new tables their grants.
         let mut owner = access.pools().connect(&config).await?;
         let granted = access.grant_login(location, &mut owner.client).await;

@@ -30,6 +30,7 @@ use crate::{
     config::{Config, TenantServer},
     error::Error,
     identity::IdentityClient,
+    metrics::ServiceMetrics,
     roles::Role,
 };
 
@@ -157,11 +158,13 @@ struct Inner {
     refuse_privileged: bool,
     /// Spare databases kept ready on every server.
     spares: spares::Spares,
+    /// Where provisioning, migrations and evictions are counted.
+    metrics: ServiceMetrics,
 }
 
 impl TenantAccess {
     /// Access to the tenants of `config`'s servers.
-    pub fn new(config: &Config, identity: IdentityClient) -> Self {
+    pub fn new(config: &Config, identity: IdentityClient, metrics: ServiceMetrics) -> Self {
         let servers: HashMap<_, _> =
             config.tenant_servers.iter().map(|s| (s.key.clone(), s.clone())).collect();
         let templates_ready =
@@ -169,11 +172,12 @@ impl TenantAccess {
         Self {
             inner: Arc::new(Inner {
                 identity,
-                pools: Pools::new(
+                pools: Pools::measured(
                     config.connection_budget,
                     config.tenant_pool_size,
                     config.acquire_timeout,
                     config.database_tls.clone(),
+                    metrics.clone(),
                 ),
                 server_keys: config.tenant_servers.iter().map(|s| s.key.clone()).collect(),
                 servers,
@@ -184,6 +188,7 @@ impl TenantAccess {
                 logins: config.tenant_role_secret.clone().map(login::TenantLogins::new),
                 refuse_privileged: config.mode == clinic_shared::config::Mode::Production,
                 spares: spares::Spares::new(config.spare_databases, config.spare_prefix.clone()),
+                metrics,
             }),
         }
     }
@@ -196,6 +201,11 @@ impl TenantAccess {
     /// The connection pools.
     pub fn pools(&self) -> &Pools {
         &self.inner.pools
+    }
+
+    /// This service's counters and histograms (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.inner.metrics
     }
 
     /// The spare databases' settings and replenisher controls.

@@ -14,7 +14,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -31,7 +34,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::statements::TenantClient;
-use crate::error::Error;
+use crate::{error::Error, metrics::ServiceMetrics};
 
 /// A pooled connection to one tenant database; derefs to [`TenantClient`].
 pub type TenantConnection = managed::Object<TenantManager>;
@@ -68,6 +71,26 @@ struct Shared {
     lru: Mutex<Lru>,
     /// The idle maintenance connection of each server (key), and when it was returned.
     maintenance: Mutex<HashMap<String, (RawConnection, Instant)>>,
+    /// Callers waiting for a permit.
+    waiting: AtomicUsize,
+    /// Where evictions are counted (none in tests of the pools alone).
+    metrics: Option<ServiceMetrics>,
+}
+
+/// One caller counted in `Shared::waiting` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +162,7 @@ impl Shared {
         except: Option<Uuid>,
         deadline: Instant,
     ) -> Result<OwnedSemaphorePermit, Error> {
+        let mut waiting = None;
         loop {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 // Keep some permits free ahead of demand: a closed connection returns its permit
@@ -148,6 +172,7 @@ impl Shared {
                 }
                 return Ok(permit);
             }
+            waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
             self.evict_idle(except);
             let step = (Instant::now() + EVICTION_POLL).min(deadline);
             match tokio::time::timeout_at(step, self.permits.clone().acquire_owned()).await {
@@ -170,6 +195,7 @@ impl Shared {
         // Idle maintenance connections first: the next clinic can open one again.
         let idle = std::mem::take(&mut *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()));
         if !idle.is_empty() {
+            self.evicted(idle.len());
             return;
         }
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,8 +216,15 @@ impl Shared {
                 lru.pools.remove(&id);
             }
             if removed > 0 {
+                self.evicted(removed);
                 return;
             }
+        }
+    }
+
+    fn evicted(&self, count: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connections_evicted(count);
         }
     }
 }
@@ -199,6 +232,27 @@ impl Shared {
 impl Pools {
     /// Pools sharing `budget` connections, each tenant holding at most `pool_size`.
     pub fn new(budget: usize, pool_size: usize, acquire_timeout: Duration, tls: PgTls) -> Self {
+        Self::build(budget, pool_size, acquire_timeout, tls, None)
+    }
+
+    /// Like [`Self::new`], counting evictions in `metrics`.
+    pub fn measured(
+        budget: usize,
+        pool_size: usize,
+        acquire_timeout: Duration,
+        tls: PgTls,
+        metrics: ServiceMetrics,
+    ) -> Self {
+        Self::build(budget, pool_size, acquire_timeout, tls, Some(metrics))
+    }
+
+    fn build(
+        budget: usize,
+        pool_size: usize,
+        acquire_timeout: Duration,
+        tls: PgTls,
+        metrics: Option<ServiceMetrics>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(budget)),
@@ -209,6 +263,8 @@ impl Pools {
                 acquire_timeout,
                 lru: Mutex::new(Lru::default()),
                 maintenance: Mutex::new(HashMap::new()),
+                waiting: AtomicUsize::new(0),
+                metrics,
             }),
         }
     }
@@ -309,6 +365,21 @@ impl Pools {
         } else {
             idle.insert(server.to_owned(), (conn, Instant::now()));
         }
+    }
+
+    /// The connection budget.
+    pub fn budget(&self) -> usize {
+        self.shared.budget
+    }
+
+    /// Budget permits held now (by open connections, or ones still closing).
+    pub fn in_use(&self) -> usize {
+        self.shared.budget.saturating_sub(self.shared.permits.available_permits())
+    }
+
+    /// Callers waiting for a budget permit now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
     }
 
     /// The number of tenant pools currently open.

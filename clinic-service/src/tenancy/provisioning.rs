@@ -22,8 +22,8 @@
 use clinic_shared::pg::RowExt;
 use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
-use super::{Location, OrgRecord, OrgStatus, TenantAccess, migrations};
-use crate::{auth::Person, error::Error, roles::Role};
+use super::{Location, OrgRecord, OrgStatus, TenantAccess, login::PreparedLogin, migrations};
+use crate::{auth::Person, error::Error, metrics::MigrationTarget, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
 /// exclusive while migrating it, shared while cloning it ("clinictp"). Session-level, on a
@@ -73,6 +73,7 @@ pub async fn create_organization(
     let tenant_ms = ms(started.elapsed()) - reserve_ms;
     let active = access.identity().activate_organization(org.id).await?;
     let total_ms = ms(started.elapsed());
+    access.metrics().provisioned(spare.is_some(), started);
     // Where the time went (benches/clinic.rs reports these): reservation (and claim), the
     // tenant's database with the membership recorded alongside, activation.
     tracing::info!(
@@ -119,9 +120,12 @@ enum Placed {
 ///
 /// From a spare that carries its login role and grants (the usual case), the server's pooled
 /// maintenance connection renames it and the admin row goes in through the tenant's own pool
-/// (its role): no role work, no connection opened but the tenant's first. Otherwise one
-/// connection at a time (the maintenance database, then the tenant's as its owner), so
-/// concurrent creations never hold one connection of the budget while waiting for another.
+/// (its role): no role work, no connection opened but the tenant's first. When none is left,
+/// the role is made before the template is cloned, so that once the clone exists its schema
+/// marker and CONNECT grant (one batch on the maintenance connection) and the tenant's first
+/// connection with the admin row go on at the same time. Otherwise one connection at a time
+/// (the maintenance database, then the tenant's as its owner). Concurrent creations never hold
+/// one connection of the budget while waiting for another.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
@@ -133,34 +137,51 @@ async fn provision_database(
     let started = std::time::Instant::now();
     let mut maintenance = access.maintenance(&location.server).await?;
     // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
-    // will be needed: computed while the database is placed.
-    let login = (spare.is_none() || !location.login_role_recorded)
-        .then(|| tokio::spawn(prepare_login(access.clone(), location.clone())));
-    let (placed, marker) = match place_database(access, &maintenance.client, location, spare).await
-    {
-        Ok(placed) => placed,
-        Err(e) => {
-            tokio::spawn(maintenance.close());
-            return Err(e);
-        }
-    };
-    // A fresh clone carries the template's marker (migrated by this process).
-    let current =
-        placed == Placed::Cloned || marker.as_deref() == Some(migrations::marker().as_str());
+    // will be needed: computed while the database is looked up.
+    let mut login = Login::new(access, location, spare.is_none() || !location.login_role_recorded);
+    let placement =
+        match place_database(access, &maintenance.client, location, spare, &mut login).await {
+            Ok(placement) => placement,
+            Err(e) => {
+                tokio::spawn(maintenance.close());
+                return Err(e);
+            }
+        };
+    let Placement { placed, marker, finish } = placement;
     tracing::debug!(?placed, place_ms = ms(started.elapsed()), "tenant database in place");
+    if let Some(finish) = finish {
+        // A fresh clone, whose role exists: its marker and grants, and beside them (the clone
+        // still lets anyone CONNECT until the grants commit) the admin row through its pool.
+        let admin = async {
+            let conn = access.connect(location).await?;
+            insert_admin(conn.raw(), claims).await
+        };
+        // The maintenance connection goes back as soon as its batch is done (which waits for
+        // nothing of the budget), whatever the admin row still waits for.
+        let finished = async {
+            let result = maintenance.client.batch_execute(&finish).await;
+            match result {
+                Ok(()) => access.release_maintenance(&location.server, maintenance),
+                Err(_) => drop(tokio::spawn(maintenance.close())),
+            }
+            result.map_err(|e| Error::tenant_db("finish the clone", &e))
+        };
+        let (finished, admin) = tokio::join!(finished, admin);
+        finished?;
+        tracing::debug!(ready_ms = ms(started.elapsed()), "tenant database ready");
+        return admin;
+    }
+    let current = marker.as_deref() == Some(migrations::marker().as_str());
     let ready = placed == Placed::Renamed && current && location.login_role_recorded;
     if ready || !access.has_logins() && current {
         access.release_maintenance(&location.server, maintenance);
         let conn = access.connect(location).await?;
         return insert_admin(conn.raw(), claims).await;
     }
-    // The role (and CONNECT for it): on a clone, a spare without a role, or a retry; the tables'
-    // grants too unless the database is a fresh clone of the template, which carries them.
+    // The role (and CONNECT for it): on a spare without a role, or a retry; the tables' grants
+    // too.
     let granted = async {
-        let login = match login {
-            Some(computed) => computed.await.map_err(|e| Error::internal("tenant role", e))??,
-            None => prepare_login(access.clone(), location.clone()).await?,
-        };
+        let login = login.get().await?;
         access.grant_login_database(&mut maintenance.client, login.as_ref()).await
     }
     .await;
@@ -170,12 +191,6 @@ async fn provision_database(
             tokio::spawn(maintenance.close());
             return Err(e);
         }
-    }
-    if placed == Placed::Cloned {
-        // The clone came with the template's grants to the tenants' shared role, of which the
-        // login role just made is a member: the tenant's own pool serves the rest.
-        let conn = access.connect(location).await?;
-        return insert_admin(conn.raw(), claims).await;
     }
     let owner_config = access.owner_config(location)?;
     if !current {
@@ -195,23 +210,60 @@ async fn provision_database(
     done
 }
 
+/// The tenant's login, prepared on a blocking thread from the start when it may be needed, and
+/// awaited (or prepared then) only where it is.
+struct Login {
+    access: TenantAccess,
+    location: Location,
+    computing: Option<tokio::task::JoinHandle<Result<Option<PreparedLogin>, Error>>>,
+}
+
+impl Login {
+    fn new(access: &TenantAccess, location: &Location, early: bool) -> Self {
+        let computing =
+            early.then(|| tokio::spawn(prepare_login(access.clone(), location.clone())));
+        Self { access: access.clone(), location: location.clone(), computing }
+    }
+
+    /// The login (`None` when tenants are served without login roles of their own).
+    async fn get(&mut self) -> Result<Option<PreparedLogin>, Error> {
+        match self.computing.take() {
+            Some(computing) => computing.await.map_err(|e| Error::internal("tenant role", e))?,
+            None => prepare_login(self.access.clone(), self.location.clone()).await,
+        }
+    }
+}
+
 async fn prepare_login(
     access: TenantAccess,
     location: Location,
-) -> Result<Option<super::login::PreparedLogin>, Error> {
+) -> Result<Option<PreparedLogin>, Error> {
     access.prepare_login(&location.database, &location.login_role).await
 }
 
+/// Where [`place_database`] left the tenant's database.
+struct Placement {
+    placed: Placed,
+    /// Its schema marker as looked up (the spare's, when renamed; the template's, when cloned;
+    /// `None` for a racing retry's).
+    marker: Option<String>,
+    /// For a database this call cloned: the batch that finishes it on the same maintenance
+    /// connection (the marker, the grants, the template's lock released). Run it, or close the
+    /// connection.
+    finish: Option<String>,
+}
+
 /// Brings the tenant's database into place: it exists already, or the claimed spare is renamed
-/// to it, or it is cloned from the template. Returns how, and the database's schema marker as
-/// it was looked up (the spare's, when renamed; `None` for a clone or a racing retry's).
+/// to it, or it is cloned from the template (its login role made first).
 async fn place_database(
     access: &TenantAccess,
     client: &Client,
     location: &Location,
     spare: Option<&str>,
-) -> Result<(Placed, Option<String>), Error> {
+    login: &mut Login,
+) -> Result<Placement, Error> {
     let target = location.database.as_str();
+    let placement = |placed, marker| Placement { placed, marker, finish: None };
     // Twice: a concurrent retry of the same creation may rename the spare between our look and
     // our rename.
     for _ in 0..2 {
@@ -228,14 +280,21 @@ async fn place_database(
             rows.iter().map(|r| Ok((r.col(0)?, r.col(1)?))).collect::<Result<_, Error>>()?;
         let marker_of = |name: &str| found.iter().find(|(f, _)| f == name).map(|(_, m)| m.clone());
         if let Some(marker) = marker_of(target) {
-            return Ok((Placed::Existed, marker));
+            return Ok(placement(Placed::Existed, marker));
         }
         let Some((spare, marker)) = spare.and_then(|s| Some((s, marker_of(s)?))) else {
-            return Ok(if clone_template(access, client, target).await? {
-                (Placed::Cloned, None)
-            } else {
-                (Placed::Existed, marker_of_db(client, target).await?)
-            });
+            let login = login.get().await?;
+            if let Some(login) = &login {
+                super::login::TenantLogins::create_role(client, login).await?;
+            }
+            return match clone_template(access, client, target, login.as_ref()).await? {
+                Some(cloned) => Ok(Placement {
+                    placed: Placed::Cloned,
+                    marker: cloned.marker,
+                    finish: Some(cloned.finish),
+                }),
+                None => Ok(placement(Placed::Existed, marker_of_db(client, target).await?)),
+            };
         };
         let sql = format!(
             "ALTER DATABASE {} RENAME TO {}",
@@ -243,7 +302,7 @@ async fn place_database(
             clinic_shared::slug::quote_ident(target)
         );
         match client.batch_execute(&sql).await {
-            Ok(()) => return Ok((Placed::Renamed, marker)),
+            Ok(()) => return Ok(placement(Placed::Renamed, marker)),
             Err(e)
                 if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
                     || e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
@@ -276,9 +335,13 @@ async fn migrate_template(access: &TenantAccess, server: &str) -> Result<(), Err
         // CREATE DATABASE ... TEMPLATE refuses while anyone is connected to the template;
         // `migrate` has fully closed its connection when it returns, before the lock is
         // released, and so has `share_template`.
-        let applied = migrations::migrate(access.pools().connect(&config).await?).await?;
+        let conn = access.pools().connect(&config).await?;
+        let applied = migrations::migrate_measured(access, MigrationTarget::Template, conn).await?;
         if access.has_logins() {
             share_template(access, &maintenance.client, &config).await?;
+        }
+        if applied > 0 {
+            compact_template(access, &config).await?;
         }
         Ok::<_, Error>(applied)
     }
@@ -328,60 +391,106 @@ async fn share_template(
     granted
 }
 
+/// Rewrites the template's tables and catalogues without the dead rows its migrations left
+/// (as its owner: every table but the shared catalogues, `VACUUM FULL`), frozen: cloning copies
+/// every page, so a compact template clones faster (on PostgreSQL 15, smaller than a stock
+/// `template1`, which a bare `CREATE DATABASE` copies). Run under the template's exclusive lock,
+/// after migrating it; the connection is closed before the lock is released.
+async fn compact_template(
+    access: &TenantAccess,
+    template: &tokio_postgres::Config,
+) -> Result<(), Error> {
+    let owner = access.pools().connect(template).await?;
+    let db = |e: tokio_postgres::Error| Error::tenant_db("compact the template", &e);
+    let done = async {
+        // The shared catalogues are skipped with a warning each: expected, not worth a log line.
+        owner.client.batch_execute("SET client_min_messages = error").await.map_err(db)?;
+        owner.client.batch_execute("VACUUM (FULL, FREEZE)").await.map_err(db)
+    }
+    .await;
+    owner.close().await;
+    done
+}
+
+/// A database [`clone_template`] created, not finished yet.
+pub(super) struct Cloned {
+    /// The template's schema marker, which the clone gets.
+    pub marker: Option<String>,
+    /// The batch that finishes it (see [`Placement::finish`]).
+    pub finish: String,
+}
+
 /// Clones the template into `name` on the server `client` (a maintenance connection) is
-/// connected to, unless it exists; a database this call created gets the template's schema
-/// marker (read under the same lock, so it describes what was copied). Returns whether it
-/// created the database.
+/// connected to, unless it exists (`None`: a racing retry created it first; its marker is its
+/// creator's business). The template's shared lock is taken and its marker read first; the
+/// returned batch, run on the same connection, gives the clone that marker (so it describes
+/// what was copied), closes it to everyone but `login`'s role (which must exist), and releases
+/// the lock. Before it has run, the clone is not known to be current.
 pub(super) async fn clone_template(
     access: &TenantAccess,
     client: &Client,
     name: &str,
-) -> Result<bool, Error> {
-    lock(client, "SELECT pg_advisory_lock_shared($1)").await?;
+    login: Option<&PreparedLogin>,
+) -> Result<Option<Cloned>, Error> {
+    // One round trip: the lock, then (a statement of its own, so read after the lock is held)
+    // the marker.
+    let template = access.template();
+    if !template.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(Error::Internal("the template's name is not a plain identifier".into()));
+    }
+    let sql = format!(
+        "SELECT pg_advisory_lock_shared({TEMPLATE_LOCK}); \
+         SELECT shobj_description(oid, 'pg_database') AS marker FROM pg_database \
+         WHERE datname = '{template}'"
+    );
+    let messages =
+        client.simple_query(&sql).await.map_err(|e| Error::tenant_db("template lock", &e))?;
+    let marker = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) if row.columns()[0].name() == "marker" => {
+            row.get(0).map(str::to_owned)
+        }
+        _ => None,
+    });
     let result = async {
+        let quoted = clinic_shared::slug::quote_ident(name);
         let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            clinic_shared::slug::quote_ident(name),
+            "CREATE DATABASE {quoted} TEMPLATE {}",
             clinic_shared::slug::quote_ident(access.template())
         );
         match client.batch_execute(&sql).await {
             Ok(()) => {}
-            // A racing retry created it first: its marker is its creator's business.
             Err(e)
                 if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
                     || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
             {
-                return Ok((false, false));
+                return Ok(None);
             }
             Err(e) => return Err(Error::tenant_db("create database", &e)),
         }
+        let mut finish = String::new();
         // COMMENT takes no parameters: only a well-formed marker is copied (no quotes in it).
-        if let Some(marker) = marker_of_db(client, access.template()).await?.filter(|m| {
-            m.starts_with("clinic-schema ")
-                && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
-        }) {
-            // With the unlock, in one round trip.
-            let sql = format!(
-                "COMMENT ON DATABASE {} IS '{marker}'; SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK})",
-                clinic_shared::slug::quote_ident(name)
-            );
-            client.batch_execute(&sql).await.map_err(|e| Error::tenant_db("copy marker", &e))?;
-            return Ok((true, true));
+        if let Some(marker) = marker.as_deref().filter(|m| is_marker(m)) {
+            finish.push_str(&format!("COMMENT ON DATABASE {quoted} IS '{marker}';"));
         }
-        Ok((true, false))
+        if let Some(login) = login {
+            finish.push_str(&super::login::TenantLogins::database_grants(login));
+        }
+        finish.push_str(&format!("SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK});"));
+        Ok(Some(Cloned { marker: marker.clone().filter(|m| is_marker(m)), finish }))
     }
     .await;
-    match result {
-        Ok((created, true)) => Ok(created),
-        Ok((created, false)) => {
-            lock(client, "SELECT pg_advisory_unlock_shared($1)").await.map(|()| created)
-        }
-        Err(e) => {
-            // Best effort: the caller closes the connection on error, which releases it anyway.
-            let _ = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
-            Err(e)
-        }
+    if !matches!(result, Ok(Some(_))) {
+        // Best effort: the caller closes the connection on error, which releases it anyway.
+        let _ = lock(client, "SELECT pg_advisory_unlock_shared($1)").await;
     }
+    result
+}
+
+/// Whether `m` has the form of the schema markers this service writes (letters, digits,
+/// spaces and dashes after `clinic-schema `): safe between quotes.
+fn is_marker(m: &str) -> bool {
+    m.starts_with("clinic-schema ")
+        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
 }
 
 /// The schema marker (comment) of database `name`, read through any connection to its server.

@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_postgres::Client;
 
 use super::{TenantAccess, login::TenantLogins, migrations, pools::RawConnection, provisioning};
-use crate::error::Error;
+use crate::{error::Error, metrics::MigrationTarget};
 
 /// Settings and coordination of one process's spares.
 pub struct Spares {
@@ -214,7 +214,13 @@ async fn replenish_locked(
         let name = access.spares().new_name();
         let role = access.has_logins().then(|| TenantLogins::role(&name));
         identity.register_spare_database(server, &name, role.as_deref()).await?;
-        provisioning::clone_template(access, client, &name).await?;
+        if let Some(cloned) = provisioning::clone_template(access, client, &name, None).await? {
+            // Its marker, and the template's lock released.
+            client
+                .batch_execute(&cloned.finish)
+                .await
+                .map_err(|e| Error::tenant_db("finish the spare", &e))?;
+        }
         // This connection also builds the new database's relation cache file, so the clinic's
         // first connection after the rename finds it; closed (backend gone) before the spare is
         // READY, so the rename never waits for it.
@@ -314,7 +320,9 @@ async fn migrate_locked(
         }
         let result = async {
             let config = access.database_config(server, &name)?;
-            let applied = migrations::migrate(access.pools().connect(&config).await?).await?;
+            let conn = access.pools().connect(&config).await?;
+            let applied =
+                migrations::migrate_measured(access, MigrationTarget::Spare, conn).await?;
             access.identity().update_spare_database(&name, State::Creating, State::Ready).await?;
             Ok::<_, Error>(applied)
         }

@@ -122,6 +122,10 @@ pub struct TestApp {
     pub identity_internal_addr: SocketAddr,
     /// identity-service's development mailer writes one file per message here.
     pub outbox: PathBuf,
+    /// clinic-service's metrics listener, when the test's tweak sets `metrics_addr`.
+    pub clinic_metrics: Option<SocketAddr>,
+    /// identity-service's metrics listener, likewise.
+    pub identity_metrics: Option<SocketAddr>,
     /// Unique per test; every tenant database of this test starts with `clinic_<tag>`.
     pub tag: String,
     /// The clinic config used.
@@ -166,6 +170,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .await
         .expect("build identity-service");
     let (identity_addr, identity_internal_addr) = (identity.address(), identity.internal_address());
+    let identity_metrics = identity.metrics_address();
     let identity_shutdown = identity.shutdown_handle();
     tokio::spawn(identity.run_until_stopped());
 
@@ -191,6 +196,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let cleanup = TenantCleanup { tag: tag.clone(), servers };
     let clinic = clinic_service::Application::build(config.clone()).await.expect("build clinic");
     let clinic_addr = clinic.address();
+    let clinic_metrics = clinic.metrics_address();
     let clinic_shutdown = clinic.shutdown_handle();
     let access = clinic.tenant_access();
     tokio::spawn(clinic.run_until_stopped());
@@ -199,6 +205,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
         identity_addr,
         identity_internal_addr,
         outbox,
+        clinic_metrics,
+        identity_metrics,
         tag,
         config,
         access,

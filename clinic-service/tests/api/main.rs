@@ -12,6 +12,7 @@ mod logs;
 mod member_races;
 mod members;
 mod membership_sync;
+mod metrics;
 mod misconfiguration;
 mod organizations;
 mod outages;

@@ -32,6 +32,8 @@ pub struct TestApp {
     /// A direct connection to the service's database, to inspect rows.
     pub db: tokio_postgres::Client,
     pub outbox: PathBuf,
+    /// The metrics listener, when the test's configuration sets `metrics_addr`.
+    pub metrics: Option<std::net::SocketAddr>,
     shutdown: ShutdownHandle,
     _database: TestDatabase,
 }
@@ -81,6 +83,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let token = config.service_token.clone();
     let app = Application::build(config).await.expect("build identity-service");
     let (address, internal) = (app.address(), app.internal_address());
+    let metrics = app.metrics_address();
     let shutdown = app.shutdown_handle();
     tokio::spawn(app.run_until_stopped());
     let channel = connect(address).await;
@@ -96,6 +99,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
         internal,
         db,
         outbox,
+        metrics,
         shutdown,
         _database: database,
     }

@@ -9,6 +9,7 @@ mod emails;
 mod helpers;
 mod invitations;
 mod login;
+mod metrics;
 mod organizations;
 mod outages;
 mod passwords;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use clinic_shared::{
+    metrics::grpc::GrpcMetrics,
     server::{self, Listener, ShutdownHandle},
     tls::{ClientTls, ServerTls, TlsError, peer_names},
 };
@@ -40,7 +41,8 @@ impl TestServer {
             Ok(request)
         });
         let (listener, addr) = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let router = server::builder(&Default::default()).add_service(service);
+        let metrics = GrpcMetrics::register(&Default::default()).unwrap().layer(&[]);
+        let router = server::builder(&Default::default(), metrics).add_service(service);
         let (shutdown, fired) = ShutdownHandle::new();
         let listener = Listener::Tls(listener, config);
         let task =
