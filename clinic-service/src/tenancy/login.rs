@@ -16,7 +16,7 @@
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Transaction, types::Type};
 
 use crate::error::Error;
 
@@ -114,36 +114,41 @@ impl TenantLogins {
     ) -> Result<(), Error> {
         Self::create_role(maintenance, login).await?;
         maintenance
-            .batch_execute(&Self::database_grants(login))
+            .batch_execute(&Self::database_grants(&login.database, &login.role))
             .await
             .map_err(|e| Error::tenant_db("tenant database grants", &e))
     }
 
     /// Creates (or refreshes) the login role of `login`, in one statement (its own transaction)
-    /// through `maintenance`. Concurrent retries would both change the same catalogue rows
-    /// ("tuple concurrently updated"): one at a time per role.
+    /// through `maintenance`, sent whole at the first poll (no separate prepare), so it may be
+    /// pipelined ahead of later requests on the same connection. Concurrent retries would both
+    /// change the same catalogue rows ("tuple concurrently updated"): one at a time per role.
     pub async fn create_role(maintenance: &Client, login: &PreparedLogin) -> Result<(), Error> {
         maintenance
-            .execute(
+            .execute_typed(
                 "WITH locked AS (SELECT pg_advisory_xact_lock($1)) \
                  SELECT clinic_bootstrap.create_tenant_role($2, $3) FROM locked",
-                &[&lock_key(&login.role), &login.role, &login.verifier],
+                &[
+                    (&lock_key(&login.role), Type::INT8),
+                    (&login.role, Type::TEXT),
+                    (&login.verifier, Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| Error::tenant_db("tenant login role", &e))?;
         Ok(())
     }
 
-    /// Statements (for a batch: one implicit transaction) that close `login`'s database to
-    /// everyone but its role, which may CONNECT; serialised per role with concurrent retries.
-    /// The role must exist.
-    pub fn database_grants(login: &PreparedLogin) -> String {
-        let (database, role) = (quote(&login.database), quote(&login.role));
+    /// Statements (for a batch: one implicit transaction) that close `database` to everyone
+    /// but its login `role`, which may CONNECT; serialised per role with concurrent retries.
+    /// The role must exist by the time they run.
+    pub fn database_grants(database: &str, role: &str) -> String {
+        let key = lock_key(role);
+        let (database, role) = (quote(database), quote(role));
         format!(
-            "SELECT pg_advisory_xact_lock({});
+            "SELECT pg_advisory_xact_lock({key});
              REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-             GRANT CONNECT ON DATABASE {database} TO {role};",
-            lock_key(&login.role)
+             GRANT CONNECT ON DATABASE {database} TO {role};"
         )
     }
 

@@ -22,7 +22,11 @@
 use clinic_shared::pg::RowExt;
 use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
-use super::{Location, OrgRecord, OrgStatus, TenantAccess, login::PreparedLogin, migrations};
+use super::{
+    Location, OrgRecord, OrgStatus, TenantAccess,
+    login::{PreparedLogin, TenantLogins},
+    migrations,
+};
 use crate::{auth::Person, error::Error, metrics::MigrationTarget, roles::Role};
 
 /// Advisory lock key (taken in a server's maintenance database) guarding its template:
@@ -121,11 +125,12 @@ enum Placed {
 /// From a spare that carries its login role and grants (the usual case), the server's pooled
 /// maintenance connection renames it and the admin row goes in through the tenant's own pool
 /// (its role): no role work, no connection opened but the tenant's first. When none is left,
-/// the role is made before the template is cloned, so that once the clone exists its schema
-/// marker and CONNECT grant (one batch on the maintenance connection) and the tenant's first
-/// connection with the admin row go on at the same time. Otherwise one connection at a time
-/// (the maintenance database, then the tenant's as its owner). Concurrent creations never hold
-/// one connection of the budget while waiting for another.
+/// the template is cloned while the role's verifier is computed; the role, the clone's schema
+/// marker and its CONNECT grant then take one round trip on the maintenance connection (the
+/// role's statement pipelined ahead of the batch), and the admin row goes in through the
+/// tenant's pool. Otherwise one connection at a time (the maintenance database, then the
+/// tenant's as its owner). Concurrent creations never hold one connection of the budget while
+/// waiting for another.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
@@ -137,39 +142,51 @@ async fn provision_database(
     let started = std::time::Instant::now();
     let mut maintenance = access.maintenance(&location.server).await?;
     // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
-    // will be needed: computed while the database is looked up.
+    // will be needed: computed while the database is put in place.
     let mut login = Login::new(access, location, spare.is_none() || !location.login_role_recorded);
-    let placement =
-        match place_database(access, &maintenance.client, location, spare, &mut login).await {
-            Ok(placement) => placement,
+    let placement = match place_database(access, &maintenance.client, location, spare).await {
+        Ok(placement) => placement,
+        Err(e) => {
+            tokio::spawn(maintenance.close());
+            return Err(e);
+        }
+    };
+    let Placement { placed, marker, finish } = placement;
+    tracing::debug!(?placed, place_ms = ms(started.elapsed()), "tenant database in place");
+    if let Some(finish) = finish {
+        // A fresh clone: its role (its verifier was computed during the clone) and, pipelined
+        // right behind it on the same connection, its marker and grants; then the admin row
+        // through its pool.
+        let finished = async {
+            let login = login.get().await?;
+            let role = async {
+                match &login {
+                    Some(login) => TenantLogins::create_role(&maintenance.client, login).await,
+                    None => Ok(()),
+                }
+            };
+            let batch = async {
+                maintenance
+                    .client
+                    .batch_execute(&finish)
+                    .await
+                    .map_err(|e| Error::tenant_db("finish the clone", &e))
+            };
+            let (role, batch) = tokio::join!(role, batch);
+            role.and(batch)
+        }
+        .await;
+        match finished {
+            Ok(()) => access.release_maintenance(&location.server, maintenance),
             Err(e) => {
                 tokio::spawn(maintenance.close());
                 return Err(e);
             }
-        };
-    let Placement { placed, marker, finish } = placement;
-    tracing::debug!(?placed, place_ms = ms(started.elapsed()), "tenant database in place");
-    if let Some(finish) = finish {
-        // A fresh clone, whose role exists: its marker and grants, and beside them (the clone
-        // still lets anyone CONNECT until the grants commit) the admin row through its pool.
-        let admin = async {
-            let conn = access.connect(location).await?;
-            insert_admin(conn.raw(), claims).await
-        };
-        // The maintenance connection goes back as soon as its batch is done (which waits for
-        // nothing of the budget), whatever the admin row still waits for.
-        let finished = async {
-            let result = maintenance.client.batch_execute(&finish).await;
-            match result {
-                Ok(()) => access.release_maintenance(&location.server, maintenance),
-                Err(_) => drop(tokio::spawn(maintenance.close())),
-            }
-            result.map_err(|e| Error::tenant_db("finish the clone", &e))
-        };
-        let (finished, admin) = tokio::join!(finished, admin);
-        finished?;
+        }
+        let conn = access.connect(location).await?;
+        insert_admin(conn.raw(), claims).await?;
         tracing::debug!(ready_ms = ms(started.elapsed()), "tenant database ready");
-        return admin;
+        return Ok(());
     }
     let current = marker.as_deref() == Some(migrations::marker().as_str());
     let ready = placed == Placed::Renamed && current && location.login_role_recorded;
@@ -254,13 +271,12 @@ struct Placement {
 }
 
 /// Brings the tenant's database into place: it exists already, or the claimed spare is renamed
-/// to it, or it is cloned from the template (its login role made first).
+/// to it, or it is cloned from the template (its role made and granted by [`Placement::finish`]).
 async fn place_database(
     access: &TenantAccess,
     client: &Client,
     location: &Location,
     spare: Option<&str>,
-    login: &mut Login,
 ) -> Result<Placement, Error> {
     let target = location.database.as_str();
     let placement = |placed, marker| Placement { placed, marker, finish: None };
@@ -283,11 +299,8 @@ async fn place_database(
             return Ok(placement(Placed::Existed, marker));
         }
         let Some((spare, marker)) = spare.and_then(|s| Some((s, marker_of(s)?))) else {
-            let login = login.get().await?;
-            if let Some(login) = &login {
-                super::login::TenantLogins::create_role(client, login).await?;
-            }
-            return match clone_template(access, client, target, login.as_ref()).await? {
+            let role = access.has_logins().then_some(location.login_role.as_str());
+            return match clone_template(access, client, target, role).await? {
                 Some(cloned) => Ok(Placement {
                     placed: Placed::Cloned,
                     marker: cloned.marker,
@@ -424,13 +437,13 @@ pub(super) struct Cloned {
 /// connected to, unless it exists (`None`: a racing retry created it first; its marker is its
 /// creator's business). The template's shared lock is taken and its marker read first; the
 /// returned batch, run on the same connection, gives the clone that marker (so it describes
-/// what was copied), closes it to everyone but `login`'s role (which must exist), and releases
-/// the lock. Before it has run, the clone is not known to be current.
+/// what was copied), closes it to everyone but its login `role` (which must exist by then), and
+/// releases the lock. Before it has run, the clone is not known to be current.
 pub(super) async fn clone_template(
     access: &TenantAccess,
     client: &Client,
     name: &str,
-    login: Option<&PreparedLogin>,
+    role: Option<&str>,
 ) -> Result<Option<Cloned>, Error> {
     // One round trip: the lock, then (a statement of its own, so read after the lock is held)
     // the marker.
@@ -447,7 +460,7 @@ pub(super) async fn clone_template(
         client.simple_query(&sql).await.map_err(|e| Error::tenant_db("template lock", &e))?;
     let marker = messages.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) if row.columns()[0].name() == "marker" => {
-            row.get(0).map(str::to_owned)
+            row.try_get(0).ok().flatten().map(str::to_owned)
         }
         _ => None,
     });
@@ -472,8 +485,8 @@ pub(super) async fn clone_template(
         if let Some(marker) = marker.as_deref().filter(|m| is_marker(m)) {
             finish.push_str(&format!("COMMENT ON DATABASE {quoted} IS '{marker}';"));
         }
-        if let Some(login) = login {
-            finish.push_str(&super::login::TenantLogins::database_grants(login));
+        if let Some(role) = role {
+            finish.push_str(&TenantLogins::database_grants(name, role));
         }
         finish.push_str(&format!("SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK});"));
         Ok(Some(Cloned { marker: marker.clone().filter(|m| is_marker(m)), finish }))
