@@ -4,15 +4,19 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &[
-    "proto/identity/v1/auth.proto",
-    "proto/identity/v1/token.proto",
-    "proto/identity/v1/directory.proto",
-    "proto/clinic/v1/organization.proto",
-    "proto/clinic/v1/member.proto",
-    "proto/clinic/v1/appointment.proto",
-    "proto/clinic/v1/schedule.proto",
-];
+/// Every `.proto` under `proto/`, sorted (so a new file needs no edit here, and the build
+/// script is the same binary whatever the checkout's files).
+fn protos(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            protos(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
@@ -20,12 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let well_known = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
+    let mut files = Vec::new();
+    protos(std::path::Path::new("proto"), &mut files)?;
+    files.sort();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("clinic_descriptor.bin"))
-        .compile_protos(
-            &PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(),
-            &[PathBuf::from("proto"), well_known],
-        )?;
+        .compile_protos(&files, &[PathBuf::from("proto"), well_known])?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())

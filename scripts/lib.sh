@@ -81,6 +81,18 @@ ensure_grpcurl() {
     command -v grpcurl >/dev/null || export PATH="$HOME/.local/bin:$PATH"
 }
 
+# ensure_fhir_resources: the PyPI package fhir.resources for python3, which the audit export's
+# test validates FHIR AuditEvent resources with.
+ensure_fhir_resources() {
+    if python3 -c 'import fhir.resources.R4B.auditevent' 2>/dev/null; then return 0; fi
+    command -v python3 >/dev/null || apt_install python3
+    if ! command -v pip3 >/dev/null && ! command -v pip >/dev/null; then apt_install python3-pip; fi
+    log "installing fhir.resources (pip)"
+    local pip; pip="$(command -v pip3 || command -v pip)"
+    "$pip" install -q 'fhir.resources>=7' 2>/dev/null \
+        || "$pip" install -q --break-system-packages 'fhir.resources>=7'
+}
+
 # ensure_protoc_free_build_tools: cargo must exist (the README assumes Rust is installed).
 ensure_cargo() {
     if ! command -v cargo >/dev/null; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: starts what the tests need (PostgreSQL on 5432, a second PostgreSQL server on
-# 5433 for multi-server placement, grpcurl), builds the binaries the end-to-end tests drive, then
-# runs the whole workspace's tests, and the OTLP export test with its cargo feature.
+# 5433 for multi-server placement, grpcurl, the fhir.resources Python package), builds the
+# binaries the end-to-end tests drive, then runs the whole workspace's tests, and the OTLP
+# export test with its cargo feature.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -12,6 +13,7 @@ ensure_postgres 5433 second
 ensure_bootstrap 5432
 ensure_bootstrap 5433
 ensure_grpcurl
+ensure_fhir_resources
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export TEST_SECOND_DATABASE_URL="${TEST_SECOND_DATABASE_URL:-postgres://postgres@127.0.0.1:5433/postgres}"

@@ -10,7 +10,7 @@ use clinic_shared::{
 };
 use secrecy::SecretString;
 
-use crate::feed::FeedConfig;
+use crate::{audit::AuditConfig, feed::FeedConfig};
 
 /// One PostgreSQL server that may hold tenant databases.
 #[derive(Clone)]
@@ -134,6 +134,9 @@ pub struct Config {
     /// The appointment feed's settings (`WATCH_HEARTBEAT_SECS`, `WATCH_POLL_MS`,
     /// `WATCH_RETENTION_SECS`, `WATCH_PRUNE_SECS`): see [`FeedConfig`].
     pub feed: FeedConfig,
+    /// The audit trail's settings (`AUDIT_BUFFER_EVENTS`, `AUDIT_FLUSH_MS`,
+    /// `AUDIT_BATCH_EVENTS`, `AUDIT_SEAL_MS`, `AUDIT_CHECKPOINT_SECS`; see [`AuditConfig`]).
+    pub audit: AuditConfig,
 }
 
 /// TLS towards identity-service, checked against the URL: `https://` needs a CA, a CA needs
@@ -283,6 +286,7 @@ impl Config {
             spare_prefix: spare_prefix(&config::string("SPARE_DATABASE_PREFIX", "spare_"))?,
             spare_check_interval: Duration::from_secs(positive("SPARE_CHECK_SECS", 60)? as u64),
             feed: FeedConfig::from_env()?,
+            audit: AuditConfig::from_env()?,
         })
     }
 
@@ -327,6 +331,7 @@ impl Config {
             spare_prefix: "spare_test_".to_owned(),
             spare_check_interval: Duration::from_secs(60),
             feed: FeedConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`relay`]: the tenants' outboxes of central membership changes, delivered to
 //!   identity-service; `reconcile`.
 //! - [`feed`]: the live appointment feed (`WatchAppointments`) over each clinic's change log.
+//! - [`audit`]: the audit trail in each clinic's database (written by every handler through
+//!   one `Audit` handle), its hash chain, central checkpoints, `audit verify` and `export`.
 //! - [`grpc`]: parsing helpers of the gRPC edge; [`error`]: the one error type.
 //! - [`metrics`]: the service's Prometheus series (the gRPC ones are `clinic_shared`'s).
 
@@ -19,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod appointments;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

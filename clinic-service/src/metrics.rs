@@ -235,13 +235,13 @@ impl ServiceMetrics {
         self.inner.migrations.with_label_values(&[target.label(), ok_label(ok)]).observe(seconds);
     }
 
-    /// One audit event was stored (for the audit trail to call; nothing does yet).
+    /// One audit event was stored.
     pub fn audit_event_written(&self) {
         self.inner.audit_written.inc();
     }
 
-    /// `count` audit events of reads are buffered, waiting to be written (for the audit trail
-    /// to call; 0 until it does).
+    /// `count` audit events of reads and refusals are buffered, waiting to be written (set by
+    /// the audit buffer at each flush).
     pub fn set_audit_events_buffered(&self, count: usize) {
         self.inner.audit_buffered.set(i64::try_from(count).unwrap_or(i64::MAX));
     }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use clinic_api::clinic::v1::{
-    appointment_service_server::AppointmentServiceServer,
+    appointment_service_server::AppointmentServiceServer, audit_service_server::AuditServiceServer,
     member_service_server::MemberServiceServer,
     organization_service_server::OrganizationServiceServer,
     schedule_service_server::ScheduleServiceServer,
@@ -20,6 +20,7 @@ use tower::layer::util::Stack;
 
 use crate::{
     appointments::AppointmentHandler,
+    audit::{Audit, AuditTasks, grpc::AuditHandler},
     auth::{AuthLayer, Revocations, SigningKeys, TokenCache, TokenValidator},
     config::Config,
     error::Error,
@@ -39,6 +40,7 @@ const SERVICES: &[&str] = &[
     "clinic.v1.MemberService",
     "clinic.v1.AppointmentService",
     "clinic.v1.ScheduleService",
+    "clinic.v1.AuditService",
 ];
 
 /// A bound, ready-to-run clinic-service.
@@ -55,6 +57,7 @@ pub struct Application {
     validator: Arc<TokenValidator>,
     revocations: Arc<Revocations>,
     feed: Feed,
+    audit: AuditTasks,
     config: Config,
     shutdown: ShutdownHandle,
     stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -81,6 +84,11 @@ fn tenant_access_with(config: &Config, metrics: ServiceMetrics) -> Result<Tenant
 impl Application {
     /// Binds `config.addr` and wires every service.
     pub async fn build(config: Config) -> Result<Self, Error> {
+        if !config.audit.record_reads && config.mode == clinic_shared::config::Mode::Production {
+            return Err(Error::Internal(
+                "the audit trail cannot be turned off in production".into(),
+            ));
+        }
         let metrics_error = |e| Error::internal("metrics", e);
         let service_metrics = ServiceMetrics::new().map_err(metrics_error)?;
         let access = tenant_access_with(&config, service_metrics.clone())?;
@@ -103,21 +111,30 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) =
             server::reflection(SERVICES).map_err(|e| Error::internal("reflection", e))?;
         let limits = &config.limits;
+        let (audit, audit_tasks) = Audit::new(&config.audit, access.metrics().clone());
         let organizations =
-            OrganizationServiceServer::new(OrganizationHandler::new(access.clone()))
+            OrganizationServiceServer::new(OrganizationHandler::new(access.clone(), audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
         let relay = Relay::new(access.clone(), config.outbox_sweep_interval);
         let handler = Members { relay: relay.clone(), invitation_ttl: config.invitation_ttl };
-        let members = MemberServiceServer::new(MemberHandler::new(access.clone(), handler))
-            .max_decoding_message_size(limits.max_request_bytes)
-            .max_encoding_message_size(limits.max_response_bytes);
-        let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
-        let appointments =
-            AppointmentServiceServer::new(AppointmentHandler::new(access.clone(), feed.clone()))
+        let members =
+            MemberServiceServer::new(MemberHandler::new(access.clone(), handler, audit.clone()))
                 .max_decoding_message_size(limits.max_request_bytes)
                 .max_encoding_message_size(limits.max_response_bytes);
-        let schedules = ScheduleServiceServer::new(ScheduleHandler::new(access.clone()))
+        let feed = Feed::new(access.clone(), validator.clone(), config.feed.clone());
+        let appointments = AppointmentServiceServer::new(AppointmentHandler::new(
+            access.clone(),
+            feed.clone(),
+            audit.clone(),
+        ))
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_response_bytes);
+        let schedules =
+            ScheduleServiceServer::new(ScheduleHandler::new(access.clone(), audit.clone()))
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes);
+        let audit_trail = AuditServiceServer::new(AuditHandler::new(access.clone(), audit))
             .max_decoding_message_size(limits.max_request_bytes)
             .max_encoding_message_size(limits.max_response_bytes);
         // Requests beyond the limit are shed before their token is even checked.
@@ -129,7 +146,8 @@ impl Application {
             .add_service(organizations)
             .add_service(members)
             .add_service(appointments)
-            .add_service(schedules);
+            .add_service(schedules)
+            .add_service(audit_trail);
         let (listener, address) =
             server::bind(config.addr).await.map_err(|e| Error::internal("bind", e))?;
         let listener = Listener::new(listener, config.tls.as_ref())
@@ -155,6 +173,7 @@ impl Application {
             validator,
             revocations,
             feed,
+            audit: audit_tasks,
             config,
             shutdown,
             stopped: Box::pin(stopped),
@@ -222,6 +241,12 @@ impl Application {
             // reconnect elsewhere), or draining would wait for them forever.
             feed.shut_down();
         };
+        // The audit trail's writer and sealer: stopped after the server has drained, so they
+        // write, seal and checkpoint every event of the calls it answered.
+        let (stop_audit, audit_stopped) = tokio::sync::oneshot::channel::<()>();
+        let audit = tokio::spawn(self.audit.run(self.access.clone(), async move {
+            let _ = audit_stopped.await;
+        }));
         // The relay's background task runs while the server does and is joined after it.
         let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
         let relay = tokio::spawn(self.relay.run(async move {
@@ -274,11 +299,13 @@ impl Application {
             signal,
         )
         .await;
+        let _ = stop_audit.send(());
         let _ = stop_relay.send(());
         let _ = stop_follower.send(());
         let _ = stop_spares.send(());
         let _ = stop_janitor.send(());
         self.feed.shut_down();
+        let _ = audit.await;
         let _ = relay.await;
         let _ = follower.await;
         let _ = replenisher.await;

@@ -62,6 +62,9 @@ pub enum Error {
     /// The schedule could not be read; answered as the service error says.
     #[error("schedule: {0}")]
     Schedule(#[source] crate::error::Error),
+    /// The call's audit event could not be written (so neither is its write).
+    #[error("audit: {0}")]
+    Audit(#[source] crate::error::Error),
     /// The `request_id` was used (within its lifetime) for a booking with other parameters.
     #[error("request_id was used for a different booking; use a new request_id")]
     RequestIdReused,
@@ -96,7 +99,7 @@ impl From<Error> for crate::error::Error {
             e @ Error::InvalidTransition { .. } => E::FailedPrecondition(e.to_string()),
             e @ Error::Overlap(_) => E::AlreadyExists(e.to_string()),
             Error::OutsideSchedule(m) => E::FailedPrecondition(m),
-            Error::Schedule(e) => e,
+            Error::Schedule(e) | Error::Audit(e) => e,
             e @ Error::RequestIdReused => E::FailedPrecondition(e.to_string()),
             Error::Internal(m) => E::Internal(m.into()),
             Error::Row(e) => e.into(),

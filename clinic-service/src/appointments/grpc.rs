@@ -16,69 +16,122 @@ use super::{
     service,
 };
 use crate::{
+    audit::{Action, Audit, Kind, Trail},
     auth::Claims,
+    error::Error as ServiceError,
     feed::{Feed, WatchStream},
-    grpc::timestamp,
+    grpc::{parse_uuid, timestamp},
     tenancy::{TenantAccess, TenantConnection},
 };
+
+/// The audited actions of `clinic.v1.AppointmentService`.
+const fn action(rpc: &'static str, kind: Kind) -> Action {
+    Action::new(rpc, "appointment", kind)
+}
+const CREATE: Action = action("clinic.v1.AppointmentService/CreateAppointment", Kind::Write);
+const GET: Action = action("clinic.v1.AppointmentService/GetAppointment", Kind::Read);
+const LIST: Action = action("clinic.v1.AppointmentService/ListAppointments", Kind::Read);
+const HISTORY: Action = action("clinic.v1.AppointmentService/ListAppointmentHistory", Kind::Read);
+const APPROVE: Action = action("clinic.v1.AppointmentService/ApproveAppointment", Kind::Write);
+const DECLINE: Action = action("clinic.v1.AppointmentService/DeclineAppointment", Kind::Write);
+const COMPLETE: Action = action("clinic.v1.AppointmentService/CompleteAppointment", Kind::Write);
+const CANCEL: Action = action("clinic.v1.AppointmentService/CancelAppointment", Kind::Write);
+const WATCH: Action = action("clinic.v1.AppointmentService/WatchAppointments", Kind::Read);
 
 /// Serves `clinic.v1.AppointmentService`.
 pub struct AppointmentHandler {
     access: TenantAccess,
     /// Told of every change committed here; serves WatchAppointments.
     feed: Feed,
+    audit: Audit,
 }
 
 impl AppointmentHandler {
-    /// Handlers over `access`, telling `feed` of changes.
-    pub fn new(access: TenantAccess, feed: Feed) -> Self {
-        Self { access, feed }
+    /// Handlers over `access`, telling `feed` of changes, auditing through `audit`.
+    pub fn new(access: TenantAccess, feed: Feed, audit: Audit) -> Self {
+        Self { access, feed, audit }
     }
 
-    /// The tenant connection and the caller, for a request already validated.
-    async fn enter<T>(
+    /// The tenant connection and the caller, for a request already validated; the caller
+    /// enters `trail`.
+    async fn enter(
         &self,
-        request: &Request<T>,
+        claims: &Claims,
         organization_id: Uuid,
-    ) -> Result<(TenantConnection, Actor), Status> {
-        let claims = Claims::from_request(request)?;
+        trail: &mut Trail,
+    ) -> Result<(TenantConnection, Actor), ServiceError> {
         Span::current().record("organization_id", display(organization_id));
-        let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
+        let (conn, caller) = self.access.acquire(claims, organization_id).await?;
+        trail.enter(organization_id, &caller);
         Ok((conn, caller.into()))
     }
 
     /// An appointment the caller may see, with its history: the caller's membership and the
     /// rows in one statement (see `repository::GET_FOR_CALLER`).
-    async fn read<T>(
+    async fn read(
         &self,
-        request: &Request<T>,
+        claims: &Claims,
         target: &AppointmentRef,
-    ) -> Result<(Appointment, Vec<StatusChange>), Status> {
-        let claims = Claims::from_request(request)?;
+        trail: &mut Trail,
+    ) -> Result<(Appointment, Vec<StatusChange>), ServiceError> {
         Span::current().record("organization_id", display(target.organization_id));
+        trail.resource(target.appointment_id);
         let (_conn, caller, rows) = self
             .access
             .acquire_with(
-                &claims,
+                claims,
                 target.organization_id,
                 &repository::GET_FOR_CALLER,
                 &[&target.appointment_id],
             )
             .await?;
-        let found = repository::appointment_with_history(&rows, repository::AFTER_CALLER)
-            .map_err(status)?;
-        service::visible(&caller.into(), found).map_err(status)
+        trail.enter(target.organization_id, &caller);
+        let found = repository::appointment_with_history(&rows, repository::AFTER_CALLER)?;
+        let (appointment, history) = service::visible(&caller.into(), found)?;
+        if let Some(patient) = appointment.parties.patient_id {
+            trail.patient(patient);
+        }
+        Ok((appointment, history))
     }
 
-    async fn transition<T>(&self, request: Request<T>) -> Result<pb::Appointment, Status>
+    /// GetAppointment and ListAppointmentHistory: one appointment, audited as `action`.
+    async fn read_call<T>(
+        &self,
+        request: Request<T>,
+        action: Action,
+    ) -> Result<(Appointment, Vec<StatusChange>), Status>
+    where
+        T: Default,
+        AppointmentRef: TryFrom<T, Error = Error>,
+    {
+        let (request, req) = parse(request, AppointmentRef::try_from)?;
+        Span::current().record("appointment_id", display(req.appointment_id));
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, action);
+        let result = self.read(&claims, &req, &mut trail).await;
+        self.audit.close(trail, result)
+    }
+
+    async fn transition<T>(
+        &self,
+        request: Request<T>,
+        action: Action,
+    ) -> Result<pb::Appointment, Status>
     where
         T: Default,
         Transition: TryFrom<T, Error = Error>,
     {
         let (request, req) = parse(request, Transition::try_from)?;
         Span::current().record("appointment_id", display(req.target.appointment_id));
-        let (mut conn, actor) = self.enter(&request, req.target.organization_id).await?;
-        let appointment = service::transition(&mut conn, &actor, &req).await.map_err(status)?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, action);
+        let result = async {
+            let (mut conn, actor) =
+                self.enter(&claims, req.target.organization_id, &mut trail).await?;
+            Ok((service::transition(&mut conn, &actor, &req, &mut trail).await?, conn))
+        }
+        .await;
+        let (appointment, conn) = self.audit.close(trail, result)?;
         self.feed.committed(req.target.organization_id, conn);
         Ok(to_proto(&appointment))
     }
@@ -151,8 +204,14 @@ impl AppointmentService for AppointmentHandler {
     ) -> Result<Response<pb::CreateAppointmentResponse>, Status> {
         let now = Utc::now();
         let (request, req) = parse(request, |m| CreateAppointment::parse(m, now))?;
-        let (mut conn, actor) = self.enter(&request, req.organization_id).await?;
-        let appointment = service::create(&mut conn, &actor, &req).await.map_err(status)?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, CREATE);
+        let result = async {
+            let (mut conn, actor) = self.enter(&claims, req.organization_id, &mut trail).await?;
+            Ok((service::create(&mut conn, &actor, &req, &mut trail).await?, conn))
+        }
+        .await;
+        let (appointment, conn) = self.audit.close(trail, result)?;
         self.feed.committed(req.organization_id, conn);
         Span::current().record("appointment_id", display(appointment.id));
         Ok(Response::new(pb::CreateAppointmentResponse {
@@ -165,9 +224,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::GetAppointmentRequest>,
     ) -> Result<Response<pb::GetAppointmentResponse>, Status> {
-        let (request, req) = parse(request, AppointmentRef::try_from)?;
-        Span::current().record("appointment_id", display(req.appointment_id));
-        let (appointment, history) = self.read(&request, &req).await?;
+        let (appointment, history) = self.read_call(request, GET).await?;
         Ok(Response::new(pb::GetAppointmentResponse {
             appointment: Some(to_proto(&appointment)),
             history: history.iter().map(change_to_proto).collect(),
@@ -185,11 +242,23 @@ impl AppointmentService for AppointmentHandler {
         // The caller's membership, the page and the change log's head in one statement, so one
         // snapshot (see `listing`): watching from the first page's token continues exactly after
         // what the list shows.
-        let q = listing::list_for_caller_query(&req);
-        let (_conn, _, rows) =
-            self.access.acquire_with(&claims, req.organization_id, &q.sql, &q.param_refs()).await?;
-        let (page, next) = listing::page_for_caller(&rows, &req).map_err(status)?;
-        let watch_token = match (req.after, listing::watch_position_of(&rows).map_err(status)?) {
+        let mut trail = Trail::start(&request, LIST);
+        let result = async {
+            let q = listing::list_for_caller_query(&req);
+            let (_conn, caller, rows) = self
+                .access
+                .acquire_with(&claims, req.organization_id, &q.sql, &q.param_refs())
+                .await?;
+            trail.enter(req.organization_id, &caller);
+            let (page, next) = listing::page_for_caller(&rows, &req)?;
+            for patient in page.iter().filter_map(|a| a.parties.patient_id) {
+                trail.patient(patient);
+            }
+            Ok::<_, ServiceError>((page, next, listing::watch_position_of(&rows)?))
+        }
+        .await;
+        let (page, next, position) = self.audit.close(trail, result)?;
+        let watch_token = match (req.after, position) {
             (None, Some(position)) => crate::feed::token::encode(req.organization_id, position),
             _ => String::new(),
         };
@@ -205,9 +274,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::ListAppointmentHistoryRequest>,
     ) -> Result<Response<pb::ListAppointmentHistoryResponse>, Status> {
-        let (request, req) = parse(request, AppointmentRef::try_from)?;
-        Span::current().record("appointment_id", display(req.appointment_id));
-        let (_, history) = self.read(&request, &req).await?;
+        let (_, history) = self.read_call(request, HISTORY).await?;
         Ok(Response::new(pb::ListAppointmentHistoryResponse {
             changes: history.iter().map(change_to_proto).collect(),
         }))
@@ -218,7 +285,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::ApproveAppointmentRequest>,
     ) -> Result<Response<pb::ApproveAppointmentResponse>, Status> {
-        let appointment = Some(self.transition(request).await?);
+        let appointment = Some(self.transition(request, APPROVE).await?);
         Ok(Response::new(pb::ApproveAppointmentResponse { appointment }))
     }
 
@@ -227,7 +294,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::DeclineAppointmentRequest>,
     ) -> Result<Response<pb::DeclineAppointmentResponse>, Status> {
-        let appointment = Some(self.transition(request).await?);
+        let appointment = Some(self.transition(request, DECLINE).await?);
         Ok(Response::new(pb::DeclineAppointmentResponse { appointment }))
     }
 
@@ -236,7 +303,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::CompleteAppointmentRequest>,
     ) -> Result<Response<pb::CompleteAppointmentResponse>, Status> {
-        let appointment = Some(self.transition(request).await?);
+        let appointment = Some(self.transition(request, COMPLETE).await?);
         Ok(Response::new(pb::CompleteAppointmentResponse { appointment }))
     }
 
@@ -245,7 +312,7 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::CancelAppointmentRequest>,
     ) -> Result<Response<pb::CancelAppointmentResponse>, Status> {
-        let appointment = Some(self.transition(request).await?);
+        let appointment = Some(self.transition(request, CANCEL).await?);
         Ok(Response::new(pb::CancelAppointmentResponse { appointment }))
     }
 
@@ -256,6 +323,35 @@ impl AppointmentService for AppointmentHandler {
         &self,
         request: Request<pb::WatchAppointmentsRequest>,
     ) -> Result<Response<Self::WatchAppointmentsStream>, Status> {
+        self.audit_watch(&request).await?;
         self.feed.watch(request).await
+    }
+}
+
+impl AppointmentHandler {
+    /// Audits opening a watch stream (the stream itself is the feed's): the caller's
+    /// membership is looked up once more here, which a stream opened once can afford. A
+    /// malformed request is left for the feed to refuse.
+    async fn audit_watch(
+        &self,
+        request: &Request<pb::WatchAppointmentsRequest>,
+    ) -> Result<(), Status> {
+        let Ok(organization_id) = parse_uuid("organization_id", &request.get_ref().organization_id)
+        else {
+            return Ok(());
+        };
+        let claims = Claims::from_request(request)?;
+        let mut trail = Trail::start(request, WATCH);
+        let result = async {
+            let (_conn, actor) = self.enter(&claims, organization_id, &mut trail).await?;
+            if actor.role == super::domain::Role::Patient {
+                trail.patient(actor.member_id);
+            } else {
+                trail.reads_unnamed_patients();
+            }
+            Ok(())
+        }
+        .await;
+        self.audit.close(trail, result)
     }
 }

@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use crate::{
+    audit::{self, Trail},
     schedules::booking,
     tenancy::{Db, TenantClient},
 };
@@ -41,10 +42,11 @@ pub async fn create(
     client: &mut TenantClient,
     actor: &Actor,
     req: &CreateAppointment,
+    trail: &mut Trail,
 ) -> Result<Appointment, Error> {
     let mut attempt = 1;
     loop {
-        let result = create_once(client, actor, req).await;
+        let result = create_once(client, actor, req, trail).await;
         if !run_again(&result, attempt) {
             return result;
         }
@@ -56,8 +58,10 @@ async fn create_once(
     client: &mut TenantClient,
     actor: &Actor,
     req: &CreateAppointment,
+    trail: &mut Trail,
 ) -> Result<Appointment, Error> {
     let patient_id = req.patient.resolve(actor.member_id);
+    trail.patient(patient_id);
     if req.schedule_override && actor.role != Role::Admin {
         return Err(Error::PermissionDenied("only admins may set schedule_override"));
     }
@@ -75,6 +79,8 @@ async fn create_once(
         {
             // The first call booked it: answer that, as it is now.
             let appointment = repository::fetch(&tx, id).await?;
+            trail.resource(id);
+            audit::store::record(&tx, trail).await.map_err(Error::Audit)?;
             tx.commit().await?;
             return appointment.ok_or(Error::Internal("a request id's appointment vanished"));
         }
@@ -114,6 +120,8 @@ async fn create_once(
     if let Some(key) = req.request_id {
         request_ids::record(&tx, actor.member_id, key, appointment.id).await?;
     }
+    trail.resource(appointment.id);
+    audit::store::record(&tx, trail).await.map_err(Error::Audit)?;
     tx.commit().await?;
     Ok(appointment)
 }
@@ -146,10 +154,11 @@ pub async fn transition(
     client: &mut TenantClient,
     actor: &Actor,
     req: &Transition,
+    trail: &mut Trail,
 ) -> Result<Appointment, Error> {
     let mut attempt = 1;
     loop {
-        let result = transition_once(client, actor, req).await;
+        let result = transition_once(client, actor, req, trail).await;
         if !run_again(&result, attempt) {
             return result;
         }
@@ -161,13 +170,18 @@ async fn transition_once(
     client: &mut TenantClient,
     actor: &Actor,
     req: &Transition,
+    trail: &mut Trail,
 ) -> Result<Appointment, Error> {
     let id = req.target.appointment_id;
+    trail.resource(id);
     let tx = client.transaction().await?;
     let (parties, status) = match repository::lock(&tx, id).await? {
         Some((p, s)) if p.visible_to(actor) => (p, s),
         _ => return Err(Error::NotFound),
     };
+    if let Some(patient) = parties.patient_id {
+        trail.patient(patient);
+    }
     if !req.action.permitted(actor, &parties) {
         return Err(Error::PermissionDenied(match req.action {
             super::domain::Action::Cancel => "only its patient, its doctor or an admin may cancel",
@@ -192,6 +206,7 @@ async fn transition_once(
         false,
     )
     .await?;
+    audit::store::record(&tx, trail).await.map_err(Error::Audit)?;
     tx.commit().await?;
     Ok(updated)
 }

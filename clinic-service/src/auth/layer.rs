@@ -209,7 +209,21 @@ where
                     request.extensions_mut().insert(claims);
                     inner.call(request).await
                 }
-                Err(status) => Ok(status.into_http()),
+                Err(status) => {
+                    if status.code() == Code::Unauthenticated {
+                        // Its tenant is whatever the caller claims: the service log, not a trail.
+                        let peer = request
+                            .extensions()
+                            .get::<tonic::transport::server::TcpConnectInfo>()
+                            .and_then(|i| i.remote_addr());
+                        crate::audit::rejected::unauthenticated(
+                            request.uri().path(),
+                            peer,
+                            status.code(),
+                        );
+                    }
+                    Ok(status.into_http())
+                }
             }
         })
     }

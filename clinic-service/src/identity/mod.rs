@@ -174,6 +174,37 @@ impl IdentityClient {
         Ok(())
     }
 
+    /// `DirectoryService.RecordAuditCheckpoint`: the latest sealed `(seq, hash)` of an
+    /// organization's audit chain.
+    pub async fn record_audit_checkpoint(
+        &self,
+        organization_id: uuid::Uuid,
+        seq: i64,
+        hash: &[u8],
+    ) -> Result<(), Error> {
+        let req = self.request(pb::RecordAuditCheckpointRequest {
+            organization_id: organization_id.to_string(),
+            seq,
+            hash: hash.to_vec(),
+        });
+        let mut client = self.directory.clone();
+        self.call(client.record_audit_checkpoint(req)).await.map_err(map_status)?;
+        Ok(())
+    }
+
+    /// `DirectoryService.GetAuditCheckpoint`: `(seq, hash)`, `None` when none was recorded.
+    pub async fn audit_checkpoint(
+        &self,
+        organization_id: uuid::Uuid,
+    ) -> Result<Option<(i64, Vec<u8>)>, Error> {
+        let req = self.request(pb::GetAuditCheckpointRequest {
+            organization_id: organization_id.to_string(),
+        });
+        let mut client = self.directory.clone();
+        let resp = self.call(client.get_audit_checkpoint(req)).await.map_err(map_status)?;
+        Ok(resp.checkpoint.map(|c| (c.seq, c.hash)))
+    }
+
     /// `DirectoryService.ActivateOrganization`.
     pub async fn activate_organization(&self, id: uuid::Uuid) -> Result<pb::Organization, Error> {
         let req = self.request(pb::ActivateOrganizationRequest { organization_id: id.to_string() });

@@ -13,6 +13,7 @@ use super::{
     update::ProfileUpdate,
 };
 use crate::{
+    audit::{Action, Audit, Kind, Trail},
     auth::{Claims, Person},
     error::Error,
     grpc::{MemberRef, decode_page_token, encode_page_token, page_size, parse_uuid},
@@ -23,16 +24,30 @@ use crate::{
 /// Page-token kind of ListMembers.
 const PAGE_KIND: &str = "members";
 
+/// The audited actions of `clinic.v1.MemberService`.
+const fn action(rpc: &'static str, kind: Kind) -> Action {
+    Action::new(rpc, "member", kind)
+}
+const ADD: Action = action("clinic.v1.MemberService/AddMember", Kind::Write);
+const GET: Action = action("clinic.v1.MemberService/GetMember", Kind::Read);
+const LIST: Action = action("clinic.v1.MemberService/ListMembers", Kind::Read);
+const UPDATE: Action = action("clinic.v1.MemberService/UpdateMemberProfile", Kind::Write);
+const REMOVE: Action = action("clinic.v1.MemberService/RemoveMember", Kind::Write);
+const ACCEPT: Action = action("clinic.v1.MemberService/AcceptInvitation", Kind::Write);
+const DECLINE: Action = action("clinic.v1.MemberService/DeclineInvitation", Kind::Write);
+
 /// Serves `clinic.v1.MemberService`.
 pub struct MemberHandler {
     access: TenantAccess,
     members: Members,
+    audit: Audit,
 }
 
 impl MemberHandler {
-    /// Handlers over `access`, delivering central changes through `members.relay`.
-    pub fn new(access: TenantAccess, members: Members) -> Self {
-        Self { access, members }
+    /// Handlers over `access`, delivering central changes through `members.relay`, auditing
+    /// through `audit`.
+    pub fn new(access: TenantAccess, members: Members, audit: Audit) -> Self {
+        Self { access, members, audit }
     }
 }
 
@@ -61,10 +76,16 @@ impl MemberService for MemberHandler {
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let now = Utc::now();
-        let new = NewMember::parse(request.get_ref(), now.date_naive())?;
-        let (mut conn, caller) = self.access.acquire(&claims, new.organization_id).await?;
-        let member = self.members.add(&mut conn, &caller, &new, now).await?;
+        let mut trail = Trail::start(&request, ADD);
+        let result = async {
+            let now = Utc::now();
+            let new = NewMember::parse(request.get_ref(), now.date_naive())?;
+            let (mut conn, caller) = self.access.acquire(&claims, new.organization_id).await?;
+            trail.enter(new.organization_id, &caller);
+            self.members.add(&mut conn, &caller, &new, now, &mut trail).await
+        }
+        .await;
+        let member = self.audit.close(trail, result)?;
         Ok(Response::new(pb::AddMemberResponse { member: Some(member) }))
     }
 
@@ -74,9 +95,14 @@ impl MemberService for MemberHandler {
         request: Request<pb::GetMemberRequest>,
     ) -> Result<Response<pb::GetMemberResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let (organization_id, member) =
-            member_of(&request.get_ref().organization_id, &request.get_ref().member_id)?;
-        let member = service::get(&self.access, &claims, organization_id, member).await?;
+        let mut trail = Trail::start(&request, GET);
+        let result = async {
+            let (organization_id, member) =
+                member_of(&request.get_ref().organization_id, &request.get_ref().member_id)?;
+            service::get(&self.access, &claims, organization_id, member, &mut trail).await
+        }
+        .await;
+        let member = self.audit.close(trail, result)?;
         Ok(Response::new(pb::GetMemberResponse { member: Some(member) }))
     }
 
@@ -86,9 +112,15 @@ impl MemberService for MemberHandler {
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let (organization_id, req) = list_request(request.get_ref())?;
-        let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        let (members, next) = service::list(&conn, &caller, req).await?;
+        let mut trail = Trail::start(&request, LIST);
+        let result = async {
+            let (organization_id, req) = list_request(request.get_ref())?;
+            let (conn, caller) = self.access.acquire(&claims, organization_id).await?;
+            trail.enter(organization_id, &caller);
+            service::list(&conn, &caller, req, &mut trail).await
+        }
+        .await;
+        let (members, next) = self.audit.close(trail, result)?;
         let next_page_token =
             next.map(|last| encode_page_token(PAGE_KIND, last)).unwrap_or_default();
         Ok(Response::new(pb::ListMembersResponse { members, next_page_token }))
@@ -100,10 +132,16 @@ impl MemberService for MemberHandler {
         request: Request<pb::UpdateMemberProfileRequest>,
     ) -> Result<Response<pb::UpdateMemberProfileResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let now = Utc::now();
-        let update = ProfileUpdate::parse(request.get_ref(), now.date_naive())?;
-        let (mut conn, caller) = self.access.acquire(&claims, update.organization_id).await?;
-        let member = self.members.update_profile(&mut conn, &caller, &update, now).await?;
+        let mut trail = Trail::start(&request, UPDATE);
+        let result = async {
+            let now = Utc::now();
+            let update = ProfileUpdate::parse(request.get_ref(), now.date_naive())?;
+            let (mut conn, caller) = self.access.acquire(&claims, update.organization_id).await?;
+            trail.enter(update.organization_id, &caller);
+            self.members.update_profile(&mut conn, &caller, &update, now, &mut trail).await
+        }
+        .await;
+        let member = self.audit.close(trail, result)?;
         Ok(Response::new(pb::UpdateMemberProfileResponse { member: Some(member) }))
     }
 
@@ -113,10 +151,16 @@ impl MemberService for MemberHandler {
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let (organization_id, member) =
-            member_of(&request.get_ref().organization_id, &request.get_ref().member_id)?;
-        let (mut conn, caller) = self.access.acquire(&claims, organization_id).await?;
-        self.members.remove(&mut conn, &caller, organization_id, member).await?;
+        let mut trail = Trail::start(&request, REMOVE);
+        let result = async {
+            let (organization_id, member) =
+                member_of(&request.get_ref().organization_id, &request.get_ref().member_id)?;
+            let (mut conn, caller) = self.access.acquire(&claims, organization_id).await?;
+            trail.enter(organization_id, &caller);
+            self.members.remove(&mut conn, &caller, organization_id, member, &mut trail).await
+        }
+        .await;
+        self.audit.close(trail, result)?;
         Ok(Response::new(pb::RemoveMemberResponse {}))
     }
 
@@ -126,10 +170,18 @@ impl MemberService for MemberHandler {
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
-        let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
-        let member = self.members.accept(&mut conn, organization_id, &person, Utc::now()).await?;
+        let mut trail = Trail::start(&request, ACCEPT);
+        let result = async {
+            let organization_id =
+                parse_uuid("organization_id", &request.get_ref().organization_id)?;
+            trail.tenant(organization_id);
+            let person = Person::fetch(self.access.identity(), &request, &claims).await?;
+            let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
+            let now = Utc::now();
+            self.members.accept(&mut conn, organization_id, &person, now, &mut trail).await
+        }
+        .await;
+        let member = self.audit.close(trail, result)?;
         Ok(Response::new(pb::AcceptInvitationResponse { member: Some(member) }))
     }
 
@@ -139,10 +191,18 @@ impl MemberService for MemberHandler {
         request: Request<pb::DeclineInvitationRequest>,
     ) -> Result<Response<pb::DeclineInvitationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
-        let organization_id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
-        let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
-        self.members.decline(&mut conn, organization_id, &person, Utc::now()).await?;
+        let mut trail = Trail::start(&request, DECLINE);
+        let result = async {
+            let organization_id =
+                parse_uuid("organization_id", &request.get_ref().organization_id)?;
+            trail.tenant(organization_id);
+            let person = Person::fetch(self.access.identity(), &request, &claims).await?;
+            let mut conn = joining::open(&self.access, &claims, &person, organization_id).await?;
+            let now = Utc::now();
+            self.members.decline(&mut conn, organization_id, &person, now, &mut trail).await
+        }
+        .await;
+        self.audit.close(trail, result)?;
         Ok(Response::new(pb::DeclineInvitationResponse {}))
     }
 }

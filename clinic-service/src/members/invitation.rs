@@ -17,8 +17,10 @@ use super::{
     write::{self, column, insert_profile},
 };
 use crate::{
+    audit::{self, Trail},
     error::Error,
     relay::outbox::{self, Change},
+    roles::Role,
     tenancy::{Db, TenantClient, TenantTransaction},
 };
 
@@ -30,6 +32,7 @@ pub async fn invite(
     client: &mut TenantClient,
     new: &NewMember,
     expires_at: DateTime<Utc>,
+    trail: &mut Trail,
 ) -> Result<Uuid, Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
     let active = tx
@@ -52,6 +55,11 @@ pub async fn invite(
     let change =
         Change::Invitation { email: new.email.clone(), role: new.profile.role(), expires_at };
     outbox::record(&tx, id, version, &[change]).await?;
+    trail.resource(id);
+    if new.profile.role() == Role::Patient {
+        trail.patient(id);
+    }
+    audit::store::record(&tx, trail).await?;
     tx.commit().await.map_err(db("commit"))?;
     Ok(id)
 }

@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use super::{read::db, write};
 use crate::{
+    audit::{self, Trail},
     auth::{Claims, Person},
     error::Error,
     relay::outbox::{self, Change},
     roles::Role,
-    tenancy::{Db, TenantAccess, TenantClient, TenantConnection, TenantTransaction},
+    tenancy::{Caller, Db, TenantAccess, TenantClient, TenantConnection, TenantTransaction},
 };
 
 /// Opens the clinic an invited caller names (see [`TenantAccess::open`]), once their email is
@@ -39,9 +40,11 @@ pub async fn accept(
     client: &mut TenantClient,
     claims: &Person,
     now: DateTime<Utc>,
+    trail: &mut Trail,
 ) -> Result<(Uuid, Role), Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
     let (id, role, invited) = pending(&tx, claims, now).await?;
+    enter(trail, claims, id, role);
     tx.execute(
         "UPDATE organization_user SET status = 'active', user_id = $2, email = $3, email_key = $6, \
          name = $4, invite_expires_at = NULL, updated_at = $5 WHERE id = $1",
@@ -70,6 +73,7 @@ pub async fn accept(
         Change::InvitationRemoved { email: invited },
     ];
     outbox::record(&tx, id, version, &changes).await?;
+    audit::store::record(&tx, trail).await?;
     tx.commit().await.map_err(db("commit"))?;
     Ok((id, role))
 }
@@ -81,13 +85,16 @@ pub async fn decline(
     client: &mut TenantClient,
     claims: &Person,
     now: DateTime<Utc>,
+    trail: &mut Trail,
 ) -> Result<Uuid, Error> {
     let tx = client.transaction().await.map_err(db("begin"))?;
-    let (id, _, _) = pending(&tx, claims, now).await?;
+    let (id, role, _) = pending(&tx, claims, now).await?;
+    enter(trail, claims, id, role);
     if let Some(gone) = write::delete(&tx, id).await? {
         let change = Change::InvitationRemoved { email: gone.email };
         outbox::record(&tx, id, gone.version, &[change]).await?;
     }
+    audit::store::record(&tx, trail).await?;
     tx.commit().await.map_err(db("commit"))?;
     Ok(id)
 }
@@ -118,6 +125,16 @@ async fn pending(
         .await
         .map_err(db("find member"))?;
     Err(if member.is_some() { already_member() } else { Error::organization_not_found() })
+}
+
+/// The invited caller enters the trail as the member they are invited as (an invited patient
+/// acts on their own record).
+fn enter(trail: &mut Trail, claims: &Person, member_id: Uuid, role: Role) {
+    trail.caller(&Caller { member_id, user_id: claims.user_id, role });
+    trail.resource(member_id);
+    if role == Role::Patient {
+        trail.patient(member_id);
+    }
 }
 
 fn already_member() -> Error {

@@ -18,6 +18,7 @@ use super::{
     write,
 };
 use crate::{
+    audit::{self, Trail},
     auth::{Claims, Person},
     error::Error,
     grpc::MemberRef,
@@ -68,6 +69,7 @@ pub async fn get(
     claims: &Claims,
     organization_id: Uuid,
     member: MemberRef,
+    trail: &mut Trail,
 ) -> Result<pb::Member, Error> {
     let id = match member {
         MemberRef::Me => None,
@@ -75,7 +77,14 @@ pub async fn get(
     };
     let (_conn, caller, rows) =
         access.acquire_with(claims, organization_id, &read::GET_FOR_CALLER, &[&id]).await?;
+    trail.enter(organization_id, &caller);
+    trail.resource(member.resolve(caller.member_id));
     let found = rows.first().map(read::member_for_caller).transpose()?.flatten();
+    if let Some((row, _)) = &found
+        && row.role == Some(Role::Patient)
+    {
+        trail.patient(row.id);
+    }
     seen_as(&caller, found)
 }
 
@@ -104,6 +113,7 @@ pub async fn list(
     client: &impl Db,
     caller: &Caller,
     req: ListMembers,
+    trail: &mut Trail,
 ) -> Result<(Vec<pb::Member>, Option<Uuid>), Error> {
     let mut rows = read::list(client, caller, req.role, req.after, req.limit + 1).await?;
     let next = if rows.len() as i64 > req.limit {
@@ -112,6 +122,9 @@ pub async fn list(
     } else {
         None
     };
+    for row in rows.iter().filter(|r| r.role == Some(Role::Patient)) {
+        trail.patient(row.id);
+    }
     Ok((rows.into_iter().map(|row| member_for(caller, row)).collect(), next))
 }
 
@@ -123,10 +136,11 @@ impl Members {
         caller: &Caller,
         new: &NewMember,
         now: DateTime<Utc>,
+        trail: &mut Trail,
     ) -> Result<pb::Member, Error> {
         require_admin(caller)?;
         let expires_at = invitation::expiry(now, self.invitation_ttl)?;
-        let id = invitation::invite(client, new, expires_at).await?;
+        let id = invitation::invite(client, new, expires_at, trail).await?;
         tracing::info!(member_id = %id, role = new.profile.role().as_db(), "member invited");
         self.relay.committed(client, new.organization_id).await;
         show(client, caller, MemberRef::Id(id)).await
@@ -140,8 +154,10 @@ impl Members {
         caller: &Caller,
         update: &ProfileUpdate,
         now: DateTime<Utc>,
+        trail: &mut Trail,
     ) -> Result<pb::Member, Error> {
         let target = update.member.resolve(caller.member_id);
+        trail.resource(target);
         if target != caller.member_id || matches!(update.change, Change::Role(_)) {
             require_admin(caller)?;
         }
@@ -152,6 +168,9 @@ impl Members {
         let Some((seen, _)) = read::get(&*client, caller, target).await? else {
             return Err(no_such_member());
         };
+        if seen.role == Some(Role::Patient) {
+            trail.patient(target);
+        }
         if let Some(needed) = update.change.role()
             && seen.role != Some(needed)
         {
@@ -184,6 +203,7 @@ impl Members {
                 write::set_fields(&tx, target, change).await?;
             }
         }
+        audit::store::record(&tx, trail).await?;
         tx.commit().await.map_err(db("commit"))?;
         if let Change::Role(profile) = &update.change {
             tracing::info!(member_id = %target, role = profile.role().as_db(), "role changed");
@@ -200,9 +220,11 @@ impl Members {
         caller: &Caller,
         organization_id: Uuid,
         member: MemberRef,
+        trail: &mut Trail,
     ) -> Result<(), Error> {
-        require_admin(caller)?;
         let target = member.resolve(caller.member_id);
+        trail.resource(target);
+        require_admin(caller)?;
         if target == caller.member_id {
             return Err(Error::FailedPrecondition("admins cannot remove themselves".into()));
         }
@@ -214,6 +236,10 @@ impl Members {
             None => Central::InvitationRemoved { email: gone.email },
         };
         outbox::record(&tx, target, gone.version, &[central]).await?;
+        if gone.patient {
+            trail.patient(target);
+        }
+        audit::store::record(&tx, trail).await?;
         tx.commit().await.map_err(db("commit"))?;
         tracing::info!(member_id = %target, "member removed");
         self.relay.committed(client, organization_id).await;
@@ -227,8 +253,9 @@ impl Members {
         organization_id: Uuid,
         claims: &Person,
         now: DateTime<Utc>,
+        trail: &mut Trail,
     ) -> Result<pb::Member, Error> {
-        let (member_id, role) = joining::accept(client, claims, now).await?;
+        let (member_id, role) = joining::accept(client, claims, now, trail).await?;
         tracing::info!(%member_id, role = role.as_db(), "invitation accepted");
         self.relay.committed(client, organization_id).await;
         let caller = Caller { member_id, user_id: claims.user_id, role };
@@ -242,8 +269,9 @@ impl Members {
         organization_id: Uuid,
         claims: &Person,
         now: DateTime<Utc>,
+        trail: &mut Trail,
     ) -> Result<(), Error> {
-        let member_id = joining::decline(client, claims, now).await?;
+        let member_id = joining::decline(client, claims, now, trail).await?;
         tracing::info!(%member_id, "invitation declined");
         self.relay.committed(client, organization_id).await;
         Ok(())

@@ -152,6 +152,8 @@ pub struct Departed {
     pub email: String,
     /// The version of the removal.
     pub version: i64,
+    /// Whether it was a patient.
+    pub patient: bool,
 }
 
 /// Deletes member `id` and its profile inside `tx` (their appointments keep their rows: FK set
@@ -175,5 +177,6 @@ pub(super) async fn delete(
         user_id: row.col("user_id")?,
         email: row.col("email")?,
         version: row.col("version")?,
+        patient: row.col::<Option<Uuid>>("patient_profile_id")?.is_some(),
     }))
 }

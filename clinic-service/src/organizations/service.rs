@@ -7,6 +7,7 @@ use clinic_api::{
 use tonic::{Request, Response, Status};
 
 use crate::{
+    audit::{self, Action, Audit, Kind, Trail},
     auth::{Claims, Person},
     error::Error,
     grpc::{page_size, parse_uuid, timestamp},
@@ -15,15 +16,23 @@ use crate::{
     tenancy::{OrgRecord, OrgStatus, TenantAccess, provisioning},
 };
 
+const CREATE: Action =
+    Action::new("clinic.v1.OrganizationService/CreateOrganization", "organization", Kind::Write);
+const GET: Action =
+    Action::new("clinic.v1.OrganizationService/GetOrganization", "organization", Kind::Other);
+const UPDATE: Action =
+    Action::new("clinic.v1.OrganizationService/UpdateOrganization", "organization", Kind::Write);
+
 /// Serves `clinic.v1.OrganizationService`.
 pub struct OrganizationHandler {
     access: TenantAccess,
+    audit: Audit,
 }
 
 impl OrganizationHandler {
-    /// Handlers over `access`.
-    pub fn new(access: TenantAccess) -> Self {
-        Self { access }
+    /// Handlers over `access`, auditing through `audit`.
+    pub fn new(access: TenantAccess, audit: Audit) -> Self {
+        Self { access, audit }
     }
 }
 
@@ -69,6 +78,17 @@ impl OrganizationService for OrganizationHandler {
         let name = parse_name(&request.get_ref().name)?;
         let person = Person::fetch(self.access.identity(), &request, &claims).await?;
         let org = provisioning::create_organization(&self.access, &person, name).await?;
+        // Recorded once the clinic is ready, as its creator's first event there (see
+        // `Audit::committed`); a retry of a creation answered OK is recorded again.
+        let mut trail = Trail::start(&request, CREATE);
+        match self.access.acquire(&claims, org.id).await {
+            Ok((_conn, caller)) => {
+                trail.enter(org.id, &caller);
+                trail.resource(org.id);
+                self.audit.committed(&trail)?;
+            }
+            Err(e) => tracing::warn!(error = %e, "the new clinic's creation was not audited"),
+        }
         Ok(Response::new(pb::CreateOrganizationResponse { organization: Some(to_proto(&org)) }))
     }
 
@@ -79,11 +99,18 @@ impl OrganizationService for OrganizationHandler {
     ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
         let id = parse_uuid("organization_id", &request.get_ref().organization_id)?;
-        let org = self.access.organization(id).await?;
-        let (_conn, caller, rows) =
-            self.access.acquire_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
-        let row = rows.first().ok_or_else(Error::organization_not_found)?;
-        let settings = settings::settings_at(row, 2)?;
+        let mut trail = Trail::start(&request, GET);
+        let result = async {
+            let org = self.access.organization(id).await?;
+            let (_conn, caller, rows) =
+                self.access.acquire_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
+            trail.enter(id, &caller);
+            trail.resource(id);
+            let row = rows.first().ok_or_else(Error::organization_not_found)?;
+            Ok((org, caller, settings::settings_at(row, 2)?))
+        }
+        .await;
+        let (org, caller, settings) = self.audit.close(trail, result)?;
         Ok(Response::new(pb::GetOrganizationResponse {
             organization: Some(with_settings(&org, &settings)),
             role: caller.role.to_proto() as i32,
@@ -96,13 +123,26 @@ impl OrganizationService for OrganizationHandler {
         request: Request<pb::UpdateOrganizationRequest>,
     ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
         let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, UPDATE);
         let change = SettingsChange::try_from(request.into_inner())?;
-        let org = self.access.organization(change.organization_id).await?;
-        let (conn, caller) = self.access.acquire(&claims, change.organization_id).await?;
-        if caller.role != Role::Admin {
-            return Err(Error::PermissionDenied("only admins change a clinic's settings".into()))?;
+        let result = async {
+            let org = self.access.organization(change.organization_id).await?;
+            let (mut conn, caller) = self.access.acquire(&claims, change.organization_id).await?;
+            trail.enter(change.organization_id, &caller);
+            trail.resource(change.organization_id);
+            if caller.role != Role::Admin {
+                return Err(Error::PermissionDenied(
+                    "only admins change a clinic's settings".into(),
+                ));
+            }
+            let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+            let settings = settings::update_settings(&tx, &change).await?;
+            audit::store::record(&tx, &mut trail).await?;
+            tx.commit().await.map_err(|e| Error::tenant_db("commit settings", &e))?;
+            Ok((org, settings))
         }
-        let settings = settings::update_settings(&conn, &change).await?;
+        .await;
+        let (org, settings) = self.audit.close(trail, result)?;
         Ok(Response::new(pb::UpdateOrganizationResponse {
             organization: Some(with_settings(&org, &settings)),
         }))

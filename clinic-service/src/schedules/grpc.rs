@@ -16,6 +16,7 @@ use super::{
     week::{Schedule, format_hhmm},
 };
 use crate::{
+    audit::{self, Action, Audit, Kind, Trail},
     auth::Claims,
     error::Error,
     grpc::timestamp,
@@ -26,26 +27,46 @@ use crate::{
 /// Longest visit plus longest buffer: booked ranges that far after a search's end still matter.
 const LOOK_AHEAD: Duration = Duration::hours(12);
 
+const SCHEDULE: &str = "schedule";
+const TIME_OFF: &str = "time_off";
+const GET: Action = Action::new("clinic.v1.ScheduleService/GetSchedule", SCHEDULE, Kind::Other);
+const UPDATE: Action =
+    Action::new("clinic.v1.ScheduleService/UpdateSchedule", SCHEDULE, Kind::Write);
+const DELETE: Action =
+    Action::new("clinic.v1.ScheduleService/DeleteSchedule", SCHEDULE, Kind::Write);
+const CREATE_OFF: Action =
+    Action::new("clinic.v1.ScheduleService/CreateTimeOff", TIME_OFF, Kind::Write);
+const LIST_OFF: Action =
+    Action::new("clinic.v1.ScheduleService/ListTimeOff", TIME_OFF, Kind::Other);
+const DELETE_OFF: Action =
+    Action::new("clinic.v1.ScheduleService/DeleteTimeOff", TIME_OFF, Kind::Write);
+const SLOTS: Action =
+    Action::new("clinic.v1.ScheduleService/FindAvailableSlots", SCHEDULE, Kind::Other);
+
 /// Serves `clinic.v1.ScheduleService`.
 pub struct ScheduleHandler {
     access: TenantAccess,
+    audit: Audit,
 }
 
 impl ScheduleHandler {
-    /// Handlers over `access`.
-    pub fn new(access: TenantAccess) -> Self {
-        Self { access }
+    /// Handlers over `access`, auditing through `audit`.
+    pub fn new(access: TenantAccess, audit: Audit) -> Self {
+        Self { access, audit }
     }
 
-    /// The tenant connection, the caller and the doctor's member id (`me` resolved).
-    async fn enter<T>(
+    /// The tenant connection, the caller and the doctor's member id (`me` resolved); the
+    /// caller enters `trail`, which is about the doctor's schedule.
+    async fn enter(
         &self,
-        request: &Request<T>,
+        claims: &Claims,
         target: &DoctorRef,
-    ) -> Result<(TenantConnection, Caller, Uuid), Status> {
-        let claims = Claims::from_request(request)?;
-        let (conn, caller) = self.access.acquire(&claims, target.organization_id).await?;
+        trail: &mut Trail,
+    ) -> Result<(TenantConnection, Caller, Uuid), Error> {
+        let (conn, caller) = self.access.acquire(claims, target.organization_id).await?;
+        trail.enter(target.organization_id, &caller);
         let doctor_id = target.doctor.resolve(caller.member_id);
+        trail.resource(doctor_id);
         Ok((conn, caller, doctor_id))
     }
 }
@@ -142,13 +163,19 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
         let target: DoctorRef = parse(&mut request)?;
-        let (conn, _, doctor_id) = self.enter(&request, &target).await?;
-        let now = Utc::now();
-        let calendar = repository::load(&conn, doctor_id, now, now).await?;
-        if !calendar.is_doctor {
-            return Err(no_doctor().into());
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, GET);
+        let result = async {
+            let (conn, _, doctor_id) = self.enter(&claims, &target, &mut trail).await?;
+            let now = Utc::now();
+            let calendar = repository::load(&conn, doctor_id, now, now).await?;
+            if !calendar.is_doctor {
+                return Err(no_doctor());
+            }
+            Ok(calendar_schedule(doctor_id, &calendar))
         }
-        let schedule = calendar_schedule(doctor_id, &calendar);
+        .await;
+        let schedule = self.audit.close(trail, result)?;
         Ok(Response::new(pb::GetScheduleResponse { schedule }))
     }
 
@@ -158,13 +185,22 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::UpdateScheduleResponse>, Status> {
         let req: UpdateSchedule = parse(&mut request)?;
-        let (mut conn, caller, doctor_id) = self.enter(&request, &req.target).await?;
-        may_manage(&caller, doctor_id)?;
-        let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
-        require_doctor(&tx, doctor_id).await?;
-        let updated = repository::replace_schedule(&tx, doctor_id, &req.schedule).await?;
-        let settings = repository::settings(&tx).await?;
-        tx.commit().await.map_err(|e| Error::tenant_db("commit schedule", &e))?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, UPDATE);
+        let result = async {
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
+            may_manage(&caller, doctor_id)?;
+            let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+            require_doctor(&tx, doctor_id).await?;
+            let updated = repository::replace_schedule(&tx, doctor_id, &req.schedule).await?;
+            let settings = repository::settings(&tx).await?;
+            audit::store::record(&tx, &mut trail).await?;
+            tx.commit().await.map_err(|e| Error::tenant_db("commit schedule", &e))?;
+            Ok((doctor_id, settings, updated))
+        }
+        .await;
+        let (doctor_id, settings, updated) = self.audit.close(trail, result)?;
         let schedule = schedule_to_proto(doctor_id, &req.schedule, settings.zone.name(), updated);
         Ok(Response::new(pb::UpdateScheduleResponse { schedule: Some(schedule) }))
     }
@@ -175,12 +211,20 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         let target: DoctorRef = parse(&mut request)?;
-        let (mut conn, caller, doctor_id) = self.enter(&request, &target).await?;
-        may_manage(&caller, doctor_id)?;
-        let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
-        require_doctor(&tx, doctor_id).await?;
-        let deleted = repository::delete_schedule(&tx, doctor_id).await?;
-        tx.commit().await.map_err(|e| Error::tenant_db("commit schedule", &e))?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, DELETE);
+        let result = async {
+            let (mut conn, caller, doctor_id) = self.enter(&claims, &target, &mut trail).await?;
+            may_manage(&caller, doctor_id)?;
+            let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+            require_doctor(&tx, doctor_id).await?;
+            let deleted = repository::delete_schedule(&tx, doctor_id).await?;
+            audit::store::record(&tx, &mut trail).await?;
+            tx.commit().await.map_err(|e| Error::tenant_db("commit schedule", &e))?;
+            Ok(deleted)
+        }
+        .await;
+        let deleted = self.audit.close(trail, result)?;
         Ok(Response::new(pb::DeleteScheduleResponse { deleted }))
     }
 
@@ -190,15 +234,25 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::CreateTimeOffRequest>,
     ) -> Result<Response<pb::CreateTimeOffResponse>, Status> {
         let req: CreateTimeOff = parse(&mut request)?;
-        let (mut conn, caller, doctor_id) = self.enter(&request, &req.target).await?;
-        may_manage(&caller, doctor_id)?;
-        let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
-        require_doctor(&tx, doctor_id).await?;
-        let range = (req.start, req.end);
-        let time_off =
-            repository::insert_time_off(&tx, doctor_id, range, &req.reason, caller.member_id)
-                .await?;
-        tx.commit().await.map_err(|e| Error::tenant_db("commit time off", &e))?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, CREATE_OFF);
+        let result = async {
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
+            may_manage(&caller, doctor_id)?;
+            let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+            require_doctor(&tx, doctor_id).await?;
+            let range = (req.start, req.end);
+            let time_off =
+                repository::insert_time_off(&tx, doctor_id, range, &req.reason, caller.member_id)
+                    .await?;
+            trail.resource(time_off.id);
+            audit::store::record(&tx, &mut trail).await?;
+            tx.commit().await.map_err(|e| Error::tenant_db("commit time off", &e))?;
+            Ok(time_off)
+        }
+        .await;
+        let time_off = self.audit.close(trail, result)?;
         Ok(Response::new(pb::CreateTimeOffResponse {
             time_off: Some(time_off_to_proto(&time_off)),
         }))
@@ -210,10 +264,15 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::ListTimeOffRequest>,
     ) -> Result<Response<pb::ListTimeOffResponse>, Status> {
         let req: ListTimeOff = parse(&mut request)?;
-        let (conn, _, doctor_id) = self.enter(&request, &req.target).await?;
-        doctor_check(&conn, doctor_id, DOCTOR).await?;
-        let mut rows =
-            repository::list_time_off(&conn, doctor_id, req.after, req.page_size + 1).await?;
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, LIST_OFF);
+        let result = async {
+            let (conn, _, doctor_id) = self.enter(&claims, &req.target, &mut trail).await?;
+            doctor_check(&conn, doctor_id, DOCTOR).await?;
+            repository::list_time_off(&conn, doctor_id, req.after, req.page_size + 1).await
+        }
+        .await;
+        let mut rows = self.audit.close(trail, result)?;
         let more = rows.len() as i64 > req.page_size;
         rows.truncate(usize::try_from(req.page_size).unwrap_or(0));
         let next_page_token = match rows.last() {
@@ -234,13 +293,22 @@ impl ScheduleService for ScheduleHandler {
         mut request: Request<pb::DeleteTimeOffRequest>,
     ) -> Result<Response<pb::DeleteTimeOffResponse>, Status> {
         let req: DeleteTimeOff = parse(&mut request)?;
-        let (conn, caller, doctor_id) = self.enter(&request, &req.target).await?;
-        may_manage(&caller, doctor_id)?;
-        if !repository::delete_time_off(&conn, doctor_id, req.time_off_id).await? {
-            return Err(
-                Error::NotFound("time_off_id: no such time off of this doctor".into()).into()
-            );
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, DELETE_OFF);
+        let result = async {
+            let (mut conn, caller, doctor_id) =
+                self.enter(&claims, &req.target, &mut trail).await?;
+            trail.resource(req.time_off_id);
+            may_manage(&caller, doctor_id)?;
+            let tx = conn.transaction().await.map_err(|e| Error::tenant_db("begin", &e))?;
+            if !repository::delete_time_off(&tx, doctor_id, req.time_off_id).await? {
+                return Err(Error::NotFound("time_off_id: no such time off of this doctor".into()));
+            }
+            audit::store::record(&tx, &mut trail).await?;
+            tx.commit().await.map_err(|e| Error::tenant_db("commit time off", &e))
         }
+        .await;
+        self.audit.close(trail, result)?;
         Ok(Response::new(pb::DeleteTimeOffResponse {}))
     }
 
@@ -251,12 +319,19 @@ impl ScheduleService for ScheduleHandler {
     ) -> Result<Response<pb::FindAvailableSlotsResponse>, Status> {
         let now = Utc::now();
         let req: FindSlots = parse(&mut request)?;
-        let (conn, _, doctor_id) = self.enter(&request, &req.target).await?;
-        let calendar = repository::load(&conn, doctor_id, req.from, req.to + LOOK_AHEAD).await?;
-        drop(conn);
-        if !calendar.is_doctor {
-            return Err(no_doctor().into());
+        let claims = Claims::from_request(&request)?;
+        let mut trail = Trail::start(&request, SLOTS);
+        let result = async {
+            let (conn, _, doctor_id) = self.enter(&claims, &req.target, &mut trail).await?;
+            let calendar =
+                repository::load(&conn, doctor_id, req.from, req.to + LOOK_AHEAD).await?;
+            if !calendar.is_doctor {
+                return Err(no_doctor());
+            }
+            Ok(calendar)
         }
+        .await;
+        let calendar = self.audit.close(trail, result)?;
         let Some((schedule, _)) = &calendar.schedule else {
             return Err(Error::FailedPrecondition(
                 "the doctor has no schedule: any future time is bookable".into(),

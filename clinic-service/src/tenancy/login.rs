@@ -159,6 +159,7 @@ impl TenantLogins {
         let db = |e: tokio_postgres::Error| Error::tenant_db("tenant login role", &e);
         owner.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(role)]).await.map_err(db)?;
         let role = quote(role);
+        let append_only = append_only(&role);
         owner
             .batch_execute(&format!(
                 "GRANT USAGE ON SCHEMA public TO {role};
@@ -168,11 +169,33 @@ impl TenantLogins {
                  ALTER DEFAULT PRIVILEGES IN SCHEMA public
                      GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role};
                  ALTER DEFAULT PRIVILEGES IN SCHEMA public
-                     GRANT USAGE, SELECT ON SEQUENCES TO {role};"
+                     GRANT USAGE, SELECT ON SEQUENCES TO {role};
+                 {append_only}"
             ))
             .await
             .map_err(db)
     }
+}
+
+/// The tables the runtime roles may only INSERT and SELECT (the audit trail, migration V17):
+/// the blanket grants above are taken back on them.
+pub const APPEND_ONLY_TABLES: &[&str] = &["audit_event", "audit_seal"];
+
+/// SQL revoking from `role` (quoted; tenant role names are `[a-z0-9_]` only, so it cannot end
+/// the `$$` body) everything but SELECT and INSERT on the [`APPEND_ONLY_TABLES`] that exist (a
+/// database migrated before V17 has none).
+fn append_only(role: &str) -> String {
+    APPEND_ONLY_TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "DO $$ BEGIN IF to_regclass('public.{table}') IS NOT NULL THEN \
+                 REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON public.{table} \
+                 FROM {role}; END IF; END $$;"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The role every tenant login role is a member of (made by `deploy/bootstrap.sql`, which makes

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod appointments;
+mod audit;
 mod e2e;
 mod helpers;
 mod invitations;

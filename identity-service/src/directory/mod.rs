@@ -2,6 +2,7 @@
 //! (name, tenant database, server, status), memberships and pending invitations, and the spare
 //! tenant databases kept ready for new organizations.
 
+pub mod audit;
 pub mod domain;
 pub mod invitations;
 pub mod memberships;

@@ -10,6 +10,7 @@ use super::convert::{all3, both, role, uuid};
 use crate::{
     accounts::{Email, store as users},
     directory::{
+        audit,
         invitations::{self, Invitation},
         memberships,
         organizations::{self, Reservation},
@@ -282,6 +283,36 @@ impl DirectoryService for DirectoryApi {
         let name = spares::parse_name("database_name", &request.into_inner().database_name)?;
         spares::remove(&self.state, &name).await?;
         Ok(Response::new(pb::RemoveSpareDatabaseResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_audit_checkpoint(
+        &self,
+        request: Request<pb::RecordAuditCheckpointRequest>,
+    ) -> Result<Response<pb::RecordAuditCheckpointResponse>, Status> {
+        let m = request.into_inner();
+        let (organization_id, seq, hash) = all3(
+            uuid("organization_id", &m.organization_id),
+            audit::parse_seq("seq", m.seq),
+            audit::parse_hash("hash", &m.hash),
+        )?;
+        audit::record(&self.state, organization_id, seq, &hash).await?;
+        Ok(Response::new(pb::RecordAuditCheckpointResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_audit_checkpoint(
+        &self,
+        request: Request<pb::GetAuditCheckpointRequest>,
+    ) -> Result<Response<pb::GetAuditCheckpointResponse>, Status> {
+        let organization_id = uuid("organization_id", &request.into_inner().organization_id)?;
+        let checkpoint =
+            audit::get(&self.state, organization_id).await?.map(|c| pb::AuditCheckpoint {
+                seq: c.seq,
+                hash: c.hash,
+                record_time: Some(super::convert::timestamp(c.recorded_at)),
+            });
+        Ok(Response::new(pb::GetAuditCheckpointResponse { checkpoint }))
     }
 }
 

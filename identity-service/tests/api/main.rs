@@ -3,6 +3,7 @@
 // A test may panic on a row it did not expect: that is a failed test, not a dropped call.
 #![allow(clippy::disallowed_methods)]
 
+mod audit_checkpoints;
 mod directory;
 mod emails;
 mod helpers;

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration as StdDuration};
 use chrono::Duration;
 use uuid::Uuid;
 
-use super::{Tenant, booking, hours_ahead};
+use super::{Tenant, booking, hours_ahead, trail};
 use crate::appointments::{
     domain::{Actor, AppointmentStatus, Role},
     error::{Error, Party},
@@ -41,7 +41,7 @@ async fn fifty_concurrent_bookings_of_one_slot() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 let mut conn = pool.get(org, &config).await.expect("connection");
-                service::create(&mut conn, &p, &req).await
+                service::create(&mut conn, &p, &req, &mut trail(&p)).await
             })
         })
         .collect();
@@ -79,7 +79,8 @@ async fn a_booking_aborted_to_break_a_deadlock_is_run_again() {
 
     let mut conn = t.connect().await;
     let req = booking(p2.member_id, doctor.member_id, start + Duration::minutes(15), 30);
-    let booked = tokio::spawn(async move { service::create(&mut conn, &p2, &req).await });
+    let booked =
+        tokio::spawn(async move { service::create(&mut conn, &p2, &req, &mut trail(&p2)).await });
     t.wait_for_lock_waiters(1).await;
     // PostgreSQL looks for a cycle `deadlock_timeout` (1 s) after a backend starts waiting, and
     // the backend that finds it is the one aborted; a head start keeps that the service's.
@@ -233,8 +234,11 @@ async fn overlapping_requests_cannot_both_be_approved() {
         booking(p2.member_id, doctor.member_id, ten + Duration::minutes(15), 30)
     });
     let (mut c1, mut c2) = (t.connect().await, t.connect().await);
-    let (b1, b2) =
-        tokio::join!(service::create(&mut c1, &p1, &r1), service::create(&mut c2, &p2, &r2));
+    let (mut t1, mut t2) = (trail(&p1), trail(&p2));
+    let (b1, b2) = tokio::join!(
+        service::create(&mut c1, &p1, &r1, &mut t1),
+        service::create(&mut c2, &p2, &r2, &mut t2)
+    );
     assert_eq!([b1.is_ok(), b2.is_ok()].iter().filter(|ok| **ok).count(), 1, "{b1:?} {b2:?}");
     let refused = if b1.is_err() { b1 } else { b2 };
     assert!(matches!(refused, Err(Error::Overlap(Party::Doctor))), "{refused:?}");
@@ -259,7 +263,7 @@ async fn overlapping_requests_cannot_both_be_approved() {
             reason: String::new(),
         };
         approvals.push(tokio::spawn(async move {
-            service::transition(&mut conn, &admin, &req).await.is_ok()
+            service::transition(&mut conn, &admin, &req, &mut trail(&admin)).await.is_ok()
         }));
     }
     let mut approved = 0;

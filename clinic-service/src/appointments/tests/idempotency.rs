@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use uuid::Uuid;
 
-use super::{Tenant, booking, hours_ahead};
+use super::{Tenant, booking, hours_ahead, trail};
 use crate::appointments::{
     error::Error,
     requests::{CreateAppointment, REQUEST_ID_TTL},
@@ -23,8 +23,8 @@ async fn a_retry_returns_the_first_booking() {
     let (doctor, patient) = (t.doctor().await, t.patient().await);
     let req =
         keyed(booking(patient.member_id, doctor.member_id, hours_ahead(5), 30), Uuid::new_v4());
-    let first = service::create(&mut t.client, &patient, &req).await.unwrap();
-    let again = service::create(&mut t.client, &patient, &req).await.unwrap();
+    let first = service::create(&mut t.client, &patient, &req, &mut trail(&patient)).await.unwrap();
+    let again = service::create(&mut t.client, &patient, &req, &mut trail(&patient)).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(t.count("appointment").await, 1);
     assert_eq!(t.count("appointment_status_history").await, 1);
@@ -32,7 +32,7 @@ async fn a_retry_returns_the_first_booking() {
     // Without a key, the same request is a new booking (and overlaps the first).
     let unkeyed = CreateAppointment { request_id: None, ..req };
     assert!(matches!(
-        service::create(&mut t.client, &patient, &unkeyed).await,
+        service::create(&mut t.client, &patient, &unkeyed, &mut trail(&patient)).await,
         Err(Error::Overlap(_))
     ));
 }
@@ -58,7 +58,7 @@ async fn concurrent_retries_book_once() {
             tokio::spawn(async move {
                 let mut conn = pool.get(org, &config).await.expect("connection");
                 barrier.wait().await;
-                service::create(&mut conn, &patient, &req).await
+                service::create(&mut conn, &patient, &req, &mut trail(&patient)).await
             })
         })
         .collect();
@@ -77,14 +77,14 @@ async fn the_same_key_with_other_parameters_is_refused() {
     let (doctor, patient) = (t.doctor().await, t.patient().await);
     let key = Uuid::new_v4();
     let first = keyed(booking(patient.member_id, doctor.member_id, hours_ahead(5), 30), key);
-    service::create(&mut t.client, &patient, &first).await.unwrap();
+    service::create(&mut t.client, &patient, &first, &mut trail(&patient)).await.unwrap();
     let changes = [
         CreateAppointment { start_time: hours_ahead(9), ..first.clone() },
         CreateAppointment { duration_minutes: 45, ..first.clone() },
         CreateAppointment { notes: "other".into(), ..first.clone() },
     ];
     for other in changes {
-        let result = service::create(&mut t.client, &patient, &other).await;
+        let result = service::create(&mut t.client, &patient, &other, &mut trail(&patient)).await;
         assert!(matches!(result, Err(Error::RequestIdReused)), "{result:?}");
     }
     assert_eq!(t.count("appointment").await, 1);
@@ -97,8 +97,8 @@ async fn keys_belong_to_their_caller() {
     let key = Uuid::new_v4();
     let mine = keyed(booking(patient.member_id, doctor.member_id, hours_ahead(5), 30), key);
     let theirs = keyed(booking(patient.member_id, doctor.member_id, hours_ahead(7), 30), key);
-    let a = service::create(&mut t.client, &patient, &mine).await.unwrap();
-    let b = service::create(&mut t.client, &admin, &theirs).await.unwrap();
+    let a = service::create(&mut t.client, &patient, &mine, &mut trail(&patient)).await.unwrap();
+    let b = service::create(&mut t.client, &admin, &theirs, &mut trail(&admin)).await.unwrap();
     assert_ne!(a.id, b.id);
 }
 
@@ -108,10 +108,10 @@ async fn keys_expire_and_are_pruned() {
     let (doctor, patient) = (t.doctor().await, t.patient().await);
     let key = Uuid::new_v4();
     let req = keyed(booking(patient.member_id, doctor.member_id, hours_ahead(5), 30), key);
-    let first = service::create(&mut t.client, &patient, &req).await.unwrap();
+    let first = service::create(&mut t.client, &patient, &req, &mut trail(&patient)).await.unwrap();
     let other =
         keyed(booking(patient.member_id, doctor.member_id, hours_ahead(50), 30), Uuid::new_v4());
-    service::create(&mut t.client, &patient, &other).await.unwrap();
+    service::create(&mut t.client, &patient, &other, &mut trail(&patient)).await.unwrap();
 
     // A day later the key is free: the same key books anew (a later slot, so no overlap), and
     // the other expired key is gone.
@@ -119,7 +119,8 @@ async fn keys_expire_and_are_pruned() {
         req.received_at + Duration::from_std(REQUEST_ID_TTL).unwrap() + Duration::seconds(1);
     let retry =
         CreateAppointment { received_at: later, start_time: hours_ahead(30), ..req.clone() };
-    let second = service::create(&mut t.client, &patient, &retry).await.unwrap();
+    let second =
+        service::create(&mut t.client, &patient, &retry, &mut trail(&patient)).await.unwrap();
     assert_ne!(second.id, first.id);
     assert_eq!(t.count("appointment").await, 3);
     assert_eq!(t.count("appointment_request").await, 1);

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{
     Tenant,
     domain_tables::{MAY, TRANSITIONS, Who},
-    hours_ahead,
+    hours_ahead, trail,
 };
 use crate::appointments::{
     domain::{Action, Actor, AppointmentStatus},
@@ -42,8 +42,13 @@ async fn all_25_status_pairs() {
             assert_eq!(allowed, None, "{from:?} -> {to:?}: no action leads there");
         }
         for action in actions {
-            let result =
-                service::transition(&mut t.client, &admin, &request(booked.id, action)).await;
+            let result = service::transition(
+                &mut t.client,
+                &admin,
+                &request(booked.id, action),
+                &mut trail(&admin),
+            )
+            .await;
             let (now, history) = service::get(&t.client, &admin, booked.id).await.unwrap();
             if allowed == Some(action) {
                 let updated = result.unwrap_or_else(|e| panic!("{from:?} -> {to:?}: {e}"));
@@ -97,8 +102,13 @@ async fn who_may_trigger_each_transition() {
             if action == Action::Complete {
                 t.force_status(a.id, AppointmentStatus::Approved).await;
             }
-            let result =
-                service::transition(&mut t.client, &actor(who), &request(a.id, action)).await;
+            let result = service::transition(
+                &mut t.client,
+                &actor(who),
+                &request(a.id, action),
+                &mut trail(&actor(who)),
+            )
+            .await;
             match (expected, who) {
                 (true, _) => {
                     assert_eq!(result.unwrap().status, action.target(), "{who:?} {action:?}")
@@ -132,9 +142,10 @@ async fn concurrent_decisions_cannot_both_succeed() {
             t.book(&admin, patient.member_id, doctor.member_id, hours_ahead(3), 30).await.unwrap();
         let (mut c1, mut c2) = (t.connect().await, t.connect().await);
         let (q1, q2) = (request(a.id, first), request(a.id, second));
+        let (mut t1, mut t2) = (trail(&doctor), trail(&admin));
         let (r1, r2) = tokio::join!(
-            service::transition(&mut c1, &doctor, &q1),
-            service::transition(&mut c2, &admin, &q2),
+            service::transition(&mut c1, &doctor, &q1, &mut t1),
+            service::transition(&mut c2, &admin, &q2, &mut t2),
         );
         let wins = [r1.is_ok(), r2.is_ok()].into_iter().filter(|ok| *ok).count();
         assert_eq!(wins, 1, "{first:?} vs {second:?}: {r1:?} {r2:?}");
@@ -145,7 +156,7 @@ async fn concurrent_decisions_cannot_both_succeed() {
         assert_eq!(history.len(), 2, "booking + one decision");
         // Free the slot for the next round.
         let cancel = request(a.id, Action::Cancel);
-        let _ = service::transition(&mut t.client, &admin, &cancel).await;
+        let _ = service::transition(&mut t.client, &admin, &cancel, &mut trail(&admin)).await;
     }
 }
 
@@ -159,7 +170,14 @@ async fn removing_a_member_keeps_history_readable() {
     let patient = t.patient().await;
     let a =
         t.book(&patient, patient.member_id, doctor.member_id, hours_ahead(2), 30).await.unwrap();
-    service::transition(&mut t.client, &doctor, &request(a.id, Action::Approve)).await.unwrap();
+    service::transition(
+        &mut t.client,
+        &doctor,
+        &request(a.id, Action::Approve),
+        &mut trail(&doctor),
+    )
+    .await
+    .unwrap();
     t.client
         .execute("DELETE FROM organization_user WHERE id = $1", &[&doctor.member_id])
         .await
@@ -173,7 +191,12 @@ async fn removing_a_member_keeps_history_readable() {
     assert_eq!(history[1].to_status, AppointmentStatus::Approved);
     // The patient still sees it and may still cancel it.
     service::get(&t.client, &patient, a.id).await.unwrap();
-    let cancelled =
-        service::transition(&mut t.client, &patient, &request(a.id, Action::Cancel)).await;
+    let cancelled = service::transition(
+        &mut t.client,
+        &patient,
+        &request(a.id, Action::Cancel),
+        &mut trail(&patient),
+    )
+    .await;
     assert_eq!(cancelled.unwrap().status, AppointmentStatus::Cancelled);
 }

@@ -26,6 +26,20 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
+/// The audit trail of a call by `actor` (a random user): the writes under test record their
+/// event in their transaction as the handlers' do.
+pub fn trail(actor: &Actor) -> crate::audit::Trail {
+    let action = crate::audit::Action::new("test/Write", "appointment", crate::audit::Kind::Write);
+    let mut trail = crate::audit::Trail::start(&tonic::Request::new(()), action);
+    let caller = crate::tenancy::Caller {
+        member_id: actor.member_id,
+        user_id: Uuid::new_v4(),
+        role: actor.role,
+    };
+    trail.enter(Uuid::new_v4(), &caller);
+    trail
+}
+
 /// A migrated tenant database and a connection to it.
 pub struct Tenant {
     pub db: TestDatabase,
@@ -95,7 +109,13 @@ impl Tenant {
         start: DateTime<Utc>,
         minutes: i32,
     ) -> Result<Appointment, Error> {
-        service::create(&mut self.client, actor, &booking(patient, doctor, start, minutes)).await
+        service::create(
+            &mut self.client,
+            actor,
+            &booking(patient, doctor, start, minutes),
+            &mut trail(actor),
+        )
+        .await
     }
 
     /// Sets a status directly, bypassing the rules (to set up a test case).
