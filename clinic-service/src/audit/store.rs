@@ -1,8 +1,9 @@
 //! Writing events: one in the caller's transaction ([`record`]), or a batch in one statement
 //! ([`insert_batch`]).
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tonic::Code;
+use uuid::Uuid;
 
 use super::event::{Event, Trail};
 use crate::{error::Error, tenancy::Db};
@@ -13,15 +14,18 @@ const INSERT: &str = "INSERT INTO audit_event (occurred_at, user_id, member_id, 
 
 /// Many events in one statement: a JSON array of rows (one text parameter, so the statement is
 /// prepared once whatever the batch size); a function scan yields the rows in array order.
+/// One INSERT for a whole batch: a typed array per column, unnested in step (binary parameters,
+/// nothing for the server to parse but each row's patients, an array literal, since arrays of
+/// arrays of different lengths do not exist).
 const INSERT_BATCH: &str = "INSERT INTO audit_event (occurred_at, user_id, member_id, role, \
     action, resource_type, resource_id, patients, outcome, request_id, peer) \
     SELECT occurred_at, user_id, member_id, role, action, resource_type, resource_id, \
-           COALESCE(patients, '{}'), outcome, request_id, peer \
-    FROM jsonb_to_recordset(($1::text)::jsonb) AS e(occurred_at timestamptz, user_id uuid, \
-         member_id uuid, role text, action text, resource_type text, resource_id uuid, \
-         patients uuid[], outcome smallint, request_id text, peer text)";
+           patients::uuid[], outcome, request_id, peer \
+    FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+                $7::uuid[], $8::text[], $9::int2[], $10::text[], $11::text[]) \
+         AS e(occurred_at, user_id, member_id, role, action, resource_type, resource_id, \
+              patients, outcome, request_id, peer)";
 
-/// The code as stored.
 pub fn code(outcome: Code) -> i16 {
     outcome as i16
 }
@@ -58,27 +62,39 @@ pub async fn record(tx: &impl Db, trail: &mut Trail) -> Result<(), Error> {
 
 /// Writes `events` (of one tenant) in one statement.
 pub async fn insert_batch(client: &impl Db, events: &[Event]) -> Result<(), Error> {
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "occurred_at": e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                "user_id": e.user_id,
-                "member_id": e.member_id,
-                "role": e.role.as_db(),
-                "action": e.action,
-                "resource_type": e.resource_type,
-                "resource_id": e.resource_id,
-                "patients": e.patients,
-                "outcome": code(e.outcome),
-                "request_id": e.request_id,
-                "peer": e.peer.map(|p| p.to_string()),
-            })
-        })
-        .collect();
-    let json = serde_json::Value::Array(rows).to_string();
+    let column = |f: &dyn Fn(&Event) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    let occurred_at: Vec<_> = events.iter().map(|e| e.occurred_at).collect();
+    let user_id: Vec<_> = events.iter().map(|e| e.user_id).collect();
+    let member_id: Vec<_> = events.iter().map(|e| e.member_id).collect();
+    let role = column(&|e| Some(e.role.as_db().to_owned()));
+    let action = column(&|e| Some(e.action.to_owned()));
+    let resource_type = column(&|e| Some(e.resource_type.to_owned()));
+    let resource_id: Vec<_> = events.iter().map(|e| e.resource_id).collect();
+    // Uuids print as plain hex and dashes: a safe array literal.
+    let patients = column(&|e| {
+        let ids: Vec<String> = e.patients.iter().map(Uuid::to_string).collect();
+        Some(format!("{{{}}}", ids.join(",")))
+    });
+    let outcome: Vec<i16> = events.iter().map(|e| code(e.outcome)).collect();
+    let request_id = column(&|e| e.request_id.clone());
+    let peer = column(&|e| e.peer.map(|p| p.to_string()));
     client
-        .execute(INSERT_BATCH, &[&json])
+        .execute(
+            INSERT_BATCH,
+            &[
+                &occurred_at,
+                &user_id,
+                &member_id,
+                &role,
+                &action,
+                &resource_type,
+                &resource_id,
+                &patients,
+                &outcome,
+                &request_id,
+                &peer,
+            ],
+        )
         .await
         .map_err(|e| Error::tenant_db("audit events", &e))?;
     Ok(())
