@@ -271,8 +271,8 @@ async fn prepare_login(
 /// Where [`place_database`] left the tenant's database.
 struct Placement {
     placed: Placed,
-    /// Its schema marker as looked up (the spare's, when renamed; the template's, when cloned;
-    /// `None` for a racing retry's).
+    /// Its schema marker as looked up (the spare's, when renamed; `None` for a clone, which
+    /// gets the template's with `finish`, or a racing retry's).
     marker: Option<String>,
     /// For a database this call cloned: the batch that finishes it on the same maintenance
     /// connection (the marker, the grants, the template's lock released). Run it, or close the
@@ -311,11 +311,9 @@ async fn place_database(
         let Some((spare, marker)) = spare.and_then(|s| Some((s, marker_of(s)?))) else {
             let role = access.has_logins().then_some(location.login_role.as_str());
             return match clone_template(access, client, target, role).await? {
-                Some(cloned) => Ok(Placement {
-                    placed: Placed::Cloned,
-                    marker: cloned.marker,
-                    finish: Some(cloned.finish),
-                }),
+                Some(finish) => {
+                    Ok(Placement { placed: Placed::Cloned, marker: None, finish: Some(finish) })
+                }
                 None => Ok(placement(Placed::Existed, marker_of_db(client, target).await?)),
             };
         };
@@ -435,18 +433,10 @@ async fn compact_template(
     done
 }
 
-/// A database [`clone_template`] created, not finished yet.
-pub(super) struct Cloned {
-    /// The template's schema marker, which the clone gets.
-    pub marker: Option<String>,
-    /// The batch that finishes it (see [`Placement::finish`]).
-    pub finish: String,
-}
-
 /// Clones the template into `name` on the server `client` (a maintenance connection) is
 /// connected to, unless it exists (`None`: a racing retry created it first; its marker is its
 /// creator's business). The template's shared lock is taken and its marker read first; the
-/// returned batch, run on the same connection, gives the clone that marker (so it describes
+/// returned batch (see [`Placement::finish`]), run on the same connection, gives the clone that marker (so it describes
 /// what was copied), closes it to everyone but its login `role` (which must exist by then), and
 /// releases the lock. Before it has run, the clone is not known to be current.
 pub(super) async fn clone_template(
@@ -454,7 +444,7 @@ pub(super) async fn clone_template(
     client: &Client,
     name: &str,
     role: Option<&str>,
-) -> Result<Option<Cloned>, Error> {
+) -> Result<Option<String>, Error> {
     // One round trip: the lock, then (a statement of its own, so read after the lock is held)
     // the marker.
     let template = access.template();
@@ -503,7 +493,7 @@ pub(super) async fn clone_template(
             finish.push_str(&TenantLogins::database_grants(name, role));
         }
         finish.push_str(&format!("SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK});"));
-        Ok(Some(Cloned { marker: marker.clone().filter(|m| is_marker(m)), finish }))
+        Ok(Some(finish))
     }
     .await;
     if !matches!(result, Ok(Some(_))) {

@@ -214,10 +214,10 @@ async fn replenish_locked(
         let name = access.spares().new_name();
         let role = access.has_logins().then(|| TenantLogins::role(&name));
         identity.register_spare_database(server, &name, role.as_deref()).await?;
-        if let Some(cloned) = provisioning::clone_template(access, client, &name, None).await? {
+        if let Some(finish) = provisioning::clone_template(access, client, &name, None).await? {
             // Its marker, and the template's lock released.
             client
-                .batch_execute(&cloned.finish)
+                .batch_execute(&finish)
                 .await
                 .map_err(|e| Error::tenant_db("finish the spare", &e))?;
         }
