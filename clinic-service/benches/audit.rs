@@ -4,10 +4,10 @@
 //!
 //! Each round: `CLIENTS` concurrent clients (one HTTP/2 channel each) call GetMember `me` as
 //! the clinic's patient, a read of patient data that is recorded (buffered, then written in
-//! batches) on every call, for `SECS` seconds. Printed: calls/s and p50/p99 of both, and the
+//! batches) on every call, for `--secs` seconds (default 5), `--rounds` times (default 2). Printed: calls/s and p50/p99 of both, and the
 //! ratio audited/baseline (target: at least 0.8x).
 //!
-//! Run with `cargo bench -p clinic-service --bench audit` (PostgreSQL at `TEST_DATABASE_URL`,
+//! Run with `cargo bench -p clinic-service --bench audit [-- --secs 5 --rounds 2]` (PostgreSQL at `TEST_DATABASE_URL`,
 //! default 127.0.0.1:5432; scripts/test.sh starts one when missing).
 
 // A benchmark may panic on a row it did not expect.
@@ -23,8 +23,15 @@ use clinic_api::clinic::v1::{self as pb, member_service_client::MemberServiceCli
 use helpers::{Options, bearer, spawn_with};
 
 const CLIENTS: usize = 8;
-const SECS: u64 = 5;
-const ROUNDS: usize = 2;
+
+/// `--name N` from the command line, or `default`.
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+}
 
 /// Calls per second and sorted latencies of one round.
 struct Round {
@@ -39,8 +46,8 @@ impl Round {
     }
 }
 
-async fn round(app: &helpers::TestApp, clinic: &helpers::Clinic) -> Round {
-    let deadline = Instant::now() + Duration::from_secs(SECS);
+async fn round(app: &helpers::TestApp, clinic: &helpers::Clinic, secs: u64) -> Round {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let channel =
@@ -71,7 +78,7 @@ async fn round(app: &helpers::TestApp, clinic: &helpers::Clinic) -> Round {
         latencies.extend(task.await.unwrap());
     }
     latencies.sort();
-    Round { rate: latencies.len() as f64 / SECS as f64, latencies }
+    Round { rate: latencies.len() as f64 / secs as f64, latencies }
 }
 
 async fn stack(record_reads: bool) -> (helpers::TestApp, helpers::Clinic) {
@@ -92,12 +99,13 @@ async fn main() {
     let (baseline_app, baseline_clinic) = stack(false).await;
     let (audited_app, audited_clinic) = stack(true).await;
     // Warm both (connections, prepared statements).
-    round(&baseline_app, &baseline_clinic).await;
-    round(&audited_app, &audited_clinic).await;
+    let (secs, rounds) = (arg("--secs", 5), arg("--rounds", 2));
+    round(&baseline_app, &baseline_clinic, secs).await;
+    round(&audited_app, &audited_clinic, secs).await;
     let (mut base, mut audited) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        base.push(round(&baseline_app, &baseline_clinic).await);
-        audited.push(round(&audited_app, &audited_clinic).await);
+    for _ in 0..rounds {
+        base.push(round(&baseline_app, &baseline_clinic, secs).await);
+        audited.push(round(&audited_app, &audited_clinic, secs).await);
     }
     println!("\n== GetMember (me, as a patient): audited vs reads not recorded");
     for (label, rounds) in [("baseline: reads not recorded", &base), ("audited", &audited)] {

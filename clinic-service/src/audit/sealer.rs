@@ -4,11 +4,13 @@
 //!
 //! Finding unsealed events without scanning the whole trail: every event carries the id of
 //! the transaction that inserted it (`txid`), and every seal the *horizon* of its pass, the
-//! oldest transaction still running when the pass read the events (`pg_snapshot_xmin`, taken in
-//! the same statement). Every event of an older transaction was visible to that pass and is
-//! sealed by it, so the next pass looks only at `txid >= horizon` (one range of the
-//! `(txid, id)` index, read in its order); an event whose transaction committed late is above
-//! the horizon and is simply sealed by a later pass.
+//! oldest transaction still running when the pass first read the events (`pg_snapshot_xmin`,
+//! taken in the same statement). Every event of an older transaction was visible to that pass
+//! and is sealed by it, so the next pass looks only at `txid >= horizon`, one range of the
+//! `(txid, id)` index read in its order, in batches that each go on from where the last one
+//! stopped; an event whose transaction committed late is above the horizon and is simply
+//! sealed by a later pass. The few events of that range sealed already are skipped by one probe
+//! of the seals' `event_id` index each.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -56,33 +58,67 @@ fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option<Head>, Error> {
     let org = access.organization(organization_id).await?;
     let mut conn = access.connect(&org.location).await?;
+    // Events are read from the pass's position on, by the `(txid, id)` index; whether each is
+    // sealed already is one probe of the seals' unique index (the LIMIT keeps the planner from
+    // hashing the whole seal table instead).
+    let sql = format!(
+        "SELECT h.xmin, e.* FROM \
+         (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) h \
+         LEFT JOIN LATERAL (SELECT {COLUMNS}, e.txid, s.sealed IS NOT NULL AS sealed \
+            FROM audit_event e \
+            LEFT JOIN LATERAL (SELECT true AS sealed FROM audit_seal s \
+                               WHERE s.event_id = e.id LIMIT 1) s ON true \
+            WHERE (e.txid, e.id) > ($1, $2) ORDER BY e.txid, e.id LIMIT $3) e ON true"
+    );
+    // Where this pass has read up to, in (txid, id) order, and the horizon it will leave: the
+    // oldest transaction running at its *first* read. Every event of an older transaction was
+    // visible to that read and to every later one, and each position is read once by the
+    // batches of a pass, so all of them are sealed when the pass ends; later batches go on
+    // from the last position read instead of reading the pass's seals again.
+    let mut cursor: Option<(i64, i64)> = None;
+    let mut pass_horizon: Option<i64> = None;
     loop {
         let tx = conn.transaction().await.map_err(db("begin seal"))?;
+        // The trail grows fast from empty: plan with today's sizes, not a plan cached when the
+        // tables were small (a pass runs a few statements; planning them is cheap).
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await
+            .map_err(db("seal plans"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEAL_LOCK])
             .await
             .map_err(db("seal lock"))?;
         let head = tx
-            .query_opt("SELECT seq, hash, horizon FROM audit_seal ORDER BY seq DESC LIMIT 1", &[])
+            // A parameter, so that the plan is a custom one (a statement without parameters
+            // keeps the plan made when it was prepared).
+            .query_opt(
+                "SELECT seq, hash, horizon FROM audit_seal ORDER BY seq DESC LIMIT $1",
+                &[&1_i64],
+            )
             .await
             .map_err(db("seal head"))?;
         let (mut seq, mut hash, horizon) = match &head {
             Some(r) => (r.col::<i64>("seq")?, r.col::<Vec<u8>>("hash")?, r.col::<i64>("horizon")?),
             None => (0, GENESIS.to_vec(), 0),
         };
-        let sql = format!(
-            "SELECT h.xmin, e.* FROM \
-             (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) h \
-             LEFT JOIN LATERAL (SELECT {COLUMNS} FROM audit_event e WHERE e.txid >= $1 \
-                AND NOT EXISTS (SELECT 1 FROM audit_seal s WHERE s.event_id = e.id) \
-                ORDER BY e.txid, e.id LIMIT $2) e ON true"
-        );
-        let rows = tx.query(&sql, &[&horizon, &BATCH]).await.map_err(db("unsealed events"))?;
+        // The first batch starts at the horizon: `(txid, id) > (horizon - 1, MAX)`.
+        let (after_txid, after_id) = *cursor.get_or_insert((horizon - 1, i64::MAX));
+        let rows = tx
+            .query(&sql, &[&after_txid, &after_id, &BATCH])
+            .await
+            .map_err(db("unsealed events"))?;
         let xmin: i64 = rows.first().map(|r| r.col("xmin")).transpose()?.unwrap_or(horizon);
+        let pass_horizon = *pass_horizon.get_or_insert(xmin.max(horizon));
         let mut seqs = Vec::new();
         let mut ids = Vec::new();
         let mut hashes: Vec<Vec<u8>> = Vec::new();
+        let mut read = 0;
         for row in &rows {
             if row.col::<Option<i64>>("id")?.is_none() {
+                continue;
+            }
+            read += 1;
+            cursor = Some((row.col("txid")?, row.col("id")?));
+            if row.col("sealed")? {
                 continue;
             }
             let event = StoredEvent::from_row(row)?;
@@ -92,13 +128,16 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
             ids.push(event.id);
             hashes.push(hash.clone());
         }
+        // A full batch leaves the rest of the pass unread: the horizon stays until it is done.
+        let full = read == BATCH;
         if ids.is_empty() {
             tx.rollback().await.map_err(db("end seal"))?;
+            if full {
+                continue;
+            }
             return Ok((seq > 0).then_some(Head { seq, hash }));
         }
-        // A full batch may have left older events unread: keep the horizon for the next one.
-        let full = ids.len() as i64 == BATCH;
-        let next_horizon = if full { horizon } else { xmin.max(horizon) };
+        let next_horizon = if full { horizon } else { pass_horizon };
         tx.execute(
             "INSERT INTO audit_seal (seq, event_id, hash, horizon) \
              SELECT s, e, h, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(s, e, h)",

@@ -352,6 +352,61 @@ async fn events_not_sealed_yet_are_reported_apart_and_sealed_later_in_seal_order
     assert_eq!((done.unsealed, done.broken), (0, None));
 }
 
+#[tokio::test]
+async fn a_pass_over_several_batches_seals_every_event_once_even_one_committing_late() {
+    let app = spawn_unsealed().await;
+    let clinic = app.clinic("Audit Batches").await;
+    settled(&app, &clinic).await;
+    let db = superuser(&app, &clinic).await;
+    let before = seal_and_checkpoint(&app, &clinic).await;
+    // An event whose transaction stays open below 2,500 committed ones (more than two of the
+    // sealer's batches): the pass seals the 2,500 batch after batch, and the late one after.
+    let mut late = app.tenant_client("main", &clinic.org.database_name).await;
+    let tx = late.transaction().await.unwrap();
+    let early: i64 = tx
+        .query_one(
+            "INSERT INTO audit_event (occurred_at, user_id, action, resource_type, outcome) \
+             VALUES (now(), $1, 'late', 'test', 0) RETURNING id",
+            &[&Uuid::new_v4()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "INSERT INTO audit_event (occurred_at, user_id, action, resource_type, outcome) \
+         SELECT now(), gen_random_uuid(), 'bulk', 'test', 0 FROM generate_series(1, 2500)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let head = sealer::seal(&app.access, org_id(&clinic)).await.unwrap().unwrap();
+    assert_eq!(head.seq, before + 2500);
+    tx.commit().await.unwrap();
+    let head = sealer::seal(&app.access, org_id(&clinic)).await.unwrap().unwrap();
+    assert_eq!(head.seq, before + 2501);
+    let last: i64 = db
+        .query_one("SELECT event_id FROM audit_seal ORDER BY seq DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, early);
+    let twice: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT event_id FROM audit_seal GROUP BY event_id \
+             HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0);
+    // Nothing left: a further pass seals nothing.
+    let again = sealer::seal(&app.access, org_id(&clinic)).await.unwrap().unwrap();
+    assert_eq!(again.seq, before + 2501);
+    let done = report(&app, &clinic).await;
+    assert_eq!((done.unsealed, done.broken), (0, None));
+}
+
 fn audit_client(app: &TestApp, token: &str) -> AuditServiceClient<Authed> {
     AuditServiceClient::with_interceptor(app.clinic_channel(), bearer(token))
 }
