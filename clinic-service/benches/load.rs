@@ -13,7 +13,7 @@
 //! A call counts when its status is OK; shed calls (RESOURCE_EXHAUSTED) and failures are counted
 //! apart, by code. The three reads are also run as raw SQL: the very statement text the service
 //! issues for each (one per call, the caller's membership folded in, see
-//! `TenantAccess::acquire_with`), prepared once, on one tokio-postgres connection per client to the same tenant database (`--database-url`
+//! `TenantAccess::read_with`), prepared once, on one tokio-postgres connection per client to the same tenant database (`--database-url`
 //! server, default `TEST_DATABASE_URL`). Printed: req/s, p50 and p99, and service/raw.
 //!
 //! Run with `cargo bench -p clinic-service --bench load -- [--clients 8] [--secs 10]
@@ -54,7 +54,7 @@ const SEEDED: usize = 20;
 const PAGE: i32 = 20;
 
 /// The service's own statements (so the raw side runs exactly what it runs): each read is one
-/// statement with the caller's membership folded in (`TenantAccess::acquire_with`).
+/// statement with the caller's membership folded in (`TenantAccess::read_with`).
 fn statements(ctx_list: &pb::ListAppointmentsRequest) -> [String; 3] {
     let list = ListAppointments::try_from(ctx_list.clone()).expect("list request");
     [

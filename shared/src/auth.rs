@@ -42,11 +42,19 @@ pub fn is_service_credential_rejected(status: &Status) -> bool {
 
 /// The bearer token of `authorization: Bearer <token>`, or `UNAUTHENTICATED`.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
-    let value = metadata
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated("missing authorization metadata"))?;
-    let value =
-        value.to_str().map_err(|_| Status::unauthenticated("malformed authorization metadata"))?;
+    parse_bearer(metadata.get("authorization").map(|v| v.to_str().map_err(drop)))
+}
+
+/// [`bearer_token`] from a request's HTTP headers (for tower layers, before tonic has made
+/// metadata of them).
+pub fn bearer_token_in_headers(headers: &tonic::codegen::http::HeaderMap) -> Result<&str, Status> {
+    parse_bearer(headers.get("authorization").map(|v| v.to_str().map_err(drop)))
+}
+
+/// The token of an `authorization` value (`None`: absent; `Err`: not visible ASCII).
+fn parse_bearer(value: Option<Result<&str, ()>>) -> Result<&str, Status> {
+    let value = value.ok_or_else(|| Status::unauthenticated("missing authorization metadata"))?;
+    let value = value.map_err(|()| Status::unauthenticated("malformed authorization metadata"))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;

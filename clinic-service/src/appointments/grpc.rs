@@ -76,9 +76,9 @@ impl AppointmentHandler {
     ) -> Result<(Appointment, Vec<StatusChange>), ServiceError> {
         Span::current().record("organization_id", display(target.organization_id));
         trail.resource(target.appointment_id);
-        let (_conn, caller, rows) = self
+        let (caller, rows) = self
             .access
-            .acquire_with(
+            .read_with(
                 claims,
                 target.organization_id,
                 &repository::GET_FOR_CALLER,
@@ -245,9 +245,9 @@ impl AppointmentService for AppointmentHandler {
         let mut trail = Trail::start(&request, LIST);
         let result = async {
             let q = listing::list_for_caller_query(&req);
-            let (_conn, caller, rows) = self
+            let (caller, rows) = self
                 .access
-                .acquire_with(&claims, req.organization_id, &q.sql, &q.param_refs())
+                .read_with(&claims, req.organization_id, &q.sql, &q.param_refs())
                 .await?;
             trail.enter(req.organization_id, &caller);
             let (page, next) = listing::page_for_caller(&rows, &req)?;

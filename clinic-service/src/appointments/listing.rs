@@ -121,7 +121,7 @@ pub fn list_query(actor: &Actor, req: &ListAppointments) -> ListQuery {
 const WATCH_POSITION: &str = "watch_position";
 
 /// ListAppointments in one statement with the caller's membership (see
-/// `TenantAccess::acquire_with`; `$1` is the caller's user id): one branch per role, each the
+/// `TenantAccess::read_with`; `$1` is the caller's user id): one branch per role, each the
 /// page query of [`list_query`] for that role's scope and gated on the caller's role, so only
 /// one runs and each keeps its index. Each row: `caller_id`, `caller_role`, then an appointment
 /// (all NULL when the page is empty). No row: the caller is not an active member.

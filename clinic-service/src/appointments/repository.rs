@@ -58,7 +58,7 @@ fn with_history(param: &str) -> String {
 static GET: LazyLock<String> = LazyLock::new(|| format!("{} ORDER BY h.entry", with_history("$1")));
 
 /// GetAppointment in one statement, so one snapshot and one round trip, with the caller's
-/// membership (see `TenantAccess::acquire_with`): `$1` the caller's user id, `$2` the
+/// membership (see `TenantAccess::read_with`): `$1` the caller's user id, `$2` the
 /// appointment's id. Each row: `caller_id`, `caller_role`, then the appointment and one history
 /// entry as in [`GET`] (all NULL when there is no such appointment). No row: the caller is not
 /// an active member.

@@ -39,9 +39,9 @@ impl AuditService for AuditHandler {
             let limit = req.page_size + 1;
             let (cursor_time, cursor_id) =
                 (req.after.map(|a| a.occurred_at), req.after.map(|a| a.id));
-            let (_conn, caller, rows) = self
+            let (caller, rows) = self
                 .access
-                .acquire_with(
+                .read_with(
                     &claims,
                     req.organization_id,
                     &list::LIST_FOR_CALLER,

@@ -79,13 +79,13 @@ impl TokenValidator {
             Ok(token) => token,
             Err(status) => return (Verification::Missing, Err(status)),
         };
-        let key = token_key(&token);
+        let key = token_key(token);
         let now = Utc::now();
         let generation = self.keys.generation();
         let (outcome, claims) = match self.cache.get(&key, Instant::now(), generation) {
             Some(claims) if claims.expires_at > now => (Verification::Cached, claims),
             _ => {
-                let (claims, trusted_until) = match self.keys.verify(&token, now).await {
+                let (claims, trusted_until) = match self.keys.verify(token, now).await {
                     Ok(claims) => claims,
                     Err(Rejected::Invalid) => return (Verification::Invalid, Err(invalid())),
                     Err(Rejected::KeysUnavailable) => {
@@ -107,7 +107,7 @@ impl TokenValidator {
             return (outcome, Ok(claims));
         }
         // Not in sync: a revocation may not have reached us. Ask, every call.
-        let remote = self.validate_remotely(&token, &claims).await;
+        let remote = self.validate_remotely(token, &claims).await;
         let answered = match &remote {
             Ok(()) => RemoteValidation::Valid,
             Err(status) if status.code() == Code::Unauthenticated => RemoteValidation::Invalid,
@@ -146,9 +146,8 @@ impl TokenValidator {
 }
 
 /// The bearer token, parsed by the shared helper both services use.
-fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
-    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
-    clinic_shared::auth::bearer_token(&metadata).map(str::to_owned)
+fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
+    clinic_shared::auth::bearer_token_in_headers(headers)
 }
 
 /// Adds [`AuthService`] around the server's routes.

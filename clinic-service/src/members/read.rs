@@ -86,7 +86,7 @@ static GET: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// GetMember in one statement with the caller's membership (see
-/// `TenantAccess::acquire_with`): `$1` the caller's user id, `$2` the member's id (NULL: the
+/// `TenantAccess::read_with`): `$1` the caller's user id, `$2` the member's id (NULL: the
 /// caller themself). Each row: `caller_id`, `caller_role`, then the member's columns (NULL
 /// when there is no such member) and `visible`. No row: the caller is not an active member.
 pub static GET_FOR_CALLER: LazyLock<String> = LazyLock::new(|| {

@@ -75,8 +75,8 @@ pub async fn get(
         MemberRef::Me => None,
         MemberRef::Id(id) => Some(id),
     };
-    let (_conn, caller, rows) =
-        access.acquire_with(claims, organization_id, &read::GET_FOR_CALLER, &[&id]).await?;
+    let (caller, rows) =
+        access.read_with(claims, organization_id, &read::GET_FOR_CALLER, &[&id]).await?;
     trail.enter(organization_id, &caller);
     trail.resource(member.resolve(caller.member_id));
     let found = rows.first().map(read::member_for_caller).transpose()?.flatten();

@@ -102,8 +102,8 @@ impl OrganizationService for OrganizationHandler {
         let mut trail = Trail::start(&request, GET);
         let result = async {
             let org = self.access.organization(id).await?;
-            let (_conn, caller, rows) =
-                self.access.acquire_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
+            let (caller, rows) =
+                self.access.read_with(&claims, id, &settings::SETTINGS_FOR_CALLER, &[]).await?;
             trail.enter(id, &caller);
             trail.resource(id);
             let row = rows.first().ok_or_else(Error::organization_not_found)?;

@@ -24,7 +24,7 @@ fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 
 const SETTINGS: &str = "time_zone, min_notice_minutes, horizon_days";
 
-/// The clinic's settings with the caller's membership, for `TenantAccess::acquire_with` (one
+/// The clinic's settings with the caller's membership, for `TenantAccess::read_with` (one
 /// round trip): `caller_id`, `caller_role`, then the settings from column 2 (see
 /// [`settings_at`]).
 pub static SETTINGS_FOR_CALLER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {

@@ -389,6 +389,15 @@ impl TenantAccess {
         claims: &Claims,
         organization_id: Uuid,
     ) -> Result<TenantConnection, Error> {
+        self.connect(&self.active_location(claims, organization_id).await?).await
+    }
+
+    /// Where an ACTIVE organization's database is, checked as [`Self::open`] describes.
+    async fn active_location(
+        &self,
+        claims: &Claims,
+        organization_id: Uuid,
+    ) -> Result<Location, Error> {
         tracing::Span::current()
             .record("organization_id", tracing::field::display(organization_id));
         let org = self.organization(organization_id).await?;
@@ -400,7 +409,7 @@ impl TenantAccess {
                 "the organization is still being provisioned; retry CreateOrganization".into(),
             ));
         }
-        self.connect(&org.location).await
+        Ok(org.location)
     }
 
     /// [`Self::open`], then loads the caller's membership. A caller who is not an active
@@ -411,34 +420,60 @@ impl TenantAccess {
         claims: &Claims,
         organization_id: Uuid,
     ) -> Result<(TenantConnection, Caller), Error> {
-        let (conn, caller, _) = self.acquire_with(claims, organization_id, CALLER, &[]).await?;
-        Ok((conn, caller))
+        let (conn, caller, _) =
+            self.first_statement(claims, organization_id, Sharing::Exclusive, CALLER, &[]).await?;
+        match conn {
+            Conn::Exclusive(conn) => Ok((conn, caller)),
+            Conn::Shared(_) => Err(Error::Internal("an exclusive connection was shared".into())),
+        }
     }
 
-    /// [`Self::acquire`] with the call's read folded into the membership lookup, so both take
-    /// one round trip: `sql` takes the caller's user id as `$1` and `params` from `$2` on, and
-    /// every row it returns starts with the caller's member id and role (`caller_id`,
-    /// `caller_role`, see [`CALLER`]); no row means the caller is not an active member. Returns
-    /// the rows with the connection.
-    ///
-    /// This is the first statement on the connection, so it also tells whether a pooled
-    /// connection is still alive (pools do not verify busy connections): one found dead is
-    /// dropped and the call goes on with another, up to [`DEAD_CONNECTION_RETRIES`] times.
-    /// Nothing has run on it, so nothing is repeated.
-    pub async fn acquire_with(
+    /// A read in one statement with the caller's membership folded in, so both take one round
+    /// trip: `sql` takes the caller's user id as `$1` and `params` from `$2` on, and every row
+    /// it returns starts with the caller's member id and role (`caller_id`, `caller_role`, see
+    /// [`CALLER`]); no row means the caller is not an active member, who learns nothing (as for
+    /// [`Self::acquire`]). The statement runs on a connection the tenant's concurrent reads
+    /// share (see [`Pools::get_shared`]): it must read only, and nothing may follow it.
+    pub async fn read_with(
         &self,
         claims: &Claims,
         organization_id: Uuid,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<(TenantConnection, Caller, Vec<Row>), Error> {
+    ) -> Result<(Caller, Vec<Row>), Error> {
+        let (_, caller, rows) =
+            self.first_statement(claims, organization_id, Sharing::Shared, sql, params).await?;
+        Ok((caller, rows))
+    }
+
+    /// Runs a call's first statement, which loads the caller's membership (see
+    /// [`Self::read_with`]), on a connection taken as `sharing` says.
+    ///
+    /// The first statement also tells whether a pooled connection is still alive (pools do not
+    /// verify busy connections): one found dead is discarded and the call goes on with another,
+    /// up to [`DEAD_CONNECTION_RETRIES`] times. Nothing of the call has run on it, so nothing is
+    /// repeated.
+    async fn first_statement(
+        &self,
+        claims: &Claims,
+        organization_id: Uuid,
+        sharing: Sharing,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Conn, Caller, Vec<Row>), Error> {
+        let location = self.active_location(claims, organization_id).await?;
+        let config = self.tenant_config(&location)?;
+        let pools = &self.inner.pools;
         let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 1);
         all.push(&claims.user_id);
         all.extend_from_slice(params);
         let mut retries = 0;
         loop {
-            let conn = self.open(claims, organization_id).await?;
-            let rows = match conn.query(sql, &all).await {
+            let conn = match sharing {
+                Sharing::Exclusive => Conn::Exclusive(pools.get(organization_id, &config).await?),
+                Sharing::Shared => Conn::Shared(pools.get_shared(organization_id, &config).await?),
+            };
+            let rows = match conn.client().query(sql, &all).await {
                 Ok(rows) => rows,
                 Err(e)
                     if retries < DEAD_CONNECTION_RETRIES
@@ -446,8 +481,12 @@ impl TenantAccess {
                 {
                     retries += 1;
                     tracing::debug!(retries, "pooled tenant connection was dead; taking another");
-                    // Taken out of the pool, so it is closed rather than returned.
-                    drop(TenantConnection::take(conn));
+                    match conn {
+                        // Taken out of the pool, so it is closed rather than returned.
+                        Conn::Exclusive(conn) => drop(TenantConnection::take(conn)),
+                        // Its pool discards it when the last read sharing it is done.
+                        Conn::Shared(conn) => pools.drop_shared(organization_id, &conn),
+                    }
                     continue;
                 }
                 Err(e) => return Err(Error::tenant_db("load caller", &e)),
@@ -462,7 +501,31 @@ impl TenantAccess {
     }
 }
 
-/// The caller's membership in a tenant, as [`TenantAccess::acquire_with`] expects it: `$1` is
+/// How [`TenantAccess::first_statement`] takes its connection.
+#[derive(Clone, Copy)]
+enum Sharing {
+    /// For the call alone (it may write, open a transaction, run more).
+    Exclusive,
+    /// Shared with the tenant's other reads in flight.
+    Shared,
+}
+
+/// A connection as [`Sharing`] took it.
+enum Conn {
+    Exclusive(TenantConnection),
+    Shared(pools::SharedConnection),
+}
+
+impl Conn {
+    fn client(&self) -> &TenantClient {
+        match self {
+            Conn::Exclusive(conn) => conn,
+            Conn::Shared(conn) => conn,
+        }
+    }
+}
+
+/// The caller's membership in a tenant, as [`TenantAccess::read_with`] expects it: `$1` is
 /// the caller's user id. Reads fold it in as a CTE: `WITH caller AS (CALLER) ...`.
 pub const CALLER: &str = "SELECT id AS caller_id, role AS caller_role FROM organization_user \
     WHERE user_id = $1 AND status = 'active'";

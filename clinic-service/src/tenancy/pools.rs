@@ -40,6 +40,17 @@ use crate::{error::Error, metrics::ServiceMetrics};
 pub type TenantConnection = managed::Object<TenantManager>;
 type TenantPool = managed::Pool<TenantManager>;
 
+/// A pooled connection that concurrent single-statement reads of one tenant share (see
+/// [`Pools::get_shared`]); back in its pool when the last of them is done with it.
+pub type SharedConnection = Arc<TenantConnection>;
+
+/// How many reads may be in flight on a shared connection before another is taken from the
+/// pool for the next (while the tenant has fewer than [`SHARED_CONNECTIONS`]).
+const SHARED_DEPTH: usize = 4;
+
+/// The most connections of one tenant that reads share; beyond, they queue deeper.
+const SHARED_CONNECTIONS: usize = 2;
+
 /// Longest wait for a TCP connection and the PostgreSQL handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,7 +107,46 @@ impl Drop for Waiting<'_> {
 #[derive(Default)]
 struct Lru {
     tick: u64,
-    pools: HashMap<Uuid, (TenantPool, u64)>,
+    pools: HashMap<Uuid, Tenant>,
+}
+
+/// One tenant's pool, the connections its reads share, and when it was last used (an
+/// [`Lru::tick`]).
+struct Tenant {
+    pool: TenantPool,
+    readers: Readers,
+    used: u64,
+}
+
+/// The shared connections of one tenant, out of its pool while a read holds them.
+#[derive(Default)]
+struct Readers(Vec<Weak<TenantConnection>>);
+
+impl Readers {
+    /// The shared connection with the fewest reads in flight, unless it has
+    /// [`SHARED_DEPTH`] and another may be taken.
+    fn pick(&mut self) -> Option<SharedConnection> {
+        self.0.retain(|c| c.upgrade().is_some_and(|c| !c.is_closed()));
+        let (least, in_flight) =
+            self.0.iter().map(Weak::strong_count).enumerate().min_by_key(|&(_, n)| n)?;
+        if in_flight >= SHARED_DEPTH && self.0.len() < SHARED_CONNECTIONS {
+            return None;
+        }
+        self.0[least].upgrade()
+    }
+
+    /// Lets later reads share `conn` (unless the tenant shares enough already).
+    fn add(&mut self, conn: &SharedConnection) {
+        if self.0.len() < SHARED_CONNECTIONS {
+            self.0.push(Arc::downgrade(conn));
+        }
+    }
+
+    /// Stops handing out `conn` (found dead).
+    fn remove(&mut self, conn: &SharedConnection) {
+        let dead = Arc::downgrade(conn);
+        self.0.retain(|c| !c.ptr_eq(&dead));
+    }
 }
 
 /// Opens tenant connections for one pool, each with a budget permit.
@@ -203,11 +253,11 @@ impl Shared {
             .pools
             .iter()
             .filter(|(id, _)| Some(**id) != except)
-            .map(|(id, (_, used))| (*used, *id))
+            .map(|(id, tenant)| (tenant.used, *id))
             .collect();
         order.sort_unstable();
         for (_, id) in order {
-            let Some((pool, _)) = lru.pools.get(&id) else { continue };
+            let Some(Tenant { pool, .. }) = lru.pools.get(&id) else { continue };
             let removed = pool.retain(|_, _| false).removed.len();
             if pool.status().size == 0 {
                 // Closed pools drop objects returned to them, so no connection can linger
@@ -303,13 +353,50 @@ impl Pools {
         Err(Error::Exhausted("tenant pool was closed, retry".into()))
     }
 
+    /// A connection to tenant `organization_id` for one read of a single statement, shared
+    /// with the tenant's other reads in flight: their statements are pipelined on it
+    /// (tokio-postgres sends each as soon as it is issued; PostgreSQL answers them in order),
+    /// so PostgreSQL reads several per wake-up and one connection does the work of several.
+    /// A read joins the least busy of the tenant's shared connections; one with
+    /// [`SHARED_DEPTH`] reads in flight has another taken from the pool beside it, up to
+    /// [`SHARED_CONNECTIONS`]. Nothing but autocommit statements may run on it: no
+    /// transaction, no session state.
+    pub async fn get_shared(
+        &self,
+        organization_id: Uuid,
+        config: &tokio_postgres::Config,
+    ) -> Result<SharedConnection, Error> {
+        if let Some(conn) = self.readers(organization_id, Readers::pick).flatten() {
+            return Ok(conn);
+        }
+        let conn = Arc::new(self.get(organization_id, config).await?);
+        self.readers(organization_id, |readers| readers.add(&conn));
+        Ok(conn)
+    }
+
+    /// Stops sharing `conn`, found dead: the reads that hold it fail or retry, and it is
+    /// discarded when it comes back to its pool.
+    pub fn drop_shared(&self, organization_id: Uuid, conn: &SharedConnection) {
+        self.readers(organization_id, |readers| readers.remove(conn));
+    }
+
+    /// `f` on tenant `id`'s shared connections (`None` when it has no pool).
+    fn readers<T>(&self, id: Uuid, f: impl FnOnce(&mut Readers) -> T) -> Option<T> {
+        let mut lru = self.shared.lru.lock().unwrap_or_else(|p| p.into_inner());
+        lru.tick += 1;
+        let tick = lru.tick;
+        let tenant = lru.pools.get_mut(&id)?;
+        tenant.used = tick;
+        Some(f(&mut tenant.readers))
+    }
+
     fn pool(&self, id: Uuid, config: &tokio_postgres::Config) -> Result<TenantPool, Error> {
         let mut lru = self.shared.lru.lock().unwrap_or_else(|p| p.into_inner());
         lru.tick += 1;
         let tick = lru.tick;
-        if let Some((pool, used)) = lru.pools.get_mut(&id) {
-            *used = tick;
-            return Ok(pool.clone());
+        if let Some(tenant) = lru.pools.get_mut(&id) {
+            tenant.used = tick;
+            return Ok(tenant.pool.clone());
         }
         let manager = TenantManager {
             config: config.clone(),
@@ -321,7 +408,8 @@ impl Pools {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::internal("build tenant pool", e))?;
-        lru.pools.insert(id, (pool.clone(), tick));
+        lru.pools
+            .insert(id, Tenant { pool: pool.clone(), readers: Readers::default(), used: tick });
         Ok(pool)
     }
 
@@ -390,8 +478,8 @@ impl Pools {
     /// Closes the pool of one tenant (after its database was dropped, for instance).
     pub fn forget(&self, id: Uuid) {
         let mut lru = self.shared.lru.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((pool, _)) = lru.pools.remove(&id) {
-            pool.close();
+        if let Some(tenant) = lru.pools.remove(&id) {
+            tenant.pool.close();
         }
     }
 }
@@ -408,5 +496,75 @@ impl RawConnection {
     pub async fn close(self) {
         drop(self.client);
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clinic_shared::pg::{PgTls, TestDatabase, connect};
+    use uuid::Uuid;
+
+    use super::{Pools, SHARED_CONNECTIONS, SHARED_DEPTH, SharedConnection};
+
+    async fn backend_pid(conn: &SharedConnection) -> Result<i32, tokio_postgres::Error> {
+        Ok(conn.raw().query_one("SELECT pg_backend_pid()", &[]).await?.get(0))
+    }
+
+    /// Reads in flight share a connection up to the depth, then a second one, and beyond the
+    /// most connections queue on the least busy; all come back to the pool afterwards.
+    #[tokio::test]
+    async fn concurrent_reads_share_few_connections() {
+        let db = TestDatabase::create(&TestDatabase::server(), "clinic_shared_reads").await;
+        let pools = Pools::new(10, 5, Duration::from_secs(5), PgTls::none());
+        let org = Uuid::new_v4();
+        let mut held = Vec::new();
+        for _ in 0..SHARED_CONNECTIONS * SHARED_DEPTH + 1 {
+            held.push(pools.get_shared(org, &db.config).await.unwrap());
+        }
+        let mut pids = Vec::new();
+        for conn in &held {
+            pids.push(backend_pid(conn).await.unwrap());
+        }
+        let mut distinct = pids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), SHARED_CONNECTIONS, "backends of {pids:?}");
+        assert!(held[..SHARED_DEPTH].iter().all(|c| std::sync::Arc::ptr_eq(c, &held[0])));
+        assert!(!std::sync::Arc::ptr_eq(&held[SHARED_DEPTH], &held[0]));
+        // The reads beyond every connection's depth joined the least busy.
+        let on_first = held.iter().filter(|c| std::sync::Arc::ptr_eq(c, &held[0])).count();
+        assert_eq!(on_first, SHARED_DEPTH + 1);
+
+        let pool = pools.pool(org, &db.config).unwrap();
+        assert_eq!(pool.status().size, SHARED_CONNECTIONS);
+        assert_eq!(pool.status().available, 0);
+        drop(held);
+        assert_eq!(pool.status().available, SHARED_CONNECTIONS, "shared connections came back");
+    }
+
+    /// A shared connection whose backend is gone is not handed to the next read.
+    #[tokio::test]
+    async fn a_dead_shared_connection_is_not_shared_again() {
+        let db = TestDatabase::create(&TestDatabase::server(), "clinic_shared_dead").await;
+        let pools = Pools::new(10, 5, Duration::from_secs(5), PgTls::none());
+        let org = Uuid::new_v4();
+        let dead = pools.get_shared(org, &db.config).await.unwrap();
+        let pid = backend_pid(&dead).await.unwrap();
+        let admin = connect(&db.config).await.unwrap();
+        admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
+        let err = loop {
+            match backend_pid(&dead).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert!(clinic_shared::pg::is_connection_loss(&err), "{err}");
+        pools.drop_shared(org, &dead);
+
+        let next = pools.get_shared(org, &db.config).await.unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&next, &dead));
+        assert_ne!(backend_pid(&next).await.unwrap(), pid);
     }
 }
