@@ -118,21 +118,31 @@ struct Tenant {
     used: u64,
 }
 
+/// What [`Readers::pick`] advises.
+enum Pick {
+    /// Share this one.
+    Join(SharedConnection),
+    /// Take another from the pool; if it has none idle and no room, share this one (when any).
+    Take(Option<SharedConnection>),
+}
+
 /// The shared connections of one tenant, out of its pool while a read holds them.
 #[derive(Default)]
 struct Readers(Vec<Weak<TenantConnection>>);
 
 impl Readers {
-    /// The shared connection with the fewest reads in flight, unless it has
+    /// The shared connection with the fewest reads in flight, to join unless it has
     /// [`SHARED_DEPTH`] and another may be taken.
-    fn pick(&mut self) -> Option<SharedConnection> {
+    fn pick(&mut self) -> Pick {
         self.0.retain(|c| c.upgrade().is_some_and(|c| !c.is_closed()));
-        let (least, in_flight) =
-            self.0.iter().map(Weak::strong_count).enumerate().min_by_key(|&(_, n)| n)?;
+        let least = self.0.iter().map(Weak::strong_count).enumerate().min_by_key(|&(_, n)| n);
+        let Some((least, in_flight)) = least else { return Pick::Take(None) };
+        let conn = self.0[least].upgrade();
         if in_flight >= SHARED_DEPTH && self.0.len() < SHARED_CONNECTIONS {
-            return None;
+            Pick::Take(conn)
+        } else {
+            conn.map_or(Pick::Take(None), Pick::Join)
         }
-        self.0[least].upgrade()
     }
 
     /// Lets later reads share `conn` (unless the tenant shares enough already).
@@ -325,8 +335,19 @@ impl Pools {
         organization_id: Uuid,
         config: &tokio_postgres::Config,
     ) -> Result<TenantConnection, Error> {
+        self.get_within(organization_id, config, self.shared.acquire_timeout).await
+    }
+
+    /// [`Self::get`], waiting at most `wait` for one of the pool's connections to come back
+    /// (opening or verifying one still has the acquire timeout).
+    async fn get_within(
+        &self,
+        organization_id: Uuid,
+        config: &tokio_postgres::Config,
+        wait: Duration,
+    ) -> Result<TenantConnection, Error> {
         let timeout = Some(self.shared.acquire_timeout);
-        let timeouts = Timeouts { wait: timeout, create: timeout, recycle: timeout };
+        let timeouts = Timeouts { wait: Some(wait), create: timeout, recycle: timeout };
         // A pool closed by eviction between lookup and use is replaced once.
         for _ in 0..2 {
             let pool = self.pool(organization_id, config)?;
@@ -359,17 +380,29 @@ impl Pools {
     /// so PostgreSQL reads several per wake-up and one connection does the work of several.
     /// A read joins the least busy of the tenant's shared connections; one with
     /// [`SHARED_DEPTH`] reads in flight has another taken from the pool beside it, up to
-    /// [`SHARED_CONNECTIONS`]. Nothing but autocommit statements may run on it: no
+    /// [`SHARED_CONNECTIONS`], unless the pool has none to spare at once (its other
+    /// connections held by calls of their own): then the read queues deeper. Nothing but autocommit statements may run on it: no
     /// transaction, no session state.
     pub async fn get_shared(
         &self,
         organization_id: Uuid,
         config: &tokio_postgres::Config,
     ) -> Result<SharedConnection, Error> {
-        if let Some(conn) = self.readers(organization_id, Readers::pick).flatten() {
-            return Ok(conn);
-        }
-        let conn = Arc::new(self.get(organization_id, config).await?);
+        let busy = match self.readers(organization_id, Readers::pick) {
+            Some(Pick::Join(conn)) => return Ok(conn),
+            Some(Pick::Take(busy)) => busy,
+            None => None,
+        };
+        let conn = match busy {
+            None => self.get(organization_id, config).await?,
+            // Rather than wait for a connection the tenant's other calls hold, queue deeper.
+            Some(busy) => match self.get_within(organization_id, config, Duration::ZERO).await {
+                Ok(conn) => conn,
+                Err(Error::Exhausted(_)) => return Ok(busy),
+                Err(e) => return Err(e),
+            },
+        };
+        let conn = Arc::new(conn);
         self.readers(organization_id, |readers| readers.add(&conn));
         Ok(conn)
     }
@@ -542,6 +575,32 @@ mod tests {
         assert_eq!(pool.status().available, 0);
         drop(held);
         assert_eq!(pool.status().available, SHARED_CONNECTIONS, "shared connections came back");
+    }
+
+    /// When the tenant's pool has no connection to spare (the others held by calls of their
+    /// own), reads beyond the depth queue on the shared one instead of waiting for the pool.
+    #[tokio::test]
+    async fn reads_queue_deeper_rather_than_wait_for_a_full_pool() {
+        let db = TestDatabase::create(&TestDatabase::server(), "clinic_shared_full").await;
+        // Waiting for the pool would take a minute; the test allows half of that.
+        let pools = Pools::new(10, 2, Duration::from_secs(60), PgTls::none());
+        let org = Uuid::new_v4();
+        let exclusive = pools.get(org, &db.config).await.unwrap();
+        let held = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut held = Vec::new();
+            for _ in 0..SHARED_DEPTH * 2 {
+                held.push(pools.get_shared(org, &db.config).await.unwrap());
+            }
+            held
+        })
+        .await
+        .expect("a read waited for the full pool");
+        assert!(held.iter().all(|c| std::sync::Arc::ptr_eq(c, &held[0])));
+        assert_eq!(
+            backend_pid(&held[SHARED_DEPTH * 2 - 1]).await.unwrap(),
+            backend_pid(&held[0]).await.unwrap()
+        );
+        drop(exclusive);
     }
 
     /// A shared connection whose backend is gone is not handed to the next read.
