@@ -423,7 +423,7 @@ impl TenantAccess {
         let (conn, caller, _) =
             self.first_statement(claims, organization_id, Sharing::Exclusive, CALLER, &[]).await?;
         match conn {
-            Conn::Exclusive(conn) => Ok((conn, caller)),
+            Conn::Exclusive(conn) => Ok((*conn, caller)),
             Conn::Shared(_) => Err(Error::Internal("an exclusive connection was shared".into())),
         }
     }
@@ -470,7 +470,9 @@ impl TenantAccess {
         let mut retries = 0;
         loop {
             let conn = match sharing {
-                Sharing::Exclusive => Conn::Exclusive(pools.get(organization_id, &config).await?),
+                Sharing::Exclusive => {
+                    Conn::Exclusive(Box::new(pools.get(organization_id, &config).await?))
+                }
                 Sharing::Shared => Conn::Shared(pools.get_shared(organization_id, &config).await?),
             };
             let rows = match conn.client().query(sql, &all).await {
@@ -483,7 +485,7 @@ impl TenantAccess {
                     tracing::debug!(retries, "pooled tenant connection was dead; taking another");
                     match conn {
                         // Taken out of the pool, so it is closed rather than returned.
-                        Conn::Exclusive(conn) => drop(TenantConnection::take(conn)),
+                        Conn::Exclusive(conn) => drop(TenantConnection::take(*conn)),
                         // Its pool discards it when the last read sharing it is done.
                         Conn::Shared(conn) => pools.drop_shared(organization_id, &conn),
                     }
@@ -510,9 +512,10 @@ enum Sharing {
     Shared,
 }
 
-/// A connection as [`Sharing`] took it.
+/// A connection as [`Sharing`] took it. The exclusive one is boxed: a pooled connection is a
+/// few hundred bytes, a shared one a pointer.
 enum Conn {
-    Exclusive(TenantConnection),
+    Exclusive(Box<TenantConnection>),
     Shared(pools::SharedConnection),
 }
 
