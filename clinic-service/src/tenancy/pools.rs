@@ -10,7 +10,8 @@
 //!
 //! Each server also keeps at most one idle maintenance connection (for the short statements of
 //! provisioning: renames, look-ups, grants), so a new clinic does not open one; it is closed
-//! like an idle tenant connection when the budget runs out, and replaced when found dead.
+//! when the budget runs out and no tenant has an idle connection left to close, and replaced
+//! when found dead.
 
 use std::{
     collections::HashMap,
@@ -249,15 +250,22 @@ impl Shared {
         }
     }
 
-    /// Closes the idle connections of the least recently used tenant that has any, and forgets
-    /// pools left empty.
+    /// Closes the idle connections of the least recently used tenant that has any (forgetting
+    /// pools left empty), else the idle maintenance connections. A tenant's idle connection
+    /// serves that tenant alone, the maintenance one every clinic created on its server: it
+    /// goes last.
     fn evict_idle(&self, except: Option<Uuid>) {
-        // Idle maintenance connections first: the next clinic can open one again.
-        let idle = std::mem::take(&mut *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()));
-        if !idle.is_empty() {
-            self.evicted(idle.len());
-            return;
+        if !self.evict_idle_tenant(except) {
+            let idle =
+                std::mem::take(&mut *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()));
+            if !idle.is_empty() {
+                self.evicted(idle.len());
+            }
         }
+    }
+
+    /// The tenants' half of [`Self::evict_idle`]: whether a connection was closed.
+    fn evict_idle_tenant(&self, except: Option<Uuid>) -> bool {
         let mut lru = self.lru.lock().unwrap_or_else(|p| p.into_inner());
         let mut order: Vec<(u64, Uuid)> = lru
             .pools
@@ -277,9 +285,10 @@ impl Shared {
             }
             if removed > 0 {
                 self.evicted(removed);
-                return;
+                return true;
             }
         }
+        false
     }
 
     fn evicted(&self, count: usize) {
@@ -541,6 +550,10 @@ mod tests {
 
     use super::{Pools, SHARED_CONNECTIONS, SHARED_DEPTH, SharedConnection};
 
+    async fn raw_pid(conn: &super::RawConnection) -> i32 {
+        conn.client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    }
+
     async fn backend_pid(conn: &SharedConnection) -> Result<i32, tokio_postgres::Error> {
         Ok(conn.raw().query_one("SELECT pg_backend_pid()", &[]).await?.get(0))
     }
@@ -601,6 +614,34 @@ mod tests {
             backend_pid(&held[0]).await.unwrap()
         );
         drop(exclusive);
+    }
+
+    /// Short of permits, the pools close an idle tenant connection before the server's idle
+    /// maintenance connection, which every clinic created there uses.
+    #[tokio::test]
+    async fn the_maintenance_connection_is_evicted_after_idle_tenant_ones() {
+        let db = TestDatabase::create(&TestDatabase::server(), "clinic_evict_order").await;
+        // A budget of 10 keeps one permit free ahead of demand.
+        let pools = Pools::new(10, 10, Duration::from_secs(5), PgTls::none());
+        let maintenance = pools.maintenance("main", &db.config).await.unwrap();
+        let maintenance_pid = raw_pid(&maintenance).await;
+        pools.release_maintenance("main", maintenance);
+        let (idle_tenant, busy_tenant) = (Uuid::new_v4(), Uuid::new_v4());
+        drop(pools.get(idle_tenant, &db.config).await.unwrap());
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(pools.get(busy_tenant, &db.config).await.unwrap());
+        }
+        // The last permit went to the busy tenant: the idle tenant's connection was closed.
+        assert_eq!(pools.open_pools(), 1);
+        let maintenance = pools.maintenance("main", &db.config).await.unwrap();
+        assert_eq!(
+            raw_pid(&maintenance).await,
+            maintenance_pid,
+            "the maintenance connection was kept"
+        );
+        drop(held);
+        maintenance.close().await;
     }
 
     /// A shared connection whose backend is gone is not handed to the next read.
