@@ -77,12 +77,17 @@ impl OrganizationService for OrganizationHandler {
         tracing::Span::current().record("user_id", tracing::field::display(claims.user_id));
         let name = parse_name(&request.get_ref().name)?;
         let person = Person::fetch(self.access.identity(), &request, &claims).await?;
-        let org = provisioning::create_organization(&self.access, &person, name).await?;
+        let (org, admin) = provisioning::create_organization(&self.access, &person, name).await?;
         // Recorded once the clinic is ready, as its creator's first event there (see
-        // `Audit::committed`); a retry of a creation answered OK is recorded again.
+        // `Audit::committed`); a retry of a creation answered OK is recorded again. The
+        // creator's membership comes with the admin row this call wrote, else it is read.
         let mut trail = Trail::start(&request, CREATE);
-        match self.access.acquire(&claims, org.id).await {
-            Ok((_conn, caller)) => {
+        let caller = match admin {
+            Some(admin) => Ok(admin),
+            None => self.access.acquire(&claims, org.id).await.map(|(_conn, caller)| caller),
+        };
+        match caller {
+            Ok(caller) => {
                 trail.enter(org.id, &caller);
                 trail.resource(org.id);
                 self.audit.committed(&trail)?;

@@ -463,6 +463,18 @@ impl Pools {
         Ok(RawConnection { client, task })
     }
 
+    /// Like [`Self::connect`] when the budget has a permit free at once, else `None` without
+    /// waiting: for work that may run beside a connection already held, and otherwise waits
+    /// until that one is released.
+    pub async fn try_connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<Option<RawConnection>, Error> {
+        let Ok(permit) = self.shared.permits.clone().try_acquire_owned() else { return Ok(None) };
+        let (client, task) = open(config, &self.shared.tls, permit).await?;
+        Ok(Some(RawConnection { client, task }))
+    }
+
     /// `server`'s idle maintenance connection (`config`) if it is alive (verified with a round
     /// trip after [`VERIFY_AFTER_IDLE`]), else a new one. See [`Self::release_maintenance`].
     pub async fn maintenance(

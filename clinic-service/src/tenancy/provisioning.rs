@@ -17,13 +17,13 @@
 //! 5. the organization is marked ACTIVE (which forgets the claimed spare).
 //!
 //! The server's pooled maintenance connection and one tenant connection (the tenant's pool, or
-//! its owner's when grants are due) serve steps 2 to 4.
+//! its owner's when grants are due or a fresh clone gets its admin row) serve steps 2 to 4.
 
 use clinic_shared::pg::RowExt;
 use tokio_postgres::{Client, GenericClient, error::SqlState, types::Type};
 
 use super::{
-    Location, OrgRecord, OrgStatus, TenantAccess,
+    Caller, Location, OrgRecord, OrgStatus, TenantAccess,
     login::{PreparedLogin, TenantLogins},
     migrations,
 };
@@ -36,13 +36,15 @@ use crate::{auth::Person, error::Error, metrics::MigrationTarget, roles::Role};
 /// `login.rs`).
 const TEMPLATE_LOCK: i64 = 0x636c_696e_6963_7470;
 
-/// Creates (or finishes creating) the organization `name` for `claims`' user.
+/// Creates (or finishes creating) the organization `name` for `claims`' user. Returns it with
+/// the creator's membership as its admin row was written (`None` when this call wrote none: the
+/// organization was active already, or a racing retry wrote it).
 #[tracing::instrument(skip_all, fields(organization_id))]
 pub async fn create_organization(
     access: &TenantAccess,
     claims: &Person,
     name: &str,
-) -> Result<OrgRecord, Error> {
+) -> Result<(OrgRecord, Option<Caller>), Error> {
     if !claims.email_verified {
         return Err(Error::PermissionDenied("verify your email address first".into()));
     }
@@ -61,7 +63,7 @@ pub async fn create_organization(
         return Err(Error::AlreadyExists("an organization with this name exists".into()));
     }
     if org.status == OrgStatus::Active {
-        return Ok(org);
+        return Ok((org, None));
     }
     if claim && reserved.created {
         // A spare was taken (or none was left): top the server up in the background.
@@ -70,9 +72,9 @@ pub async fn create_organization(
     let membership =
         access.identity().record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0);
     let reserve_ms = ms(started.elapsed());
-    let (tenant, membership) =
+    let (admin, membership) =
         tokio::join!(provision_database(access, &org.location, spare, claims), membership);
-    tenant?;
+    let admin = admin?;
     membership?;
     let tenant_ms = ms(started.elapsed()) - reserve_ms;
     let active = access.identity().activate_organization(org.id).await?;
@@ -88,7 +90,7 @@ pub async fn create_organization(
         total_ms,
         "organization provisioned"
     );
-    OrgRecord::try_from(active)
+    Ok((OrgRecord::try_from(active)?, admin))
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -125,26 +127,32 @@ enum Placed {
 /// From a spare that carries its login role and grants (the usual case), the server's pooled
 /// maintenance connection renames it and the admin row goes in through the tenant's own pool
 /// (its role): no role work, no connection opened but the tenant's first. When none is left,
-/// the template is cloned while the role's verifier is computed; the role, the clone's schema
-/// marker and its CONNECT grant then take one round trip on the maintenance connection (the
-/// role's statement pipelined ahead of the batch), and the admin row goes in through the
-/// tenant's pool. Otherwise one connection at a time (the maintenance database, then the
-/// tenant's as its owner). Concurrent creations never hold one connection of the budget while
-/// waiting for another.
+/// the template is cloned while the role's verifier is computed and the role made (on a side
+/// connection); the clone's schema marker and its CONNECT grant then take one round trip on the
+/// maintenance connection while the admin row goes in through a connection of the clone's
+/// owner. Those side connections are taken only when the budget has one free at once (else the
+/// role follows on the maintenance connection and the admin row goes in through the tenant's
+/// pool afterwards), so concurrent creations never hold one connection of the budget while
+/// waiting for another. Otherwise one connection at a time (the maintenance database, then the
+/// tenant's as its owner). Returns the admin's membership as [`insert_admin`] does.
 async fn provision_database(
     access: &TenantAccess,
     location: &Location,
     spare: Option<&str>,
     claims: &Person,
-) -> Result<(), Error> {
+) -> Result<Option<Caller>, Error> {
     // Once per process; it opens connections of its own, so before ours.
     ensure_template(access, &location.server).await?;
     let started = std::time::Instant::now();
     let mut maintenance = access.maintenance(&location.server).await?;
     let acquired_ms = ms(started.elapsed());
     // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
-    // will be needed: computed while the database is put in place.
-    let mut login = Login::new(access, location, spare.is_none() || !location.login_role_recorded);
+    // will be needed: computed while the database is put in place. With no spare at all the
+    // template will be cloned, and the role is made meanwhile too, when the budget has a
+    // connection to spare at once (PostgreSQL checks every new verifier against the empty
+    // password, one more PBKDF2 of its own).
+    let early = spare.is_none() || !location.login_role_recorded;
+    let mut login = Login::new(access, location, early, spare.is_none());
     let placement = match place_database(access, &maintenance.client, location, spare).await {
         Ok(placement) => placement,
         Err(e) => {
@@ -157,14 +165,18 @@ async fn provision_database(
     tracing::debug!(?placed, acquired_ms, place_ms, "tenant database in place");
     if let Some(finish) = finish {
         // A fresh clone: its role (its verifier was computed during the clone) and, pipelined
-        // right behind it on the same connection, its marker and grants; then the admin row
-        // through its pool.
+        // right behind it on the same connection, its marker and grants. Meanwhile, when the
+        // budget has a connection to spare at once, the admin row goes in through a connection
+        // of the clone's owner (its first connection also builds the clone's relation cache);
+        // otherwise through the tenant's pool once its role can connect.
         let finished = async {
-            let login = login.get().await?;
+            let (login, created) = login.get().await?;
             let role = async {
                 match &login {
-                    Some(login) => TenantLogins::create_role(&maintenance.client, login).await,
-                    None => Ok(()),
+                    Some(login) if !created => {
+                        TenantLogins::create_role(&maintenance.client, login).await
+                    }
+                    _ => Ok(()),
                 }
             };
             let batch = async {
@@ -176,8 +188,17 @@ async fn provision_database(
             };
             let (role, batch) = tokio::join!(role, batch);
             role.and(batch)
-        }
-        .await;
+        };
+        let early_admin = async {
+            let Some(owner) = access.pools().try_connect(&access.owner_config(location)?).await?
+            else {
+                return Ok(None);
+            };
+            let admin = insert_admin(&owner.client, claims).await;
+            tokio::spawn(owner.close());
+            admin.map(Some)
+        };
+        let (finished, early_admin) = tokio::join!(finished, early_admin);
         match finished {
             Ok(()) => access.release_maintenance(&location.server, maintenance),
             Err(e) => {
@@ -186,17 +207,17 @@ async fn provision_database(
             }
         }
         let finish_ms = ms(started.elapsed());
-        let conn = access.connect(location).await?;
-        let connect_ms = ms(started.elapsed());
-        insert_admin(conn.raw(), claims).await?;
+        let admin = match early_admin? {
+            Some(admin) => admin,
+            None => insert_admin(access.connect(location).await?.raw(), claims).await?,
+        };
         // Where the time went (benches/clinic.rs reports these).
         tracing::debug!(
             finish_ms,
-            connect_ms,
             ready_ms = ms(started.elapsed()),
             "cloned tenant database ready"
         );
-        return Ok(());
+        return Ok(admin);
     }
     let current = marker.as_deref() == Some(migrations::marker().as_str());
     let ready = placed == Placed::Renamed && current && location.login_role_recorded;
@@ -208,7 +229,7 @@ async fn provision_database(
     // The role (and CONNECT for it): on a spare without a role, or a retry; the tables' grants
     // too.
     let granted = async {
-        let login = login.get().await?;
+        let (login, _) = login.get().await?;
         access.grant_login_database(&mut maintenance.client, login.as_ref()).await
     }
     .await;
@@ -229,34 +250,41 @@ async fn provision_database(
         let db = |e: tokio_postgres::Error| Error::tenant_db("insert admin", &e);
         let tx = owner.client.transaction().await.map_err(db)?;
         access.grant_login_tables(&tx, location).await?;
-        insert_admin(&tx, claims).await?;
-        tx.commit().await.map_err(db)
+        let admin = insert_admin(&tx, claims).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(admin)
     }
     .await;
     tokio::spawn(owner.close());
     done
 }
 
-/// The tenant's login, prepared on a blocking thread from the start when it may be needed, and
-/// awaited (or prepared then) only where it is.
+/// The tenant's login, prepared on a blocking thread from the start when it may be needed (and
+/// then its role created too, on a maintenance connection of its own, when asked and the
+/// budget has one to spare at once), and awaited (or prepared then) only where it is.
 struct Login {
     access: TenantAccess,
     location: Location,
-    computing: Option<tokio::task::JoinHandle<Result<Option<PreparedLogin>, Error>>>,
+    computing: Option<tokio::task::JoinHandle<Result<LoginState, Error>>>,
 }
 
+/// The login (`None` without login roles) and whether its role was created already.
+type LoginState = (Option<PreparedLogin>, bool);
+
 impl Login {
-    fn new(access: &TenantAccess, location: &Location, early: bool) -> Self {
+    fn new(access: &TenantAccess, location: &Location, early: bool, create: bool) -> Self {
         let computing =
-            early.then(|| tokio::spawn(prepare_login(access.clone(), location.clone())));
+            early.then(|| tokio::spawn(prepare_login(access.clone(), location.clone(), create)));
         Self { access: access.clone(), location: location.clone(), computing }
     }
 
-    /// The login (`None` when tenants are served without login roles of their own).
-    async fn get(&mut self) -> Result<Option<PreparedLogin>, Error> {
+    /// The login (`None` when tenants are served without login roles of their own), and
+    /// whether its role was created already. A role made early but not needed is harmless: it
+    /// has no privilege until its database grants it CONNECT (and retries refresh it).
+    async fn get(&mut self) -> Result<LoginState, Error> {
         match self.computing.take() {
             Some(computing) => computing.await.map_err(|e| Error::internal("tenant role", e))?,
-            None => prepare_login(self.access.clone(), self.location.clone()).await,
+            None => prepare_login(self.access.clone(), self.location.clone(), false).await,
         }
     }
 }
@@ -264,8 +292,16 @@ impl Login {
 async fn prepare_login(
     access: TenantAccess,
     location: Location,
-) -> Result<Option<PreparedLogin>, Error> {
-    access.prepare_login(&location.database, &location.login_role).await
+    create: bool,
+) -> Result<LoginState, Error> {
+    let login = access.prepare_login(&location.database, &location.login_role).await?;
+    let Some(prepared) = login.as_ref().filter(|_| create) else { return Ok((login, false)) };
+    let config = access.maintenance_config(&location.server)?;
+    let Some(side) = access.pools().try_connect(&config).await? else { return Ok((login, false)) };
+    let created = TenantLogins::create_role(&side.client, prepared).await;
+    side.close().await;
+    created?;
+    Ok((login, true))
 }
 
 /// Where [`place_database`] left the tenant's database.
@@ -538,16 +574,26 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
 }
 
 /// Inserts the creator as admin unless they are a member already, in one statement (through
-/// the tenant's role or, in the owner's transaction, as its owner), unprepared: one round trip.
-async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<(), Error> {
-    client
-        .execute_typed(
+/// the tenant's role or, in the owner's transaction or connection, as its owner), unprepared:
+/// one round trip. Returns the creator's membership as it stands (the row inserted, or the one
+/// an earlier attempt inserted; `None` only when a concurrent retry's insert is not visible
+/// yet), so the creation's audit event needs no read of its own.
+async fn insert_admin(
+    client: &impl GenericClient,
+    claims: &Person,
+) -> Result<Option<Caller>, Error> {
+    let rows = client
+        .query_typed(
             "WITH profile AS ( \
                  INSERT INTO admin_profile (id) SELECT gen_random_uuid() \
                  WHERE NOT EXISTS (SELECT 1 FROM organization_user WHERE user_id = $1) \
-                 RETURNING id) \
-             INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
-             SELECT $1, $2, $3, $4, id FROM profile ON CONFLICT (user_id) DO NOTHING",
+                 RETURNING id), \
+             inserted AS ( \
+                 INSERT INTO organization_user (user_id, email, email_key, name, admin_profile_id) \
+                 SELECT $1, $2, $3, $4, id FROM profile ON CONFLICT (user_id) DO NOTHING \
+                 RETURNING id, role, status) \
+             SELECT id, role::text, status::text FROM inserted \
+             UNION ALL SELECT id, role::text, status::text FROM organization_user WHERE user_id = $1",
             &[
                 (&claims.user_id, Type::UUID),
                 (&claims.email, Type::TEXT),
@@ -557,5 +603,11 @@ async fn insert_admin(client: &impl GenericClient, claims: &Person) -> Result<()
         )
         .await
         .map_err(|e| Error::tenant_db("insert admin", &e))?;
-    Ok(())
+    let Some(row) = rows.first() else { return Ok(None) };
+    if row.col::<&str>(2)? != "active" {
+        return Ok(None);
+    }
+    let role = Role::from_db(Some(row.col::<&str>(1)?))
+        .ok_or_else(|| Error::Internal("a member without a known role".into()))?;
+    Ok(Some(Caller { member_id: row.col(0)?, user_id: claims.user_id, role }))
 }
