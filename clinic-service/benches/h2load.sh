@@ -5,7 +5,11 @@
 # the same call, at the same concurrency, in the same run. Prints req/s, the ratio, and the
 # grpc-status of one sample call per scenario (h2load itself only sees HTTP statuses).
 #
-#   clinic-service/benches/h2load.sh [CLIENTS=8] [SECS=10]
+#   clinic-service/benches/h2load.sh [CLIENTS=8] [SECS=10] [ROUNDS=1]
+#
+# With ROUNDS > 1 each scenario alternates h2load and pgbench ROUNDS times (SECS each), so that
+# a slow spell of a shared host weighs on both sides alike; each round's ratio is printed and
+# the scenario's line gives the medians of the rates and the median of the ratios.
 #
 # PostgreSQL as for the tests (127.0.0.1:5432, trust). The stack runs in development mode on
 # ports 52051/52061/52052 with a central database of its own, dropped at the end with the clinic.
@@ -14,6 +18,7 @@ cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 CLIENTS="${1:-8}"
 SECS="${2:-10}"
+ROUNDS="${3:-1}"
 PG="postgres://postgres@127.0.0.1:5432"
 
 command -v h2load >/dev/null || apt_install nghttp2-client
@@ -90,20 +95,43 @@ declare -A path=(
     [ListAppointments]=/clinic.v1.AppointmentService/ListAppointments
 )
 
-printf '\n== h2load vs pgbench -M prepared: %s clients, %s s each, release build, this machine\n' "$CLIENTS" "$SECS"
-printf '%-18s %12s %12s %8s  %s\n' scenario "rpc req/s" "sql tx/s" ratio "sample grpc-status"
+rpc_rate() {
+    h2load -c "$CLIENTS" -m 1 -D "$SECS" -d "$work/$1.bin" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        -H "authorization: Bearer $TOKEN" "http://127.0.0.1:52052${path[$1]}" |
+        awk '/^finished in/ {gsub(",", "", $4); print $4}'
+}
+sql_rate() {
+    pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
+        -D uid="$USER_ID" -D aid="$APPOINTMENT_ID" -f "$work/pgbench/$1.sql" \
+        "$PG/$TENANT_DATABASE" 2>/dev/null | awk '/^tps/ {print int($3)}'
+}
+# Medians of the rounds: rpc rate, sql rate, ratio; then every round's ratio.
+summary() {
+    python3 - "$@" <<'PY'
+import statistics, sys
+rpc = [float(x) for x in sys.argv[1].split()]
+sql = [float(x) for x in sys.argv[2].split()]
+ratios = [r / q for r, q in zip(rpc, sql)]
+print(f"{statistics.median(rpc):.0f} {statistics.median(sql):.0f} "
+      f"{statistics.median(ratios):.2f}x {' '.join(f'{x:.2f}' for x in ratios)}")
+PY
+}
+
+printf '\n== h2load vs pgbench -M prepared: %s clients, %s s each, %s round(s), release build, this machine\n' \
+    "$CLIENTS" "$SECS" "$ROUNDS"
+printf '%-18s %12s %12s %8s  %-18s %s\n' scenario "rpc req/s" "sql tx/s" ratio "sample grpc-status" \
+    "ratio per round"
 for s in GetMember GetAppointment ListAppointments; do
     status="$(curl -s --http2-prior-knowledge -o /dev/null -D - -X POST \
         -H 'content-type: application/grpc' -H 'te: trailers' \
         -H "authorization: Bearer $TOKEN" --data-binary "@$work/$s.bin" \
         "http://127.0.0.1:52052${path[$s]}" | tr -d '\r' | awk -F': ' '/^grpc-status/ {print $2}')"
-    rpc="$(h2load -c "$CLIENTS" -m 1 -D "$SECS" -d "$work/$s.bin" \
-        -H 'content-type: application/grpc' -H 'te: trailers' \
-        -H "authorization: Bearer $TOKEN" "http://127.0.0.1:52052${path[$s]}" |
-        awk '/^finished in/ {gsub(",", "", $4); print $4}')"
-    sql="$(pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" \
-        -D uid="$USER_ID" -D aid="$APPOINTMENT_ID" -f "$work/pgbench/$s.sql" \
-        "$PG/$TENANT_DATABASE" 2>/dev/null | awk '/^tps/ {print int($3)}')"
-    ratio="$(python3 -c "print(f'{$rpc / $sql:.2f}x')")"
-    printf '%-18s %12.0f %12s %8s  %s\n' "$s" "$rpc" "$sql" "$ratio" "${status:-none}"
+    rpcs="" sqls=""
+    for _ in $(seq 1 "$ROUNDS"); do
+        rpcs+=" $(rpc_rate "$s")"
+        sqls+=" $(sql_rate "$s")"
+    done
+    read -r rpc sql ratio rounds <<<"$(summary "$rpcs" "$sqls")"
+    printf '%-18s %12s %12s %8s  %-18s %s\n' "$s" "$rpc" "$sql" "$ratio" "${status:-none}" "$rounds"
 done
