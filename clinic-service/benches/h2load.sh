@@ -19,6 +19,7 @@ source scripts/lib.sh
 CLIENTS="${1:-8}"
 SECS="${2:-10}"
 ROUNDS="${3:-1}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 PG="postgres://postgres@127.0.0.1:5432"
 
 command -v h2load >/dev/null || apt_install nghttp2-client
