@@ -56,6 +56,12 @@ impl Figures {
     }
 }
 
+/// A pause before each measured step, so the background work the previous one left (the next
+/// spare armed, audit events written) is over and neither side is measured under the other's.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -90,12 +96,14 @@ async fn provisioning() {
     let logged = helpers::captured_logs().len();
     let (mut from_spare, mut plain_a, mut cloned) = (vec![], vec![], vec![]);
     for i in 0..CLINICS {
+        settle().await;
         let started = Instant::now();
         app.create_org(&owner, &format!("spare {i}")).await;
         from_spare.push(started.elapsed());
 
         let name = format!("clinic_{}_plain_a_{i}", app.tag);
         created.push(name.clone());
+        settle().await;
         let started = Instant::now();
         create_database(&server, &name, None).await.expect("create database");
         plain_a.push(started.elapsed());
@@ -105,12 +113,14 @@ async fn provisioning() {
     let logged = helpers::captured_logs().len();
     let (mut no_spare, mut plain_b) = (vec![], vec![]);
     for i in 0..CLINICS {
+        settle().await;
         let started = Instant::now();
         app.create_org(&owner, &format!("none left {i}")).await;
         no_spare.push(started.elapsed());
 
         let name = format!("clinic_{}_plain_b_{i}", app.tag);
         created.push(name.clone());
+        settle().await;
         let started = Instant::now();
         create_database(&server, &name, None).await.expect("create database");
         plain_b.push(started.elapsed());

@@ -101,19 +101,21 @@ impl IdentityClient {
     }
 
     /// `DirectoryService.ReserveOrganization`, claiming a ready spare database on the chosen
-    /// server when `claim_spare` (see `tenancy::spares`).
+    /// server when `claim_spare` (one of `preferred_spares` first; see `tenancy::spares`).
     pub async fn reserve_organization(
         &self,
         name: &str,
         creator: uuid::Uuid,
         candidate_servers: Vec<String>,
         claim_spare: bool,
+        preferred_spares: Vec<String>,
     ) -> Result<pb::ReserveOrganizationResponse, Error> {
         let req = self.request(pb::ReserveOrganizationRequest {
             name: name.to_owned(),
             creator_user_id: creator.to_string(),
             candidate_servers,
             claim_spare_database: claim_spare,
+            preferred_spare_database_names: preferred_spares,
         });
         let mut client = self.directory.clone();
         self.call(client.reserve_organization(req)).await.map_err(map_status)

@@ -76,8 +76,9 @@ impl OrganizationService for OrganizationHandler {
         let claims = Claims::from_request(&request)?;
         tracing::Span::current().record("user_id", tracing::field::display(claims.user_id));
         let name = parse_name(&request.get_ref().name)?;
-        let person = Person::fetch(self.access.identity(), &request, &claims).await?;
-        let (org, admin) = provisioning::create_organization(&self.access, &person, name).await?;
+        let person = Person::fetch(self.access.identity(), &request, &claims);
+        let (org, admin) =
+            provisioning::create_organization(&self.access, claims.user_id, person, name).await?;
         // Recorded once the clinic is ready, as its creator's first event there (see
         // `Audit::committed`); a retry of a creation answered OK is recorded again. The
         // creator's membership comes with the admin row this call wrote, else it is read.

@@ -11,7 +11,9 @@
 //! Each server also keeps at most one idle maintenance connection (for the short statements of
 //! provisioning: renames, look-ups, grants), so a new clinic does not open one; it is closed
 //! when the budget runs out and no tenant has an idle connection left to close, and replaced
-//! when found dead.
+//! when found dead. Likewise at most one warm connection to a READY spare database per server
+//! (see `spares`: the next clinic there inserts its admin through it), closed with the idle
+//! maintenance connections.
 
 use std::{
     collections::HashMap,
@@ -83,6 +85,8 @@ struct Shared {
     lru: Mutex<Lru>,
     /// The idle maintenance connection of each server (key), and when it was returned.
     maintenance: Mutex<HashMap<String, (RawConnection, Instant)>>,
+    /// The warm connection to a READY spare of each server (key), with the spare's name.
+    armed: Mutex<HashMap<String, (String, RawConnection)>>,
     /// Callers waiting for a permit.
     waiting: AtomicUsize,
     /// Where evictions are counted (none in tests of the pools alone).
@@ -258,8 +262,9 @@ impl Shared {
         if !self.evict_idle_tenant(except) {
             let idle =
                 std::mem::take(&mut *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()));
-            if !idle.is_empty() {
-                self.evicted(idle.len());
+            let armed = std::mem::take(&mut *self.armed.lock().unwrap_or_else(|p| p.into_inner()));
+            if idle.len() + armed.len() > 0 {
+                self.evicted(idle.len() + armed.len());
             }
         }
     }
@@ -332,6 +337,7 @@ impl Pools {
                 acquire_timeout,
                 lru: Mutex::new(Lru::default()),
                 maintenance: Mutex::new(HashMap::new()),
+                armed: Mutex::new(HashMap::new()),
                 waiting: AtomicUsize::new(0),
                 metrics,
             }),
@@ -507,6 +513,27 @@ impl Pools {
         } else {
             idle.insert(server.to_owned(), (conn, Instant::now()));
         }
+    }
+
+    /// Keeps `conn`, a warm connection to the READY spare `spare`, as `server`'s armed one
+    /// (closing the one it replaces).
+    pub fn arm(&self, server: &str, spare: &str, conn: RawConnection) {
+        let mut armed = self.shared.armed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = armed.insert(server.to_owned(), (spare.to_owned(), conn)) {
+            tokio::spawn(old.close());
+        }
+    }
+
+    /// Whether `server` has an armed spare whose connection is open.
+    pub fn is_armed(&self, server: &str) -> bool {
+        let armed = self.shared.armed.lock().unwrap_or_else(|p| p.into_inner());
+        armed.get(server).is_some_and(|(_, c)| !c.client.is_closed())
+    }
+
+    /// Takes `server`'s armed spare (its name and connection) if its connection is open.
+    pub fn take_armed(&self, server: &str) -> Option<(String, RawConnection)> {
+        let mut armed = self.shared.armed.lock().unwrap_or_else(|p| p.into_inner());
+        armed.remove(server).filter(|(_, c)| !c.client.is_closed())
     }
 
     /// The connection budget.

@@ -26,6 +26,7 @@ use super::{
     Caller, Location, OrgRecord, OrgStatus, TenantAccess,
     login::{PreparedLogin, TenantLogins},
     migrations,
+    pools::RawConnection,
 };
 use crate::{auth::Person, error::Error, metrics::MigrationTarget, roles::Role};
 
@@ -42,22 +43,68 @@ const TEMPLATE_LOCK: i64 = 0x636c_696e_6963_7470;
 #[tracing::instrument(skip_all, fields(organization_id))]
 pub async fn create_organization(
     access: &TenantAccess,
-    claims: &Person,
+    user_id: uuid::Uuid,
+    person: impl std::future::Future<Output = Result<Person, Error>>,
     name: &str,
 ) -> Result<(OrgRecord, Option<Caller>), Error> {
-    if !claims.email_verified {
-        return Err(Error::PermissionDenied("verify your email address first".into()));
-    }
     let claim = access.spares().enabled();
     let started = std::time::Instant::now();
-    let reserved = access
-        .identity()
-        .reserve_organization(name, claims.user_id, access.server_keys().to_vec(), claim)
-        .await?;
-    let spare = spare_name(&reserved.spare_database_name)?;
-    let org = OrgRecord::try_from(
-        reserved.organization.ok_or_else(|| Error::Internal("Reserve without a row".into()))?,
-    )?;
+    let servers = access.server_keys().to_vec();
+    let armed: Vec<Armed> = servers
+        .iter()
+        .filter_map(|server| {
+            let (spare, conn) = access.pools().take_armed(server)?;
+            Some(Armed { server: server.clone(), spare, conn, staged: None })
+        })
+        .collect();
+    let preferred = armed.iter().map(|a| a.spare.clone()).collect();
+    // Who the caller is (identity-service re-checks their session) is asked alongside the
+    // reservation, which checks their verified email itself (no row for an unverified one).
+    // The answer stages the admin row in each armed spare, uncommitted, while the reservation
+    // runs: the one claimed commits it, the others roll back and stay armed. A session revoked
+    // within the revocation stream's delay may leave a PROVISIONING row, which only its creator
+    // can see or complete.
+    let reserve = access.identity().reserve_organization(name, user_id, servers, claim, preferred);
+    let staging = async {
+        match person.await {
+            Ok(person) => {
+                let staged = armed.into_iter().map(|a| a.stage(&person));
+                let armed = futures::future::join_all(staged).await;
+                (Ok(person), armed)
+            }
+            Err(e) => (Err(e), armed),
+        }
+    };
+    let (reserved, (person, armed)) = tokio::join!(reserve, staging);
+    let outcome = async {
+        let claims = person?;
+        if !claims.email_verified {
+            return Err(Error::PermissionDenied("verify your email address first".into()));
+        }
+        let reserved = reserved?;
+        let spare = spare_name(&reserved.spare_database_name)?.map(str::to_owned);
+        let org = OrgRecord::try_from(
+            reserved.organization.ok_or_else(|| Error::Internal("Reserve without a row".into()))?,
+        )?;
+        Ok((claims, reserved.created, spare, org))
+    }
+    .await;
+    // The armed spare this creation claimed commits its admin row; the others roll back and
+    // are armed again.
+    let mut used = None;
+    for a in armed {
+        let claimed = matches!(outcome.as_ref(), Ok((_, _, Some(spare), org))
+            if *spare == a.spare && org.location.server == a.server);
+        if claimed && used.is_none() {
+            match a.commit().await {
+                Ok(committed) => used = Some(committed),
+                Err(e) => tracing::debug!(error = %e, "admin not committed in the armed spare"),
+            }
+        } else {
+            a.rollback(access).await;
+        }
+    }
+    let (claims, created, spare, org) = outcome?;
     tracing::Span::current().record("organization_id", tracing::field::display(org.id));
     if org.creator.is_some_and(|c| c != claims.user_id) {
         return Err(Error::AlreadyExists("an organization with this name exists".into()));
@@ -65,20 +112,25 @@ pub async fn create_organization(
     if org.status == OrgStatus::Active {
         return Ok((org, None));
     }
-    if claim && reserved.created {
+    if claim && created {
         // A spare was taken (or none was left): top the server up in the background.
         access.spares().wake();
     }
     let membership =
         access.identity().record_membership(org.id, claims.user_id, Role::Admin.to_membership(), 0);
     let reserve_ms = ms(started.elapsed());
-    let (admin, membership) =
-        tokio::join!(provision_database(access, &org.location, spare, claims), membership);
+    let provisioned = provision_database(access, &org.location, spare.as_deref(), &claims, used);
+    let (admin, membership) = tokio::join!(provisioned, membership);
     let admin = admin?;
     membership?;
     let tenant_ms = ms(started.elapsed()) - reserve_ms;
     let active = access.identity().activate_organization(org.id).await?;
     let total_ms = ms(started.elapsed());
+    if claim {
+        // The next spare is armed when this one's warm connection was used (see `spares`).
+        let (access, server) = (access.clone(), org.location.server.clone());
+        tokio::spawn(async move { super::spares::arm(&access, &server).await });
+    }
     access.metrics().provisioned(spare.is_some(), started);
     // Where the time went (benches/clinic.rs reports these): reservation (and claim), the
     // tenant's database with the membership recorded alongside, activation.
@@ -91,6 +143,61 @@ pub async fn create_organization(
         "organization provisioned"
     );
     Ok((OrgRecord::try_from(active)?, admin))
+}
+
+/// An armed spare (see `spares`) taken by one creation: its server, its name, its warm
+/// connection as its owner, and the admin row staged in it, in a transaction left open.
+struct Armed {
+    server: String,
+    spare: String,
+    conn: RawConnection,
+    staged: Option<Result<Option<Caller>, Error>>,
+}
+
+impl Armed {
+    /// Opens a transaction and inserts `person` as admin in it, uncommitted.
+    async fn stage(mut self, person: &Person) -> Self {
+        let staged = async {
+            let client = &self.conn.client;
+            client.batch_execute("BEGIN").await.map_err(|e| Error::tenant_db("stage admin", &e))?;
+            insert_admin(client, person).await
+        }
+        .await;
+        self.staged = Some(staged);
+        self
+    }
+
+    /// Commits the staged admin row; returns the connection (to be closed before the rename)
+    /// and the admin's membership.
+    async fn commit(self) -> Result<(RawConnection, Option<Caller>), Error> {
+        let staged = self.staged.unwrap_or_else(|| Err(Error::Internal("nothing staged".into())));
+        let committed = match staged {
+            Ok(admin) => self
+                .conn
+                .client
+                .batch_execute("COMMIT")
+                .await
+                .map(|()| admin)
+                .map_err(|e| Error::tenant_db("commit admin", &e)),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(admin) => Ok((self.conn, admin)),
+            Err(e) => {
+                tokio::spawn(self.conn.close());
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back what was staged (the spare is as it was) and arms it again; closes the
+    /// connection when that fails.
+    async fn rollback(self, access: &TenantAccess) {
+        match self.conn.client.batch_execute("ROLLBACK").await {
+            Ok(()) => access.pools().arm(&self.server, &self.spare, self.conn),
+            Err(_) => drop(tokio::spawn(self.conn.close())),
+        }
+    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -140,10 +247,17 @@ async fn provision_database(
     location: &Location,
     spare: Option<&str>,
     claims: &Person,
+    armed: Option<(RawConnection, Option<Caller>)>,
 ) -> Result<Option<Caller>, Error> {
     // Once per process; it opens connections of its own, so before ours.
     ensure_template(access, &location.server).await?;
     let started = std::time::Instant::now();
+    // The claimed spare was the armed one, its admin row committed: its connection closes (the
+    // rename waits until its backend is gone) while the spare is looked up.
+    let (early_admin, closing) = match armed {
+        Some((conn, admin)) => (Some(admin), Some(tokio::spawn(conn.close()))),
+        None => (None, None),
+    };
     let mut maintenance = access.maintenance(&location.server).await?;
     let acquired_ms = ms(started.elapsed());
     // Without a spare that carries its role, the role's verifier (PBKDF2, on a blocking thread)
@@ -153,13 +267,14 @@ async fn provision_database(
     // password, one more PBKDF2 of its own).
     let early = spare.is_none() || !location.login_role_recorded;
     let mut login = Login::new(access, location, early, spare.is_none());
-    let placement = match place_database(access, &maintenance.client, location, spare).await {
-        Ok(placement) => placement,
-        Err(e) => {
-            tokio::spawn(maintenance.close());
-            return Err(e);
-        }
-    };
+    let placement =
+        match place_database(access, &maintenance.client, location, spare, closing).await {
+            Ok(placement) => placement,
+            Err(e) => {
+                tokio::spawn(maintenance.close());
+                return Err(e);
+            }
+        };
     let Placement { placed, marker, finish } = placement;
     let place_ms = ms(started.elapsed());
     tracing::debug!(?placed, acquired_ms, place_ms, "tenant database in place");
@@ -223,8 +338,13 @@ async fn provision_database(
     let ready = placed == Placed::Renamed && current && location.login_role_recorded;
     if ready || !access.has_logins() && current {
         access.release_maintenance(&location.server, maintenance);
-        let conn = access.connect(location).await?;
-        return insert_admin(conn.raw(), claims).await;
+        let admin = match early_admin {
+            Some(admin) => Ok(admin),
+            None => insert_admin(access.connect(location).await?.raw(), claims).await,
+        };
+        // Where the time went (benches/clinic.rs reports these).
+        tracing::debug!(ready_ms = ms(started.elapsed()), "tenant database ready");
+        return admin;
     }
     // The role (and CONNECT for it): on a spare without a role, or a retry; the tables' grants
     // too.
@@ -328,13 +448,25 @@ async fn place_database(
     client: &Client,
     location: &Location,
     spare: Option<&str>,
+    mut closing: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<Placement, Error> {
     let target = location.database.as_str();
     let placement = |placed, marker| Placement { placed, marker, finish: None };
+    let clone = || async {
+        let role = access.has_logins().then_some(location.login_role.as_str());
+        match clone_template(access, client, target, role).await? {
+            Some(finish) => {
+                Ok(Placement { placed: Placed::Cloned, marker: None, finish: Some(finish) })
+            }
+            None => Ok(placement(Placed::Existed, marker_of_db(client, target).await?)),
+        }
+    };
+    // Without a spare, the clone itself finds out whether the database exists (a retry).
+    let Some(spare) = spare else { return clone().await };
     // Twice: a concurrent retry of the same creation may rename the spare between our look and
     // our rename.
     for _ in 0..2 {
-        let names: Vec<&str> = std::iter::once(target).chain(spare).collect();
+        let names: &[&str] = &[target, spare];
         let rows = client
             .query_typed(
                 "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
@@ -349,17 +481,18 @@ async fn place_database(
         if let Some(marker) = marker_of(target) {
             return Ok(placement(Placed::Existed, marker));
         }
-        let Some((spare, marker)) = spare.and_then(|s| Some((s, marker_of(s)?))) else {
-            let role = access.has_logins().then_some(location.login_role.as_str());
-            return match clone_template(access, client, target, role).await? {
-                Some(finish) => {
-                    Ok(Placement { placed: Placed::Cloned, marker: None, finish: Some(finish) })
-                }
-                None => Ok(placement(Placed::Existed, marker_of_db(client, target).await?)),
-            };
-        };
+        let Some(marker) = marker_of(spare) else { return clone().await };
+        // Anyone else connected to the spare as this role (a racing arm, another replica's
+        // armed connection; see `spares`) is ended first; the rename waits for such a backend
+        // to exit (rare: the armed connection of this process is closed before). The name was
+        // checked by `spare_name`: a plain identifier.
+        if let Some(closing) = closing.take() {
+            closing.await.map_err(|e| Error::internal("close the armed spare", e))?;
+        }
         let sql = format!(
-            "ALTER DATABASE {} RENAME TO {}",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{spare}' AND usename = current_user AND pid <> pg_backend_pid(); \
+             ALTER DATABASE {} RENAME TO {}",
             clinic_shared::slug::quote_ident(spare),
             clinic_shared::slug::quote_ident(target)
         );
@@ -497,24 +630,26 @@ pub(super) async fn clone_template(
          SELECT shobj_description(oid, 'pg_database') AS marker FROM pg_database \
          WHERE datname = '{template}'"
     );
-    let messages =
-        client.simple_query(&sql).await.map_err(|e| Error::tenant_db("template lock", &e))?;
-    let marker = messages.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row)
-            if row.columns().first().is_some_and(|c| c.name() == "marker") =>
-        {
-            row.try_get(0).ok().flatten().map(str::to_owned)
-        }
-        _ => None,
-    });
+    let quoted = clinic_shared::slug::quote_ident(name);
+    let create = format!(
+        "CREATE DATABASE {quoted} TEMPLATE {}",
+        clinic_shared::slug::quote_ident(access.template())
+    );
+    let started = std::time::Instant::now();
+    // Pipelined: the CREATE is sent right behind the lock, and runs once it is held (one
+    // connection runs its statements in order). If the lock fails, so does the connection.
+    let (locked, created) = tokio::join!(client.simple_query(&sql), client.batch_execute(&create));
     let result = async {
-        let quoted = clinic_shared::slug::quote_ident(name);
-        let sql = format!(
-            "CREATE DATABASE {quoted} TEMPLATE {}",
-            clinic_shared::slug::quote_ident(access.template())
-        );
-        let started = std::time::Instant::now();
-        match client.batch_execute(&sql).await {
+        let messages = locked.map_err(|e| Error::tenant_db("template lock", &e))?;
+        let marker = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row)
+                if row.columns().first().is_some_and(|c| c.name() == "marker") =>
+            {
+                row.try_get(0).ok().flatten().map(str::to_owned)
+            }
+            _ => None,
+        });
+        match created {
             Ok(()) => {}
             Err(e)
                 if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
@@ -576,6 +711,22 @@ fn server_error(context: &str, e: clinic_shared::pg::PgError) -> Error {
         clinic_shared::pg::PgError::Postgres(e) => Error::tenant_db(context, &e),
         other => Error::internal(context, other),
     }
+}
+
+/// Readies `client`, a connection to a READY spare as its owner, for [`insert_admin`]: runs it
+/// once in a transaction rolled back, so the backend has what it needs cached (catalogues,
+/// the foreign-key check's plan) and the spare is left as it was.
+pub(super) async fn warm_up(client: &mut Client) -> Result<(), Error> {
+    let db = |e: tokio_postgres::Error| Error::tenant_db("warm up a spare", &e);
+    let tx = client.transaction().await.map_err(db)?;
+    let nobody = Person {
+        user_id: uuid::Uuid::nil(),
+        email: "warm-up@invalid".into(),
+        name: "warm-up".into(),
+        email_verified: false,
+    };
+    insert_admin(&tx, &nobody).await?;
+    tx.rollback().await.map_err(db)
 }
 
 /// Inserts the creator as admin unless they are a member already, in one statement (through

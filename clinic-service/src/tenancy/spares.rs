@@ -22,7 +22,15 @@
 //! turns and whoever holds it may treat every CREATING spare as left behind by a runner that
 //! stopped: it is dropped and forgotten. `clinic-service migrate` takes the same lock, moves each
 //! outdated READY spare back to CREATING (nobody can claim it then), migrates it and marks it
-//! READY again. Nothing ever connects to a READY spare, so the rename never waits.
+//! READY again.
+//!
+//! Each process keeps one READY spare per server *armed*: a connection to it as its owner,
+//! warmed by inserting an admin and rolling back (the backend has its catalogues, plans and
+//! foreign-key checks cached; the spare is unchanged). A creation asks to claim that spare
+//! first and, when it gets it, inserts its admin through that connection and closes it before
+//! the rename: no connection is opened on the way, and the first statement is not a cold one.
+//! Arming follows every replenisher round and every use. Any other connection to a spare (a
+//! racing arm, another replica's armed one) is ended by the rename, which never waits for it.
 
 use std::{
     collections::HashSet,
@@ -159,7 +167,39 @@ pub async fn replenish(access: &TenantAccess, server: &str) -> Result<Replenishe
     let result = replenish_locked(access, server, &mut maintenance.client).await;
     // Closing the connection ends the lock.
     maintenance.close().await;
+    if spares.count > 0 {
+        arm(access, server).await;
+    }
     result
+}
+
+/// Arms a READY spare of `server` (see the module header) unless one is armed; best effort:
+/// without one, a creation opens its connection after the rename.
+pub async fn arm(access: &TenantAccess, server: &str) {
+    if access.pools().is_armed(server) {
+        return;
+    }
+    let armed = async {
+        let listed = access.identity().list_spare_databases(server).await?;
+        // The newest: other replicas' creations default to the oldest.
+        let Some(spare) = listed.iter().rev().find(|s| s.state() == State::Ready) else {
+            return Ok(());
+        };
+        let config = access.database_config(server, &spare.database_name)?;
+        let Some(mut conn) = access.pools().try_connect(&config).await? else { return Ok(()) };
+        match provisioning::warm_up(&mut conn.client).await {
+            Ok(()) => access.pools().arm(server, &spare.database_name, conn),
+            Err(e) => {
+                tokio::spawn(conn.close());
+                return Err(e);
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = armed {
+        tracing::debug!(server, error = %e, "no spare armed");
+    }
 }
 
 /// A maintenance connection of `server` holding the spares' lock until it is closed.

@@ -75,7 +75,8 @@ async fn unverified_users_cannot_create_and_missing_tokens_are_refused() {
     };
     let err = clinic_service::tenancy::provisioning::create_organization(
         &app.access,
-        &claims,
+        claims.user_id,
+        std::future::ready(Ok(claims.clone())),
         &app.org_name("Nope"),
     )
     .await

@@ -136,6 +136,7 @@ async fn reserve_claiming(
         creator_user_id: owner.id.clone(),
         candidate_servers: vec!["main".into()],
         claim_spare_database: true,
+        ..Default::default()
     };
     let reserved = app.directory().reserve_organization(request).await.unwrap().into_inner();
     (reserved.organization.unwrap(), reserved.spare_database_name)

@@ -28,6 +28,8 @@ pub struct Reservation {
     pub servers: Vec<String>,
     /// Also claim a READY spare database on the chosen server (when the row is created).
     pub claim_spare: bool,
+    /// Spares to claim first when one is READY on the chosen server (validated names).
+    pub preferred_spares: Vec<String>,
 }
 
 /// The outcome of [`reserve`].
@@ -100,7 +102,11 @@ pub async fn reserve(
             _ => Error::Database(e),
         })?;
     let mut org = Organization::from_row(&row)?;
-    let claimed = if r.claim_spare { spares::claim(&tx, &org.server, org.id).await? } else { None };
+    let claimed = if r.claim_spare {
+        spares::claim(&tx, &org.server, org.id, &r.preferred_spares).await?
+    } else {
+        None
+    };
     tx.commit().await?;
     // The claim recorded the spare's role on the row (after RETURNING read it).
     let spare = claimed.map(|c| {

@@ -193,21 +193,24 @@ pub struct Claimed {
     pub login_role: Option<String>,
 }
 
-/// Claims the oldest READY spare on `server` for `organization` (inside the reservation's
-/// transaction) and records the spare's login role as the organization's, in one statement.
-/// Concurrent claims skip each other's rows: no spare goes to two organizations (the UNIQUE
-/// organization_id also holds one organization to one spare).
+/// Claims a READY spare on `server` for `organization` (inside the reservation's transaction):
+/// one of `preferred` if any is READY there, else the oldest; and records the spare's login
+/// role as the organization's, in one statement. Concurrent claims skip each other's rows: no
+/// spare goes to two organizations (the UNIQUE organization_id also holds one organization to
+/// one spare).
 pub async fn claim(
     tx: &deadpool_postgres::Transaction<'_>,
     server: &str,
     organization: Uuid,
+    preferred: &[String],
 ) -> Result<Option<Claimed>, Error> {
     let claim = tx
         .prepare_cached(
             "WITH claimed AS ( \
                  UPDATE spare_database SET state = 'claimed', organization_id = $2 \
                  WHERE database_name = (SELECT database_name FROM spare_database \
-                     WHERE server = $1 AND state = 'ready' ORDER BY created_at, database_name \
+                     WHERE server = $1 AND state = 'ready' \
+                     ORDER BY database_name = ANY($3) DESC, created_at, database_name \
                      LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  AND state = 'ready' RETURNING database_name, login_role), \
              recorded AS ( \
@@ -216,7 +219,7 @@ pub async fn claim(
              SELECT database_name, login_role FROM claimed",
         )
         .await?;
-    let row = tx.query_opt(&claim, &[&server, &organization]).await?;
+    let row = tx.query_opt(&claim, &[&server, &organization, &preferred]).await?;
     row.map(|r| {
         Ok::<_, Error>(Claimed {
             database_name: r.col("database_name")?,

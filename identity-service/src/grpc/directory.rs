@@ -61,9 +61,16 @@ impl TryFrom<pb::ReserveOrganizationRequest> for Reservation {
         } else {
             Ok(())
         };
+        let field = "preferred_spare_database_names";
+        let preferred = if m.preferred_spare_database_names.len() > MAX_SERVERS {
+            Err(Error::invalid(field, "at most 100 names"))
+        } else {
+            m.preferred_spare_database_names.iter().map(|n| spares::parse_name(field, n)).collect()
+        };
         let ((name, database_name), creator, ()) = all3(names, creator, servers_ok)?;
+        let preferred_spares = preferred?;
         let claim_spare = m.claim_spare_database;
-        Ok(Reservation { name, database_name, creator, servers, claim_spare })
+        Ok(Reservation { name, database_name, creator, servers, claim_spare, preferred_spares })
     }
 }
 

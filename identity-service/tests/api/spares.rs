@@ -41,13 +41,45 @@ async fn reserve_claiming(
     name: &str,
     creator: &str,
 ) -> pb::ReserveOrganizationResponse {
+    reserve_preferring(app, name, creator, &[]).await.unwrap()
+}
+
+async fn reserve_preferring(
+    app: &TestApp,
+    name: &str,
+    creator: &str,
+    preferred: &[&str],
+) -> Result<pb::ReserveOrganizationResponse, tonic::Status> {
     let request = pb::ReserveOrganizationRequest {
         name: name.into(),
         creator_user_id: creator.into(),
         candidate_servers: vec!["s1".into()],
         claim_spare_database: true,
+        preferred_spare_database_names: preferred.iter().map(|p| (*p).to_owned()).collect(),
     };
-    app.directory.clone().reserve_organization(request).await.unwrap().into_inner()
+    Ok(app.directory.clone().reserve_organization(request).await?.into_inner())
+}
+
+#[tokio::test]
+async fn a_preferred_spare_is_claimed_first_then_the_oldest() {
+    let app = spawn_app().await;
+    let ann = app.verified_user("ann").await.user.id;
+    for name in ["spare_old", "spare_new"] {
+        register(&app, "s1", name).await;
+        set_state(&app, name, State::Creating, State::Ready).await.unwrap();
+    }
+    register(&app, "s2", "spare_elsewhere").await;
+    set_state(&app, "spare_elsewhere", State::Creating, State::Ready).await.unwrap();
+    let bad = reserve_preferring(&app, "Bad", &ann, &["clinic_taken"]).await;
+    assert_invalid(bad, "preferred_spare_database_names");
+    // Another server's spare is never claimed, preferred or not.
+    let preferring = ["spare_elsewhere", "spare_new"];
+    let first = reserve_preferring(&app, "First", &ann, &preferring).await.unwrap();
+    assert_eq!(first.spare_database_name, "spare_new");
+    let second = reserve_preferring(&app, "Second", &ann, &preferring).await.unwrap();
+    assert_eq!(second.spare_database_name, "spare_old", "the preferred one is claimed already");
+    let third = reserve_preferring(&app, "Third", &ann, &preferring).await.unwrap();
+    assert_eq!(third.spare_database_name, "");
 }
 
 #[tokio::test]
