@@ -90,18 +90,24 @@ pub async fn create_organization(
     }
     .await;
     // The armed spare this creation claimed commits its admin row; the others roll back and
-    // are armed again.
+    // are armed again, unless this reservation claimed on their server and did not get them
+    // (then they are no longer READY: another replica's claim).
     let mut used = None;
     for a in armed {
-        let claimed = matches!(outcome.as_ref(), Ok((_, _, Some(spare), org))
-            if *spare == a.spare && org.location.server == a.server);
+        let (claimed, taken) = match outcome.as_ref() {
+            Ok((_, created, spare, org)) if org.location.server == a.server => {
+                let claimed = spare.as_deref() == Some(a.spare.as_str());
+                (claimed, *created && claim && !claimed)
+            }
+            _ => (false, false),
+        };
         if claimed && used.is_none() {
             match a.commit().await {
                 Ok(committed) => used = Some(committed),
                 Err(e) => tracing::debug!(error = %e, "admin not committed in the armed spare"),
             }
         } else {
-            a.rollback(access).await;
+            a.rollback(access, !taken).await;
         }
     }
     let (claims, created, spare, org) = outcome?;
@@ -190,12 +196,12 @@ impl Armed {
         }
     }
 
-    /// Rolls back what was staged (the spare is as it was) and arms it again; closes the
-    /// connection when that fails.
-    async fn rollback(self, access: &TenantAccess) {
+    /// Rolls back what was staged (the spare is as it was) and, when `rearm`, arms it again;
+    /// otherwise, or when that fails, closes the connection.
+    async fn rollback(self, access: &TenantAccess, rearm: bool) {
         match self.conn.client.batch_execute("ROLLBACK").await {
-            Ok(()) => access.pools().arm(&self.server, &self.spare, self.conn),
-            Err(_) => drop(tokio::spawn(self.conn.close())),
+            Ok(()) if rearm => access.pools().arm(&self.server, &self.spare, self.conn),
+            _ => drop(tokio::spawn(self.conn.close())),
         }
     }
 }

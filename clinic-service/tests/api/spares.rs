@@ -228,9 +228,11 @@ async fn a_crash_around_the_claim_is_completed_by_a_retry() {
         .batch_execute(&format!("ALTER DATABASE {spare_two} RENAME TO {}", two.database_name))
         .await
         .unwrap();
-    // 3. The claimed spare vanished (dropped by hand): cloned from the template instead.
+    // 3. The claimed spare vanished (dropped by hand; FORCE, since it may be the armed one):
+    // cloned from the template instead.
     let (three, spare_three) = reserve_claiming(&app, &owner, "Vanished").await;
-    maintenance("main").await.batch_execute(&format!("DROP DATABASE {spare_three}")).await.unwrap();
+    let drop = format!("DROP DATABASE {spare_three} WITH (FORCE)");
+    maintenance("main").await.batch_execute(&drop).await.unwrap();
 
     for (base, reserved, spare, from) in [
         ("Claimed", &one, &spare_one, Some(spare_oid)),
@@ -250,6 +252,50 @@ async fn a_crash_around_the_claim_is_completed_by_a_retry() {
     }
     assert_eq!(oid("main", &spare_one).await, None);
     assert!(list(&app, "main").await.is_empty(), "every claim was forgotten on activation");
+}
+
+/// Rows in `organization_user` of database `name` on the first server.
+async fn member_rows(name: &str) -> i64 {
+    let url = parse_url(&first_server_url()).unwrap();
+    let client = connect(&with_dbname(&url, name)).await.unwrap();
+    client.query_one("SELECT count(*) FROM organization_user", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn the_armed_spare_commits_its_admin_only_when_claimed() {
+    let app = spawn_spares(2, false).await;
+    replenish(&app).await;
+    assert!(app.access.pools().is_armed("main"), "a round arms a spare");
+    // Oldest first in the register: the armed one is the newest.
+    let names = ready(&app, "main").await;
+    let (oldest, armed) = (names[0].clone(), names[1].clone());
+    let oldest_oid = oid("main", &oldest).await.expect("spare exists");
+
+    // Another replica's reservation takes the armed spare (and "crashes" before the rename).
+    let other = app.user("other").await;
+    let request = ipb::ReserveOrganizationRequest {
+        name: app.org_name("Elsewhere"),
+        creator_user_id: other.id.clone(),
+        candidate_servers: vec!["main".into()],
+        claim_spare_database: true,
+        preferred_spare_database_names: vec![armed.clone()],
+    };
+    let reserved = app.directory().reserve_organization(request).await.unwrap().into_inner();
+    assert_eq!(reserved.spare_database_name, armed);
+
+    // This creation staged its admin in the armed spare, got the other one: rolled back.
+    let owner = app.user("owner").await;
+    let org = app.create_org(&owner, "Here").await;
+    let renamed = oid("main", &org.database_name).await.expect("clinic database");
+    assert_eq!(renamed, oldest_oid, "the oldest spare was renamed into place");
+    admin_check(&app, &owner, &org, 1).await;
+    assert_eq!(member_rows(&armed).await, 0, "nothing committed in the spare it did not get");
+
+    // The other creation completes: its rename is not held up by a connection to its spare.
+    let done = app.create_org(&other, "Elsewhere").await;
+    assert_eq!(done.status, pb::OrganizationStatus::Active as i32);
+    assert_eq!(oid("main", &armed).await, None);
+    admin_check(&app, &other, &done, 1).await;
 }
 
 #[tokio::test]
