@@ -13,7 +13,9 @@
 //!    it; a database created without them is repaired), and it gets its own login role, the
 //!    only one besides its owner that may connect to it — unless it was a spare that came with
 //!    its role and grants (recorded with the organization at the claim);
-//! 4. the creator becomes its admin (once), while the membership is recorded centrally;
+//! 4. the creator becomes its admin (once), while the membership is recorded centrally — for
+//!    the spare this process keeps armed (see `spares`), before the rename, through the warm
+//!    connection that staged the row while the reservation ran;
 //! 5. the organization is marked ACTIVE (which forgets the claimed spare).
 //!
 //! The server's pooled maintenance connection and one tenant connection (the tenant's pool, or
@@ -237,9 +239,12 @@ enum Placed {
 
 /// Steps 2 to 4 of the module header on the tenant's server.
 ///
-/// From a spare that carries its login role and grants (the usual case), the server's pooled
-/// maintenance connection renames it and the admin row goes in through the tenant's own pool
-/// (its role): no role work, no connection opened but the tenant's first. When none is left,
+/// From the armed spare (`armed`: its connection, the admin row committed in it during the
+/// reservation; the usual case), the connection is closed while the server's pooled
+/// maintenance connection looks the spare up, then renames it: no connection opened. From
+/// another spare that carries its login role and grants, the rename, then the admin row
+/// through the tenant's own pool (its role): no role work, no connection opened but the
+/// tenant's first. When none is left,
 /// the template is cloned while the role's verifier is computed and the role made (on a side
 /// connection); the clone's schema marker and its CONNECT grant then take one round trip on the
 /// maintenance connection while the admin row goes in through a connection of the clone's
