@@ -20,7 +20,7 @@ pub mod requests;
 pub mod service;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::Error;
 pub use grpc::AppointmentHandler;

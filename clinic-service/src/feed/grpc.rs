@@ -88,6 +88,7 @@ impl Feed {
             Some(position) => position,
             None => log::head(&*conn).await?,
         };
+        hub.seed(position).await;
         // The first stretch of the catch-up on the same connection (and the range checked).
         let first = match log::read_after(&*conn, position, BATCH).await {
             Ok(changes) => changes,

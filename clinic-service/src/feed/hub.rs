@@ -102,6 +102,16 @@ impl Hub {
         Watching { hub: self.clone(), member_id }
     }
 
+    /// Gives a hub that has not read yet the position a new watcher reads the log after (call
+    /// it after subscribing, before that read): the hub then reads from there rather than from
+    /// the head at its first read, which may come after changes the watcher's own read missed
+    /// (and no later batch would reveal the gap). A hub that has read keeps its position:
+    /// what it read before the subscription precedes the watcher's read, what it reads after
+    /// reaches the watcher.
+    pub async fn seed(&self, after: i64) {
+        self.position.lock().await.get_or_insert(after);
+    }
+
     /// Whether anyone still watches.
     pub fn watched(&self) -> bool {
         self.events.receiver_count() > 0
@@ -121,7 +131,8 @@ impl Hub {
     }
 
     /// Reads through `db` (a connection to this clinic) and broadcasts everything after the
-    /// last read (after the head, the first time: watchers read what precedes it themselves).
+    /// last read (after the first watcher's position, see [`Hub::seed`]; after the head when
+    /// none seeded it: watchers read what precedes it themselves).
     pub async fn read(&self, db: &impl Db) -> Result<(), Error> {
         let mut position = self.position.lock().await;
         let mut after = match *position {
@@ -198,4 +209,43 @@ pub async fn poll(feed: Feed, hub: Arc<Hub>) {
 async fn read_pooled(feed: &Feed, hub: &Hub) -> Result<(), Error> {
     let conn = feed.access().connect(&hub.location).await?;
     hub.read(&*conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::Hub;
+    use crate::{
+        appointments::tests::{Tenant, hours_ahead},
+        feed::log,
+        tenancy::Location,
+    };
+
+    /// A change that commits after a new watcher read the log but before the hub's first read
+    /// reaches the watcher: the hub reads from the watcher's position, not from the head.
+    #[tokio::test]
+    async fn a_new_hub_broadcasts_what_committed_between_its_watchers_read_and_its_own() {
+        let mut t = Tenant::new().await;
+        let (admin, patient, doctor) = (t.admin().await, t.patient().await, t.doctor().await);
+        let location = Location {
+            organization_id: Uuid::new_v4(),
+            server: "main".into(),
+            database: "unused".into(),
+            login_role: "unused".into(),
+            login_role_recorded: false,
+        };
+        let hub = Hub::new(location, Duration::from_secs(1));
+        let mut rx = hub.subscribe();
+        let watcher_read = log::head(&t.client).await.unwrap();
+        hub.seed(watcher_read).await;
+        let booked = t.book(&admin, patient.member_id, doctor.member_id, hours_ahead(5), 30).await;
+        let booked = booked.unwrap();
+        hub.read(&t.client).await.unwrap();
+        let batch = rx.try_recv().expect("the change was broadcast");
+        assert_eq!(batch.len(), 1);
+        assert_eq!((batch[0].position, batch[0].appointment_id), (watcher_read + 1, booked.id));
+    }
 }
