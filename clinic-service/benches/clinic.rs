@@ -166,6 +166,8 @@ async fn provisioning() {
 /// a clone its role and grants finished (its admin row going in meanwhile), its admin row in.
 fn steps(logs: &str) -> String {
     let keys = [
+        "reserved_ms",
+        "staged_ms",
         "reserve_ms",
         "tenant_ms",
         "acquired_ms",
@@ -223,6 +225,9 @@ async fn reads(cache_ttl: Duration) -> Figures {
 
 #[tokio::main]
 async fn main() {
+    // Only the step timings it reports (and warnings): the tests' trace-level capture would
+    // format every event of both services on the measured side.
+    helpers::capture_logs("warn,clinic_service::tenancy::provisioning=debug");
     provisioning().await;
 
     let uncached = reads(Duration::ZERO).await;

@@ -66,16 +66,23 @@ pub async fn create_organization(
     // runs: the one claimed commits it, the others roll back and stay armed. A session revoked
     // within the revocation stream's delay may leave a PROVISIONING row, which only its creator
     // can see or complete.
-    let reserve = access.identity().reserve_organization(name, user_id, servers, claim, preferred);
+    let reserve = async {
+        let reserved =
+            access.identity().reserve_organization(name, user_id, servers, claim, preferred).await;
+        tracing::debug!(reserved_ms = ms(started.elapsed()), "reservation answered");
+        reserved
+    };
     let staging = async {
-        match person.await {
+        let staged = match person.await {
             Ok(person) => {
                 let staged = armed.into_iter().map(|a| a.stage(&person));
                 let armed = futures::future::join_all(staged).await;
                 (Ok(person), armed)
             }
             Err(e) => (Err(e), armed),
-        }
+        };
+        tracing::debug!(staged_ms = ms(started.elapsed()), "caller known, admin staged");
+        staged
     };
     let (reserved, (person, armed)) = tokio::join!(reserve, staging);
     let outcome = async {

@@ -55,14 +55,25 @@ pub fn captured_logs() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// What the tests capture: everything of the services down to trace (debug for
+/// identity-service).
+const TEST_LOGS: &str = "info,clinic_service=trace,identity_service=debug";
+
 fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
+    capture_logs(TEST_LOGS)
+}
+
+/// Installs the capturing subscriber with `filter`, unless one is installed already (the first
+/// call wins: a benchmark calls this first to capture only what it reads, since formatting
+/// every trace event would weigh on the side it measures).
+pub fn capture_logs(filter: &str) -> Arc<Mutex<Vec<u8>>> {
     static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     BUFFER
         .get_or_init(|| {
             let buffer = Arc::new(Mutex::new(Vec::new()));
             let writer = buffer.clone();
             let _ = tracing_subscriber::fmt()
-                .with_env_filter("info,clinic_service=trace,identity_service=debug")
+                .with_env_filter(filter)
                 .with_writer(move || LogWriter(writer.clone()))
                 .with_ansi(false)
                 .try_init();
