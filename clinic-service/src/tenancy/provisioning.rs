@@ -251,8 +251,7 @@ enum Placed {
 /// maintenance connection looks the spare up, then renames it: no connection opened. From
 /// another spare that carries its login role and grants, the rename, then the admin row
 /// through the tenant's own pool (its role): no role work, no connection opened but the
-/// tenant's first. When none is left,
-/// the template is cloned while the role's verifier is computed and the role made (on a side
+/// tenant's first. When none is left, the template is cloned while the role's verifier is computed and the role made (on a side
 /// connection); the clone's schema marker and its CONNECT grant then take one round trip on the
 /// maintenance connection while the admin row goes in through a connection of the clone's
 /// owner. Those side connections are taken only when the budget has one free at once (else the
@@ -500,13 +499,13 @@ async fn place_database(
             return Ok(placement(Placed::Existed, marker));
         }
         let Some(marker) = marker_of(spare) else { return clone().await };
-        // Anyone else connected to the spare as this role (a racing arm, another replica's
-        // armed connection; see `spares`) is ended first; the rename waits for such a backend
-        // to exit (rare: the armed connection of this process is closed before). The name was
-        // checked by `spare_name`: a plain identifier.
+        // This process's armed connection to the spare is gone before the rename.
         if let Some(closing) = closing.take() {
             closing.await.map_err(|e| Error::internal("close the armed spare", e))?;
         }
+        // Anyone else connected to the spare as this role (a racing arm, another replica's
+        // armed connection; see `spares`) is ended first; the rename waits for such a backend
+        // to exit (rare). The name was checked by `spare_name`: a plain identifier.
         let sql = format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = '{spare}' AND usename = current_user AND pid <> pg_backend_pid(); \

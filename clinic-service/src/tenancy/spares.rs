@@ -30,7 +30,8 @@
 //! first and, when it gets it, inserts its admin through that connection and closes it before
 //! the rename: no connection is opened on the way, and the first statement is not a cold one.
 //! Arming follows every replenisher round and every use. Any other connection to a spare (a
-//! racing arm, another replica's armed one) is ended by the rename, which never waits for it.
+//! racing arm, another replica's armed one) is ended by the rename, which then waits only for
+//! that backend's exit.
 
 use std::{
     collections::HashSet,
@@ -187,13 +188,11 @@ pub async fn arm(access: &TenantAccess, server: &str) {
         };
         let config = access.database_config(server, &spare.database_name)?;
         let Some(mut conn) = access.pools().try_connect(&config).await? else { return Ok(()) };
-        match provisioning::warm_up(&mut conn.client).await {
-            Ok(()) => access.pools().arm(server, &spare.database_name, conn),
-            Err(e) => {
-                tokio::spawn(conn.close());
-                return Err(e);
-            }
+        if let Err(e) = provisioning::warm_up(&mut conn.client).await {
+            tokio::spawn(conn.close());
+            return Err(e);
         }
+        access.pools().arm(server, &spare.database_name, conn);
         Ok::<_, Error>(())
     }
     .await;
