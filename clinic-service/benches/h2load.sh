@@ -107,6 +107,48 @@ sql_rate() {
         -D uid="$USER_ID" -D aid="$APPOINTMENT_ID" -f "$work/pgbench/$1.sql" \
         "$PG/$TENANT_DATABASE" 2>/dev/null | awk '/^tps/ {print int($3)}'
 }
+# CPU time so far, in clock ticks: clinic-service, every PostgreSQL process, the whole machine
+# busy, the whole machine idle (from /proc). Backends that exit in between are not counted: the
+# service's pooled connections and pgbench's live through a run.
+cpu_ticks() {
+    python3 - "${pids[1]}" <<'PY'
+import os, sys
+def ticks(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+pg = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{pid}/comm").read().strip() == "postgres":
+            pg += ticks(pid)
+    except OSError:
+        pass
+cpu = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+idle = cpu[3] + cpu[4]
+print(ticks(sys.argv[1]), pg, sum(cpu[:8]) - idle, idle)
+PY
+}
+# CPU per call in microseconds from two cpu_ticks snapshots and the calls made in between:
+# clinic-service, PostgreSQL, the rest (the load generator, the kernel's loopback work), the
+# whole machine; then the share of the machine left idle.
+per_call() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import os, sys
+a, b = ([int(x) for x in s.split()] for s in sys.argv[1:3])
+calls = float(sys.argv[3])
+d = [y - x for x, y in zip(a, b)]
+us = 1e6 / os.sysconf("SC_CLK_TCK") / max(calls, 1)
+print(f"{d[0] * us:.0f} {d[1] * us:.0f} {(d[2] - d[0] - d[1]) * us:.0f} {d[2] * us:.0f} "
+      f"{100 * d[3] / max(d[2] + d[3], 1):.0f}%")
+PY
+}
+# Two cpu_ticks snapshots added field by field (to sum the rounds' intervals).
+add_ticks() {
+    python3 -c "import sys; print(*(int(x) + int(y) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())))" "$1" "$2"
+}
 # Medians of the rounds: rpc rate, sql rate, ratio; then every round's ratio.
 summary() {
     python3 - "$@" <<'PY'
@@ -123,16 +165,36 @@ printf '\n== h2load vs pgbench -M prepared: %s clients, %s s each, %s round(s), 
     "$CLIENTS" "$SECS" "$ROUNDS"
 printf '%-18s %12s %12s %8s  %-18s %s\n' scenario "rpc req/s" "sql tx/s" ratio "sample grpc-status" \
     "ratio per round"
+cpu=""
 for s in GetMember GetAppointment ListAppointments; do
     status="$(curl -s --http2-prior-knowledge -o /dev/null -D - -X POST \
         -H 'content-type: application/grpc' -H 'te: trailers' \
         -H "authorization: Bearer $TOKEN" --data-binary "@$work/$s.bin" \
         "http://127.0.0.1:52052${path[$s]}" | tr -d '\r' | awk -F': ' '/^grpc-status/ {print $2}')"
-    rpcs="" sqls=""
+    rpcs="" sqls="" rpc_calls=0 sql_calls=0
+    rpc_cpu_a="0 0 0 0" rpc_cpu_b="0 0 0 0" sql_cpu_a="0 0 0 0" sql_cpu_b="0 0 0 0"
     for _ in $(seq 1 "$ROUNDS"); do
-        rpcs+=" $(rpc_rate "$s")"
-        sqls+=" $(sql_rate "$s")"
+        before="$(cpu_ticks)"
+        rate="$(rpc_rate "$s")"
+        after="$(cpu_ticks)"
+        rpcs+=" $rate"
+        rpc_calls="$(python3 -c "print($rpc_calls + $rate * $SECS)")"
+        rpc_cpu_a="$(add_ticks "$rpc_cpu_a" "$before")" rpc_cpu_b="$(add_ticks "$rpc_cpu_b" "$after")"
+        before="$(cpu_ticks)"
+        rate="$(sql_rate "$s")"
+        after="$(cpu_ticks)"
+        sqls+=" $rate"
+        sql_calls="$(python3 -c "print($sql_calls + $rate * $SECS)")"
+        sql_cpu_a="$(add_ticks "$sql_cpu_a" "$before")" sql_cpu_b="$(add_ticks "$sql_cpu_b" "$after")"
     done
     read -r rpc sql ratio rounds <<<"$(summary "$rpcs" "$sqls")"
     printf '%-18s %12s %12s %8s  %-18s %s\n' "$s" "$rpc" "$sql" "$ratio" "${status:-none}" "$rounds"
+    cpu+="$(printf '%-18s %8s %8s %8s %8s %6s   %8s %6s' "$s" \
+        $(per_call "$rpc_cpu_a" "$rpc_cpu_b" "$rpc_calls") \
+        $(per_call "$sql_cpu_a" "$sql_cpu_b" "$sql_calls" | cut -d' ' -f4-))"$'\n'
 done
+printf '\nCPU per call in us over the rounds (/proc; "rest": the load generator and the kernel'"'"'s\n'
+printf 'loopback work; idle: the share of the two cores left idle). pgbench'"'"'s backends exit before\n'
+printf 'they can be read: its side gives the whole machine only.\n'
+printf '%-18s %8s %8s %8s %8s %6s   %8s %6s\n' scenario clinic postgres rest all idle "sql all" idle
+printf '%s' "$cpu"

@@ -19,6 +19,7 @@ use std::{
 
 use clinic_shared::pg::RowExt;
 use tokio::sync::mpsc;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{
@@ -108,9 +109,8 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
             .map_err(db("unsealed events"))?;
         let xmin: i64 = rows.first().map(|r| r.col("xmin")).transpose()?.unwrap_or(horizon);
         let pass_horizon = *pass_horizon.get_or_insert(xmin.max(horizon));
-        let mut seqs = Vec::new();
-        let mut ids = Vec::new();
-        let mut hashes: Vec<Vec<u8>> = Vec::new();
+        // (seq, event id, hash) of each seal to write.
+        let mut seals: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         let mut read = 0;
         for row in &rows {
             if row.col::<Option<i64>>("id")?.is_none() {
@@ -124,13 +124,11 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
             let event = StoredEvent::from_row(row)?;
             seq += 1;
             hash = chain::link(&hash, seq, &event).to_vec();
-            seqs.push(seq);
-            ids.push(event.id);
-            hashes.push(hash.clone());
+            seals.push((seq, event.id, hash.clone()));
         }
         // A full batch leaves the rest of the pass unread: the horizon stays until it is done.
         let full = read == BATCH;
-        if ids.is_empty() {
+        if seals.is_empty() {
             tx.rollback().await.map_err(db("end seal"))?;
             if full {
                 continue;
@@ -138,13 +136,23 @@ pub async fn seal(access: &TenantAccess, organization_id: Uuid) -> Result<Option
             return Ok((seq > 0).then_some(Head { seq, hash }));
         }
         let next_horizon = if full { horizon } else { pass_horizon };
-        tx.execute(
-            "INSERT INTO audit_seal (seq, event_id, hash, horizon) \
-             SELECT s, e, h, $4 FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(s, e, h)",
-            &[&seqs, &ids, &hashes, &next_horizon],
-        )
-        .await
-        .map_err(db("write seals"))?;
+        // One binary COPY: rows inserted several per page and WAL record.
+        let writer = tx
+            .copy_in(
+                "COPY audit_seal (seq, event_id, hash, horizon) FROM STDIN (FORMAT binary)",
+                &[Type::INT8, Type::INT8, Type::BYTEA, Type::INT8],
+            )
+            .await
+            .map_err(db("write seals"))?;
+        let mut writer = std::pin::pin!(writer);
+        for (seq, id, hash) in &seals {
+            writer
+                .as_mut()
+                .write(&[seq, id, hash, &next_horizon])
+                .await
+                .map_err(db("write seals"))?;
+        }
+        writer.finish().await.map_err(db("write seals"))?;
         tx.commit().await.map_err(db("commit seals"))?;
         if !full {
             return Ok(Some(Head { seq, hash }));

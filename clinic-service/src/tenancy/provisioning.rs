@@ -319,6 +319,7 @@ async fn provision_database(
                     .map_err(|e| Error::tenant_db("finish the clone", &e))
             };
             let (role, batch) = tokio::join!(role, batch);
+            tracing::debug!(granted_ms = ms(started.elapsed()), "clone finished");
             role.and(batch)
         };
         let early_admin = async {
@@ -326,8 +327,11 @@ async fn provision_database(
             else {
                 return Ok(None);
             };
+            let connected_ms = ms(started.elapsed());
             let admin = insert_admin(&owner.client, claims).await;
             tokio::spawn(owner.close());
+            // Where the time went (benches/clinic.rs reports these).
+            tracing::debug!(connected_ms, admin_ms = ms(started.elapsed()), "admin row written");
             admin.map(Some)
         };
         let (finished, early_admin) = tokio::join!(finished, early_admin);
