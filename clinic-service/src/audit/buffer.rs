@@ -1,5 +1,6 @@
-//! The buffer of read and refusal events: requests push into it (memory only, no lock, no
-//! round trip); one background task writes each tenant's events with one INSERT per flush.
+//! The buffer of read and refusal events: requests push into it (memory only, no round trip,
+//! and no task woken but once per batch); one background task writes each tenant's events with
+//! one COPY per flush.
 //!
 //! The bound: at most `AUDIT_BUFFER_EVENTS` events are pushed and not yet committed. A push
 //! beyond it fails, and so does the request (RESOURCE_EXHAUSTED): nothing is answered that
@@ -11,29 +12,42 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
 };
 
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinSet,
+};
 use uuid::Uuid;
 
 use super::{AuditConfig, event::Event, store};
 use crate::{error::Error, tenancy::TenantAccess};
 
-/// The sending half, shared by every handler.
+/// The buffer, shared by every handler and the writer.
 pub(super) struct Queue {
-    events: mpsc::UnboundedSender<Event>,
+    /// Pushed and not yet taken by the writer; `None` once the writer has taken the last.
+    events: Mutex<Option<Vec<Event>>>,
+    /// Told when a batch is waiting (the writer also looks every flush interval): one wake-up
+    /// per batch, not per event.
+    batch_ready: Notify,
+    batch_events: usize,
     /// Pushed and not yet committed (or given up at shutdown).
     queued: AtomicUsize,
     capacity: usize,
 }
 
 impl Queue {
-    pub(super) fn new(capacity: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
-        let (events, receiver) = mpsc::unbounded_channel();
-        (Arc::new(Self { events, queued: AtomicUsize::new(0), capacity }), receiver)
+    pub(super) fn new(capacity: usize, batch_events: usize) -> Arc<Self> {
+        Arc::new(Self {
+            events: Mutex::new(Some(Vec::new())),
+            batch_ready: Notify::new(),
+            batch_events,
+            queued: AtomicUsize::new(0),
+            capacity,
+        })
     }
 
     /// Queues `event`, or RESOURCE_EXHAUSTED when the buffer is full (or no longer drained).
@@ -43,10 +57,16 @@ impl Queue {
             tracing::warn!("audit buffer full: call refused");
             return Err(Error::Exhausted("the audit trail is busy; retry".into()));
         }
-        self.events.send(event).map_err(|_| {
+        let mut events = self.lock();
+        let Some(events) = events.as_mut() else {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            Error::Exhausted("the audit trail is shutting down".into())
-        })
+            return Err(Error::Exhausted("the audit trail is shutting down".into()));
+        };
+        events.push(event);
+        if events.len() == self.batch_events {
+            self.batch_ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Events pushed and not yet committed.
@@ -57,6 +77,20 @@ impl Queue {
     fn written(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::AcqRel);
     }
+
+    /// The events pushed since the last take (with `last`, every push from now on fails).
+    fn take(&self, last: bool) -> Vec<Event> {
+        let mut events = self.lock();
+        if last {
+            events.take().unwrap_or_default()
+        } else {
+            events.as_mut().map(std::mem::take).unwrap_or_default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<Event>>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Writes queued events until `stop`, then everything still queued (graceful shutdown loses
@@ -64,36 +98,27 @@ impl Queue {
 pub(super) async fn run(
     access: TenantAccess,
     queue: Arc<Queue>,
-    mut events: mpsc::UnboundedReceiver<Event>,
     config: AuditConfig,
     written: mpsc::UnboundedSender<Uuid>,
     stop: impl Future<Output = ()>,
 ) {
     let mut pending: HashMap<Uuid, Vec<Event>> = HashMap::new();
-    let mut waiting = 0;
     let mut ticks = tokio::time::interval(config.flush_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = ticks.tick() => {
-                waiting = flush(&access, &queue, &mut pending, &written).await;
-            }
-            Some(event) = events.recv() => {
-                pending.entry(event.organization_id).or_default().push(event);
-                waiting += 1;
-                if waiting >= config.batch_events {
-                    waiting = flush(&access, &queue, &mut pending, &written).await;
-                }
-            }
+            _ = ticks.tick() => {}
+            () = queue.batch_ready.notified() => {}
+        }
+        gather(&mut pending, queue.take(false));
+        if !pending.is_empty() {
+            flush(&access, &queue, &mut pending, &written).await;
         }
     }
     // Requests have drained: what is queued now is all there will be.
-    events.close();
-    while let Some(event) = events.recv().await {
-        pending.entry(event.organization_id).or_default().push(event);
-    }
+    gather(&mut pending, queue.take(true));
     for attempt in 0..3 {
         if flush(&access, &queue, &mut pending, &written).await == 0 {
             return;
@@ -104,6 +129,13 @@ pub(super) async fn run(
     let lost: usize = pending.values().map(Vec::len).sum();
     tracing::error!(lost, "audit events could not be written before shutdown");
     queue.written(lost);
+}
+
+/// Adds `events` to their tenants' pending events.
+fn gather(pending: &mut HashMap<Uuid, Vec<Event>>, events: Vec<Event>) {
+    for event in events {
+        pending.entry(event.organization_id).or_default().push(event);
+    }
 }
 
 /// Writes every tenant's pending events, tenants in parallel; keeps what failed for the next
@@ -150,4 +182,65 @@ async fn write(
     let org = access.organization(organization_id).await?;
     let conn = access.connect(&org.location).await?;
     store::insert_batch(&conn, events).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic::Code;
+
+    use super::*;
+    use crate::roles::Role;
+
+    fn event() -> Event {
+        Event {
+            organization_id: Uuid::new_v4(),
+            occurred_at: chrono::Utc::now(),
+            user_id: Uuid::new_v4(),
+            member_id: Uuid::new_v4(),
+            role: Role::Patient,
+            action: "clinic.v1.MemberService/GetMember",
+            resource_type: "member",
+            resource_id: None,
+            patients: Vec::new(),
+            outcome: Code::Ok,
+            request_id: None,
+            peer: None,
+        }
+    }
+
+    async fn told(queue: &Queue) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), queue.batch_ready.notified()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn only_a_full_batch_wakes_the_writer_and_no_push_is_taken_after_the_last_take() {
+        let queue = Queue::new(10, 3);
+        queue.push(event()).unwrap();
+        queue.push(event()).unwrap();
+        assert!(!told(&queue).await, "two events of a batch of three wake nobody");
+        queue.push(event()).unwrap();
+        assert!(told(&queue).await, "the third does");
+        assert_eq!(queue.take(false).len(), 3);
+        // Taken is not committed: still counted against the bound until written.
+        assert_eq!(queue.queued(), 3);
+        queue.push(event()).unwrap();
+        assert!(!told(&queue).await);
+        assert_eq!(queue.take(true).len(), 1);
+        assert!(matches!(queue.push(event()), Err(Error::Exhausted(_))));
+        assert_eq!(queue.queued(), 4);
+        queue.written(4);
+        assert_eq!(queue.queued(), 0);
+    }
+
+    #[test]
+    fn a_push_beyond_the_bound_is_refused_and_not_counted() {
+        let queue = Queue::new(2, 100);
+        queue.push(event()).unwrap();
+        queue.push(event()).unwrap();
+        assert!(matches!(queue.push(event()), Err(Error::Exhausted(_))));
+        assert_eq!(queue.queued(), 2);
+        assert_eq!(queue.take(false).len(), 2);
+    }
 }

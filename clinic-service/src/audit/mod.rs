@@ -64,7 +64,6 @@ pub struct Audit {
 /// [`AuditTasks::run`].
 pub struct AuditTasks {
     queue: Arc<buffer::Queue>,
-    events: mpsc::UnboundedReceiver<Event>,
     written_tx: mpsc::UnboundedSender<Uuid>,
     written: mpsc::UnboundedReceiver<Uuid>,
     config: AuditConfig,
@@ -73,7 +72,7 @@ pub struct AuditTasks {
 impl Audit {
     /// A handle and its background tasks, counting in `metrics`.
     pub fn new(config: &AuditConfig, metrics: ServiceMetrics) -> (Self, AuditTasks) {
-        let (queue, events) = buffer::Queue::new(config.buffer_events);
+        let queue = buffer::Queue::new(config.buffer_events, config.batch_events);
         let (written_tx, written) = mpsc::unbounded_channel();
         let audit = Self {
             queue: queue.clone(),
@@ -81,7 +80,7 @@ impl Audit {
             record_reads: config.record_reads,
             metrics,
         };
-        (audit, AuditTasks { queue, events, written_tx, written, config: config.clone() })
+        (audit, AuditTasks { queue, written_tx, written, config: config.clone() })
     }
 
     /// Ends a call: records what `result` means for `trail` (see the module header) and
@@ -150,7 +149,7 @@ impl AuditTasks {
                 let _ = sealer_stopped.await;
             },
         ));
-        buffer::run(access, self.queue, self.events, self.config, self.written_tx, stop).await;
+        buffer::run(access, self.queue, self.config, self.written_tx, stop).await;
         // Only once every buffered event is written does the sealer's last pass start.
         let _ = stop_sealer.send(());
         let _ = sealer.await;
