@@ -149,6 +149,19 @@ PY
 add_ticks() {
     python3 -c "import sys; print(*(int(x) + int(y) for x, y in zip(sys.argv[1].split(), sys.argv[2].split())))" "$1" "$2"
 }
+# One round of `$2` (rpc_rate or sql_rate) for scenario $1: its rate appended to rates[$2], its
+# calls added to calls[$2], the CPU snapshots around it added to cpu_a[$2] and cpu_b[$2].
+declare -A rates calls cpu_a cpu_b
+round() {
+    local before after rate
+    before="$(cpu_ticks)"
+    rate="$("$2" "$1")"
+    after="$(cpu_ticks)"
+    rates[$2]+=" $rate"
+    calls[$2]="$(python3 -c "print(${calls[$2]} + $rate * $SECS)")"
+    cpu_a[$2]="$(add_ticks "${cpu_a[$2]}" "$before")"
+    cpu_b[$2]="$(add_ticks "${cpu_b[$2]}" "$after")"
+}
 # Medians of the rounds: rpc rate, sql rate, ratio; then every round's ratio.
 summary() {
     python3 - "$@" <<'PY'
@@ -171,27 +184,17 @@ for s in GetMember GetAppointment ListAppointments; do
         -H 'content-type: application/grpc' -H 'te: trailers' \
         -H "authorization: Bearer $TOKEN" --data-binary "@$work/$s.bin" \
         "http://127.0.0.1:52052${path[$s]}" | tr -d '\r' | awk -F': ' '/^grpc-status/ {print $2}')"
-    rpcs="" sqls="" rpc_calls=0 sql_calls=0
-    rpc_cpu_a="0 0 0 0" rpc_cpu_b="0 0 0 0" sql_cpu_a="0 0 0 0" sql_cpu_b="0 0 0 0"
+    rates=([rpc_rate]="" [sql_rate]="") calls=([rpc_rate]=0 [sql_rate]=0)
+    cpu_a=([rpc_rate]="0 0 0 0" [sql_rate]="0 0 0 0") cpu_b=([rpc_rate]="0 0 0 0" [sql_rate]="0 0 0 0")
     for _ in $(seq 1 "$ROUNDS"); do
-        before="$(cpu_ticks)"
-        rate="$(rpc_rate "$s")"
-        after="$(cpu_ticks)"
-        rpcs+=" $rate"
-        rpc_calls="$(python3 -c "print($rpc_calls + $rate * $SECS)")"
-        rpc_cpu_a="$(add_ticks "$rpc_cpu_a" "$before")" rpc_cpu_b="$(add_ticks "$rpc_cpu_b" "$after")"
-        before="$(cpu_ticks)"
-        rate="$(sql_rate "$s")"
-        after="$(cpu_ticks)"
-        sqls+=" $rate"
-        sql_calls="$(python3 -c "print($sql_calls + $rate * $SECS)")"
-        sql_cpu_a="$(add_ticks "$sql_cpu_a" "$before")" sql_cpu_b="$(add_ticks "$sql_cpu_b" "$after")"
+        round "$s" rpc_rate
+        round "$s" sql_rate
     done
-    read -r rpc sql ratio rounds <<<"$(summary "$rpcs" "$sqls")"
+    read -r rpc sql ratio rounds <<<"$(summary "${rates[rpc_rate]}" "${rates[sql_rate]}")"
     printf '%-18s %12s %12s %8s  %-18s %s\n' "$s" "$rpc" "$sql" "$ratio" "${status:-none}" "$rounds"
     cpu+="$(printf '%-18s %8s %8s %8s %8s %6s   %8s %6s' "$s" \
-        $(per_call "$rpc_cpu_a" "$rpc_cpu_b" "$rpc_calls") \
-        $(per_call "$sql_cpu_a" "$sql_cpu_b" "$sql_calls" | cut -d' ' -f4-))"$'\n'
+        $(per_call "${cpu_a[rpc_rate]}" "${cpu_b[rpc_rate]}" "${calls[rpc_rate]}") \
+        $(per_call "${cpu_a[sql_rate]}" "${cpu_b[sql_rate]}" "${calls[sql_rate]}" | cut -d' ' -f4-))"$'\n'
 done
 printf '\nCPU per call in us over the rounds (/proc; "rest": the load generator and the kernel'"'"'s\n'
 printf 'loopback work; idle: the share of the two cores left idle). pgbench'"'"'s backends exit before\n'

@@ -2,7 +2,7 @@
 //! ([`insert_batch`]).
 
 use chrono::Utc;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tonic::Code;
 
 use super::event::{Event, Trail};
@@ -33,6 +33,42 @@ const COPY_TYPES: [Type; 11] = [
     Type::TEXT,
 ];
 
+/// An event's stored columns, in the order of [`INSERT`] and [`COPY`].
+struct Columns<'a> {
+    event: &'a Event,
+    role: &'static str,
+    outcome: i16,
+    peer: Option<String>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(event: &'a Event) -> Self {
+        Self {
+            event,
+            role: event.role.as_db(),
+            outcome: code(event.outcome),
+            peer: event.peer.map(|p| p.to_string()),
+        }
+    }
+
+    fn values(&self) -> [&(dyn ToSql + Sync); 11] {
+        let e = self.event;
+        [
+            &e.occurred_at,
+            &e.user_id,
+            &e.member_id,
+            &self.role,
+            &e.action,
+            &e.resource_type,
+            &e.resource_id,
+            &e.patients,
+            &self.outcome,
+            &e.request_id,
+            &self.peer,
+        ]
+    }
+}
+
 pub fn code(outcome: Code) -> i16 {
     outcome as i16
 }
@@ -44,25 +80,9 @@ pub async fn record(tx: &impl Db, trail: &mut Trail) -> Result<(), Error> {
     let e = trail
         .event(Code::Ok, Utc::now())
         .ok_or_else(|| Error::Internal("audit: a write without a known caller".into()))?;
-    let peer = e.peer.map(|p| p.to_string());
-    tx.execute(
-        INSERT,
-        &[
-            &e.occurred_at,
-            &e.user_id,
-            &e.member_id,
-            &e.role.as_db(),
-            &e.action,
-            &e.resource_type,
-            &e.resource_id,
-            &e.patients,
-            &code(e.outcome),
-            &e.request_id,
-            &peer,
-        ],
-    )
-    .await
-    .map_err(|e| Error::tenant_db("audit event", &e))?;
+    tx.execute(INSERT, &Columns::of(&e).values())
+        .await
+        .map_err(|e| Error::tenant_db("audit event", &e))?;
     trail.mark_recorded();
     Ok(())
 }
@@ -73,24 +93,8 @@ pub async fn insert_batch(client: &impl Db, events: &[Event]) -> Result<(), Erro
     let writer = client.copy_in(COPY, &COPY_TYPES).await.map_err(db)?;
     let mut writer = std::pin::pin!(writer);
     for e in events {
-        let peer = e.peer.map(|p| p.to_string());
-        writer
-            .as_mut()
-            .write(&[
-                &e.occurred_at,
-                &e.user_id,
-                &e.member_id,
-                &e.role.as_db(),
-                &e.action,
-                &e.resource_type,
-                &e.resource_id,
-                &e.patients,
-                &code(e.outcome),
-                &e.request_id,
-                &peer,
-            ])
-            .await
-            .map_err(db)?;
+        let columns = Columns::of(e);
+        writer.as_mut().write(&columns.values()).await.map_err(db)?;
     }
     writer.finish().await.map_err(db)?;
     Ok(())
