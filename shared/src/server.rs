@@ -47,16 +47,27 @@ pub fn reflection(
 }
 
 /// The tracing span of one request: method and request id (from `x-request-id`, or new).
-/// Never carries metadata values such as tokens.
+/// Never carries metadata values such as tokens. The id is made only when the span is enabled:
+/// nobody sees a disabled span's fields.
 pub fn request_span(request: &http::Request<()>) -> tracing::Span {
-    let request_id = request
+    let span = tracing::info_span!(
+        "grpc",
+        method = %request.uri().path(),
+        request_id = tracing::field::Empty
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    match request
         .headers()
         .get(REQUEST_ID_KEY)
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
+    {
+        Some(id) => span.record("request_id", tracing::field::display(id)),
+        None => span.record("request_id", tracing::field::display(uuid::Uuid::new_v4())),
+    };
+    span
 }
 
 /// The layers every server has, outermost first: the gRPC metrics (so shed and refused calls are

@@ -19,14 +19,16 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
 
 use bytes::Bytes;
 use http_body::Frame;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use prost::Message as _;
 use tonic::{Code, body::Body};
 
@@ -89,11 +91,53 @@ impl GrpcMetrics {
     /// The layer of a listener serving `services` (full names, e.g. `identity.v1.AuthService`)
     /// plus health and reflection. Their methods start at 0 in `grpc_server_started_total`.
     pub fn layer(&self, services: &[&str]) -> GrpcMetricsLayer {
-        let methods = method_table(services.iter().copied().chain(PLUMBING));
-        for m in methods.values() {
-            self.started.with_label_values(&m.values());
+        let methods = method_table(services.iter().copied().chain(PLUMBING))
+            .into_iter()
+            .map(|(path, labels)| (path, Arc::new(self.series(labels))))
+            .collect();
+        let unknown =
+            MethodLabels { kind: UNKNOWN, service: UNKNOWN.into(), method: UNKNOWN.into() };
+        let unknown = Arc::new(self.series(unknown));
+        GrpcMetricsLayer { shared: Arc::new(Shared { methods, unknown }) }
+    }
+
+    /// The series of one method, looked up once (a call then touches no label map).
+    fn series(&self, labels: MethodLabels) -> Series {
+        Series {
+            started: self.started.with_label_values(&labels.values()),
+            metrics: self.clone(),
+            seconds: OnceLock::new(),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+            labels,
         }
-        GrpcMetricsLayer { shared: Arc::new(Shared { metrics: self.clone(), methods }) }
+    }
+}
+
+/// One method's series, each looked up in its vector once: `started` from the start (every
+/// method is listed, called or not), `seconds` and `handled` (per code) when first needed, so
+/// only what happened is exported.
+struct Series {
+    labels: MethodLabels,
+    metrics: GrpcMetrics,
+    started: IntCounter,
+    seconds: OnceLock<Histogram>,
+    handled: [OnceLock<IntCounter>; 17],
+}
+
+impl Series {
+    /// Counts a call ended with `code` after `seconds`.
+    fn ended(&self, code: Code, seconds: f64) {
+        let [kind, service, method] = self.labels.values();
+        // `Code` has exactly the values 0 to 16 (the guard only keeps the index in bounds).
+        let at = usize::try_from(i32::from(code)).map_or(2, |c| c.min(16));
+        self.handled[at]
+            .get_or_init(|| {
+                self.metrics.handled.with_label_values(&[kind, service, method, code_name(code)])
+            })
+            .inc();
+        self.seconds
+            .get_or_init(|| self.metrics.seconds.with_label_values(&[kind, service, method]))
+            .observe(seconds);
     }
 }
 
@@ -150,8 +194,9 @@ fn method_table<'a>(services: impl Iterator<Item = &'a str>) -> HashMap<String, 
 }
 
 struct Shared {
-    metrics: GrpcMetrics,
-    methods: HashMap<String, MethodLabels>,
+    methods: HashMap<String, Arc<Series>>,
+    /// Every path that is not a method of the listener's services.
+    unknown: Arc<Series>,
 }
 
 /// Counts every call of the services it wraps (see the module header).
@@ -191,7 +236,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = Call::start(self.shared.clone(), request.uri().path());
+        let call = Call::start(&self.shared, request.uri().path());
         let answer = self.inner.call(request);
         Box::pin(async move {
             match answer.await {
@@ -207,22 +252,16 @@ where
 
 /// One call in flight; counted as `Canceled` if dropped before its status.
 struct Call {
-    shared: Arc<Shared>,
-    labels: Option<MethodLabels>,
+    series: Arc<Series>,
     started: Instant,
     done: bool,
 }
 
 impl Call {
-    fn start(shared: Arc<Shared>, path: &str) -> Self {
-        let labels = shared.methods.get(path).cloned();
-        let call = Self { shared, labels, started: Instant::now(), done: false };
-        call.shared.metrics.started.with_label_values(&call.values()).inc();
-        call
-    }
-
-    fn values(&self) -> [&str; 3] {
-        self.labels.as_ref().map_or([UNKNOWN; 3], MethodLabels::values)
+    fn start(shared: &Shared, path: &str) -> Self {
+        let series = shared.methods.get(path).unwrap_or(&shared.unknown).clone();
+        series.started.inc();
+        Self { series, started: Instant::now(), done: false }
     }
 
     /// The response, its body watched for the status unless the headers carry it.
@@ -248,13 +287,7 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let [kind, service, method] = self.values();
-        let metrics = &self.shared.metrics;
-        metrics.handled.with_label_values(&[kind, service, method, code_name(code)]).inc();
-        metrics
-            .seconds
-            .with_label_values(&[kind, service, method])
-            .observe(self.started.elapsed().as_secs_f64());
+        self.series.ended(code, self.started.elapsed().as_secs_f64());
     }
 }
 
