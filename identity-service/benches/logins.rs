@@ -223,6 +223,7 @@ async fn main() {
 
     let id_channel = channel(&identity.url(0)).await;
     let mut signups = tokio::task::JoinSet::new();
+    let mut emails = Vec::with_capacity(accounts);
     for i in 0..accounts {
         let id_channel = id_channel.clone();
         signups.spawn(async move {
@@ -232,11 +233,14 @@ async fn main() {
         });
         // The hashing pool's queue is 8 deep: keep fewer sign-ups than that in flight.
         while signups.len() >= 4 {
-            signups.join_next().await.expect("sign-up").expect("sign-up");
+            emails.push(signups.join_next().await.expect("sign-up").expect("sign-up"));
         }
     }
-    let mut emails = Vec::new();
     emails.extend(signups.join_all().await);
+    // Every account: client c logs in as accounts c, c + clients, ... (see `logins`), so while
+    // the clients divide the accounts evenly no two of them share one, and no account sees
+    // parallel attempts (beyond its limit, those are refused and stay counted).
+    assert_eq!(emails.len(), accounts, "every account signed up");
     let emails = Arc::new(emails);
     // The clinic before the throughput runs: a login of the one client address after them was
     // once refused "too many failed attempts" (see the report in the README).
