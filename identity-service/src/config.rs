@@ -10,7 +10,9 @@ use clinic_shared::{
 };
 use secrecy::SecretString;
 
-use crate::{peer::TrustedProxies, tokens::keyring::VerifyKeyFile};
+use crate::{
+    accounts::password::HashPriority, peer::TrustedProxies, tokens::keyring::VerifyKeyFile,
+};
 
 /// Everything identity-service needs to start. Every field has an environment variable; its
 /// default is given on the field.
@@ -44,10 +46,11 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// `HASH_WORKERS`, default all cores but one (at least 1): password hashes running at once.
     pub hash_workers: usize,
-    /// `HASH_WORKER_NICE`, default 10 (0 to 19): the hashing threads' nice value, so on a shared
-    /// machine the latency-sensitive work (reads, token checks, PostgreSQL) goes first and a
-    /// login flood slows logins rather than everything else. 0 leaves them at normal priority.
-    pub hash_worker_nice: i32,
+    /// `HASH_WORKER_NICE`, default `idle` (or a nice value, 0 to 19): how the hashing threads
+    /// give way, so on a shared machine the latency-sensitive work (reads, token checks,
+    /// PostgreSQL) goes first and a login flood slows logins rather than everything else. See
+    /// [`HashPriority`]; 0 leaves them at normal priority.
+    pub hash_worker_nice: HashPriority,
     /// `HASH_QUEUE`, default 8: requests waiting for a hashing worker; beyond that
     /// RESOURCE_EXHAUSTED at once.
     pub hash_queue: usize,
@@ -192,7 +195,7 @@ fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
 }
 
 /// The hashing threads' default nice value: below everything else, not starved.
-const DEFAULT_HASH_WORKER_NICE: i32 = 10;
+const DEFAULT_HASH_WORKER_NICE: HashPriority = HashPriority::Idle;
 
 /// All cores but one, so reads keep a core while passwords are hashed.
 fn default_hash_workers() -> usize {
@@ -239,9 +242,6 @@ impl Config {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
         }
         let hash_worker_nice = env::parse("HASH_WORKER_NICE", DEFAULT_HASH_WORKER_NICE)?;
-        if !(0..=19).contains(&hash_worker_nice) {
-            return Err(ConfigError::new("HASH_WORKER_NICE", "must be between 0 and 19"));
-        }
         let server_tls = tls::server_from_env(mode)?;
         let smtp_url = env::secret("SMTP_URL");
         if mode == Mode::Production && smtp_url.is_none() {

@@ -9,6 +9,8 @@
 //! the request, so a refused caller has cost nothing and counted nothing.
 
 use std::{
+    fmt,
+    str::FromStr,
     sync::{Arc, Mutex, PoisonError, mpsc},
     time::Duration,
 };
@@ -99,6 +101,43 @@ fn verify_with(
 pub const BUSY: Error =
     Error::Throttled { message: "server busy, retry shortly", retry_after: Duration::from_secs(1) };
 
+/// How the hashing threads give way to the rest of the machine (`HASH_WORKER_NICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPriority {
+    /// Linux's `SCHED_IDLE` (the default, written `idle`): hashing runs on CPU time nothing else
+    /// wants, and any other thread that wakes takes the core from it at once, so a login flood
+    /// adds almost nothing to the latency of reads and token checks on the same machine. On a
+    /// machine kept fully busy by other work, logins slow down most. Where the policy cannot be
+    /// set, the threads run at nice 19.
+    Idle,
+    /// A nice value from 0 (normal priority) to 19: the scheduler still shares the CPU by
+    /// weight, and a waking thread may wait for a hashing one to be preempted.
+    Nice(i32),
+}
+
+impl FromStr for HashPriority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("idle") {
+            return Ok(Self::Idle);
+        }
+        match s.parse::<i32>() {
+            Ok(n) if (0..=19).contains(&n) => Ok(Self::Nice(n)),
+            _ => Err("must be idle or a nice value from 0 to 19".into()),
+        }
+    }
+}
+
+impl fmt::Display for HashPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle"),
+            Self::Nice(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// Work for a hashing thread: runs with the thread's memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
@@ -114,9 +153,9 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    /// A pool of `workers` threads (at least 1) at nice value `nice` and `queue` waiting places;
-    /// computes the dummy hash (blocking; call at start-up).
-    pub fn new(workers: usize, queue: usize, nice: i32) -> Result<Self, Error> {
+    /// A pool of `workers` threads (at least 1) running at `priority` and `queue` waiting
+    /// places; computes the dummy hash (blocking; call at start-up).
+    pub fn new(workers: usize, queue: usize, priority: HashPriority) -> Result<Self, Error> {
         let workers = workers.max(1);
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -126,7 +165,7 @@ impl Passwords {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    lower_priority(priority);
                     let mut memory = vec![Block::default(); blocks];
                     loop {
                         let job = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -150,17 +189,43 @@ impl Passwords {
     }
 }
 
-/// Gives the calling thread the nice value `nice` (Linux keeps one per thread: `setpriority`
-/// with `PRIO_PROCESS` and pid 0 changes the calling thread only). Hashing then yields the CPU to
-/// the rest of the process and the machine when they need it, and uses it fully otherwise. A
-/// refusal (a sandbox forbidding it) is logged and hashing runs at normal priority.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
+/// Gives the calling thread `priority`. Linux keeps the policy and the nice value per thread
+/// (`sched_setscheduler` and `setpriority` with pid 0 change the calling thread only). Hashing
+/// then yields the CPU to the rest of the process and the machine when they need it, and uses
+/// it fully otherwise. A refusal (a sandbox forbidding it) is logged; `idle` then falls back to
+/// nice 19, and a nice value to normal priority.
+fn lower_priority(priority: HashPriority) {
+    let nice = match priority {
+        HashPriority::Nice(0) => return,
+        HashPriority::Nice(nice) => nice,
+        HashPriority::Idle => match sched_idle() {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the hashing thread SCHED_IDLE; nice 19");
+                19
+            }
+        },
+    };
     if let Err(e) = rustix::process::setpriority_process(None, nice) {
         tracing::warn!(error = %e, nice, "could not lower the hashing thread's priority");
     }
+}
+
+/// Puts the calling thread under `SCHED_IDLE` (no privilege needed to lower one's own policy).
+#[cfg(target_os = "linux")]
+fn sched_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid `sched_param` that the call only reads; pid 0 names the calling
+    // thread; the call has no other memory effects.
+    match unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sched_idle() -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "SCHED_IDLE is Linux's"))
 }
 
 /// A request's place in the hashing pool; its hashes run one at a time.
@@ -214,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_beyond_the_workers_and_queue_are_refused_at_once() {
-        let passwords = Passwords::new(1, 2, 0).unwrap();
+        let passwords = Passwords::new(1, 2, HashPriority::Nice(0)).unwrap();
         let held: Vec<HashSlot> = (0..3).map(|_| passwords.admit().unwrap()).collect();
         assert!(matches!(passwords.admit(), Err(Error::Throttled { .. })));
         drop(held);
@@ -230,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn hashing_threads_run_at_the_configured_nice_value() {
         let ours = rustix::process::getpriority_process(None).unwrap();
-        let passwords = Passwords::new(1, 0, 7).unwrap();
+        let passwords = Passwords::new(1, 0, HashPriority::Nice(7)).unwrap();
         let slot = passwords.admit().unwrap();
         let theirs = slot
             .run(|_| rustix::process::getpriority_process(None).map_err(Error::internal))
@@ -239,6 +304,35 @@ mod tests {
         // A process already nicer than 7 cannot go back (without privileges): it stays as is.
         assert_eq!(theirs, ours.max(7));
         assert_eq!(rustix::process::getpriority_process(None).unwrap(), ours, "caller unchanged");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn idle_hashing_threads_run_under_sched_idle() {
+        let policy = || {
+            // SAFETY: no arguments but the calling thread (pid 0); reads no memory of ours.
+            unsafe { libc::sched_getscheduler(0) }
+        };
+        let ours = policy();
+        let passwords = Passwords::new(1, 0, HashPriority::Idle).unwrap();
+        let slot = passwords.admit().unwrap();
+        let theirs = slot.run(move |_| Ok(policy())).await.unwrap();
+        assert_eq!(theirs, libc::SCHED_IDLE);
+        assert_eq!(policy(), ours, "caller unchanged");
+        assert_ne!(ours, libc::SCHED_IDLE);
+    }
+
+    #[test]
+    fn the_priority_setting_takes_idle_or_a_nice_value() {
+        assert_eq!("idle".parse(), Ok(HashPriority::Idle));
+        assert_eq!("IDLE".parse(), Ok(HashPriority::Idle));
+        assert_eq!("0".parse(), Ok(HashPriority::Nice(0)));
+        assert_eq!("19".parse(), Ok(HashPriority::Nice(19)));
+        for bad in ["20", "-1", "", "low", "10.5"] {
+            assert!(bad.parse::<HashPriority>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(HashPriority::Idle.to_string(), "idle");
+        assert_eq!(HashPriority::Nice(7).to_string(), "7");
     }
 
     #[test]
