@@ -50,7 +50,7 @@ pub struct Config {
     /// give way, so on a shared machine the latency-sensitive work (reads, token checks,
     /// PostgreSQL) goes first and a login flood slows logins rather than everything else. See
     /// [`HashPriority`]; 0 leaves them at normal priority.
-    pub hash_worker_nice: HashPriority,
+    pub hash_worker_priority: HashPriority,
     /// `HASH_QUEUE`, default 8: requests waiting for a hashing worker; beyond that
     /// RESOURCE_EXHAUSTED at once.
     pub hash_queue: usize,
@@ -194,8 +194,8 @@ fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
     }
 }
 
-/// The hashing threads' default nice value: below everything else, not starved.
-const DEFAULT_HASH_WORKER_NICE: HashPriority = HashPriority::Idle;
+/// The hashing threads run below everything else: on CPU time nothing else wants.
+const DEFAULT_HASH_WORKER_PRIORITY: HashPriority = HashPriority::Idle;
 
 /// All cores but one, so reads keep a core while passwords are hashed.
 fn default_hash_workers() -> usize {
@@ -241,7 +241,7 @@ impl Config {
         if hash_workers == 0 {
             return Err(ConfigError::new("HASH_WORKERS", "must be at least 1"));
         }
-        let hash_worker_nice = env::parse("HASH_WORKER_NICE", DEFAULT_HASH_WORKER_NICE)?;
+        let hash_worker_priority = env::parse("HASH_WORKER_NICE", DEFAULT_HASH_WORKER_PRIORITY)?;
         let server_tls = tls::server_from_env(mode)?;
         let smtp_url = env::secret("SMTP_URL");
         if mode == Mode::Production && smtp_url.is_none() {
@@ -274,7 +274,7 @@ impl Config {
             limits: Limits::from_env()?,
             trusted_proxies: env::parse("TRUSTED_PROXIES", TrustedProxies::default())?,
             hash_workers,
-            hash_worker_nice,
+            hash_worker_priority,
             hash_queue: env::parse("HASH_QUEUE", 8)?,
             unverified_account_ttl: secs("UNVERIFIED_ACCOUNT_TTL_SECS", 7 * 24 * 3600)?,
             max_clinics_per_user: limit("MAX_CLINICS_PER_USER", 10)?,
@@ -337,7 +337,7 @@ impl Config {
             limits: Limits::default(),
             trusted_proxies: TrustedProxies::default(),
             hash_workers: default_hash_workers(),
-            hash_worker_nice: DEFAULT_HASH_WORKER_NICE,
+            hash_worker_priority: DEFAULT_HASH_WORKER_PRIORITY,
             hash_queue: 8,
             unverified_account_ttl: Duration::from_secs(7 * 24 * 3600),
             max_clinics_per_user: 1000,

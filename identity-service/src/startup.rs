@@ -99,11 +99,12 @@ impl Application {
         );
         let access_tokens =
             AccessTokens::new(ring, config.jwt_issuer.clone(), config.access_token_ttl)?;
-        let (workers, queue, nice) =
-            (config.hash_workers, config.hash_queue, config.hash_worker_nice);
-        let passwords = tokio::task::spawn_blocking(move || Passwords::new(workers, queue, nice))
-            .await
-            .map_err(Error::internal)??;
+        let (workers, queue, priority) =
+            (config.hash_workers, config.hash_queue, config.hash_worker_priority);
+        let passwords =
+            tokio::task::spawn_blocking(move || Passwords::new(workers, queue, priority))
+                .await
+                .map_err(Error::internal)??;
         let mailer = mail::from_config(&config.mail)?;
         // The internal listener may also require client certificates (mutual TLS).
         let internal_tls = match (&config.tls, &config.internal_client_ca) {
