@@ -46,8 +46,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// `HASH_WORKERS`, default all cores but one (at least 1): password hashes running at once.
     pub hash_workers: usize,
-    /// `HASH_WORKER_NICE`, default `idle` (or a nice value, 0 to 19): how the hashing threads
-    /// give way, so on a shared machine the latency-sensitive work (reads, token checks,
+    /// `HASH_WORKER_NICE`, default 10 (a nice value 0 to 19, or `idle`): how the hashing
+    /// threads give way, so on a shared machine the latency-sensitive work (reads, token checks,
     /// PostgreSQL) goes first and a login flood slows logins rather than everything else. See
     /// [`HashPriority`]; 0 leaves them at normal priority.
     pub hash_worker_priority: HashPriority,
@@ -194,8 +194,9 @@ fn limit(name: &str, default: u32) -> Result<u32, ConfigError> {
     }
 }
 
-/// The hashing threads run below everything else: on CPU time nothing else wants.
-const DEFAULT_HASH_WORKER_PRIORITY: HashPriority = HashPriority::Idle;
+/// The hashing threads' default: below everything else by weight, never starved (`idle` yields
+/// more under a flood, but on a saturated machine leaves logins almost no CPU).
+const DEFAULT_HASH_WORKER_PRIORITY: HashPriority = HashPriority::Nice(10);
 
 /// All cores but one, so reads keep a core while passwords are hashed.
 fn default_hash_workers() -> usize {

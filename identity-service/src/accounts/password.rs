@@ -104,14 +104,15 @@ pub const BUSY: Error =
 /// How the hashing threads give way to the rest of the machine (`HASH_WORKER_NICE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashPriority {
-    /// Linux's `SCHED_IDLE` (the default, written `idle`): hashing runs on CPU time nothing else
-    /// wants, and any other thread that wakes takes the core from it at once, so a login flood
-    /// adds almost nothing to the latency of reads and token checks on the same machine. On a
-    /// machine kept fully busy by other work, logins slow down most. Where the policy cannot be
-    /// set, the threads run at nice 19.
+    /// Linux's `SCHED_IDLE` (written `idle`): hashing runs on CPU time nothing else wants, and
+    /// any other thread that wakes takes the core from it at once, so a login flood adds the
+    /// least to the latency of reads and token checks on the same machine. On a machine kept
+    /// busy by other work, logins get almost no CPU (a test suite running beside them slowed a
+    /// login past a second). Where the policy cannot be set, the threads run at nice 19.
     Idle,
-    /// A nice value from 0 (normal priority) to 19: the scheduler still shares the CPU by
-    /// weight, and a waking thread may wait for a hashing one to be preempted.
+    /// A nice value from 0 (normal priority) to 19 (the default is 10): the scheduler shares
+    /// the CPU by weight, so logins always progress, and a waking thread may wait for a
+    /// hashing one to be preempted.
     Nice(i32),
 }
 
