@@ -92,7 +92,7 @@ impl Feed {
         // The first stretch of the catch-up on the same connection (and the range checked).
         let first = match log::read_after(&*conn, position, BATCH).await {
             Ok(changes) => changes,
-            Err(ReadError::OutOfRange) => return Err(out_of_range()),
+            Err(ReadError::OutOfRange { .. }) => return Err(out_of_range()),
             Err(ReadError::Failed(e)) => return Err(e.into()),
         };
         drop(conn);

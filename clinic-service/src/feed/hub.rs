@@ -142,10 +142,19 @@ impl Hub {
         loop {
             let changes = match log::read_after(db, after, BATCH).await {
                 Ok(changes) => changes,
-                // Only if the hub fell behind the whole kept history: watchers catch up on
-                // their own (they see the gap), so start again from the head.
-                Err(ReadError::OutOfRange) => {
-                    after = log::head(db).await?;
+                // The hub fell behind the kept history (it had not read since before a prune):
+                // go on from the oldest change kept, so every change a watcher may still be
+                // waiting for is broadcast. A watcher further behind sees the gap in that batch
+                // and reads the log itself (and learns it is out of range). Jumping to the head
+                // instead would broadcast nothing of what was logged since, and a watcher whose
+                // position is in range would wait for it forever.
+                Err(ReadError::OutOfRange { pruned, .. }) if after < pruned => {
+                    after = pruned;
+                    continue;
+                }
+                // A position never handed out (the log was replaced): start from its head.
+                Err(ReadError::OutOfRange { newest, .. }) => {
+                    after = newest;
                     break;
                 }
                 Err(ReadError::Failed(e)) => return Err(e),
@@ -217,7 +226,7 @@ mod tests {
 
     use uuid::Uuid;
 
-    use super::Hub;
+    use super::{BATCH, Hub};
     use crate::{
         appointments::tests::{Tenant, hours_ahead},
         feed::log,
@@ -247,5 +256,39 @@ mod tests {
         let batch = rx.try_recv().expect("the change was broadcast");
         assert_eq!(batch.len(), 1);
         assert_eq!((batch[0].position, batch[0].appointment_id), (watcher_read + 1, booked.id));
+    }
+
+    /// A hub that had not read since before a prune (seeded, then slow under load) goes on from
+    /// the oldest change kept: what was logged after the prune reaches a watcher that resumed
+    /// from the pruned horizon. (It used to jump to the head and broadcast nothing: seen as a
+    /// watch test hanging under CI load.)
+    #[tokio::test]
+    async fn a_hub_behind_a_prune_broadcasts_what_was_logged_after_it() {
+        let mut t = Tenant::new().await;
+        let (admin, patient, doctor) = (t.admin().await, t.patient().await, t.doctor().await);
+        let location = Location {
+            organization_id: Uuid::new_v4(),
+            server: "main".into(),
+            database: "unused".into(),
+            login_role: "unused".into(),
+            login_role_recorded: false,
+        };
+        let hub = Hub::new(location, Duration::from_secs(1));
+        let mut rx = hub.subscribe();
+        let seeded = log::head(&t.client).await.unwrap();
+        hub.seed(seeded).await;
+        t.book(&admin, patient.member_id, doctor.member_id, hours_ahead(5), 30).await.unwrap();
+        let pruned = log::prune(&t.client, Duration::ZERO, chrono::Utc::now()).await.unwrap();
+        assert_eq!(pruned, 1);
+        assert!(matches!(
+            log::read_after(&t.client, seeded, BATCH).await,
+            Err(log::ReadError::OutOfRange { .. })
+        ));
+        let later = t.book(&admin, patient.member_id, doctor.member_id, hours_ahead(7), 30).await;
+        let later = later.unwrap();
+        hub.read(&t.client).await.unwrap();
+        let batch = rx.try_recv().expect("the change after the prune was broadcast");
+        assert_eq!(batch.len(), 1);
+        assert_eq!((batch[0].position, batch[0].appointment_id), (seeded + 2, later.id));
     }
 }

@@ -40,8 +40,14 @@ pub struct Change {
 /// Why the log cannot be read from a position.
 #[derive(Debug)]
 pub enum ReadError {
-    /// Changes after the position were pruned, or the position was never handed out.
-    OutOfRange,
+    /// Changes after the position were pruned (it is below `pruned`), or the position was never
+    /// handed out (it is above `newest`).
+    OutOfRange {
+        /// The newest change that was pruned: reading after it is in range.
+        pruned: i64,
+        /// The newest change logged.
+        newest: i64,
+    },
     /// The database failed.
     Failed(Error),
 }
@@ -83,7 +89,7 @@ pub async fn read_after(db: &impl Db, after: i64, limit: i64) -> Result<Vec<Chan
     let (newest, pruned): (i64, i64) =
         (head.col(0).map_err(Error::from)?, head.col(1).map_err(Error::from)?);
     if after < pruned || after > newest {
-        return Err(ReadError::OutOfRange);
+        return Err(ReadError::OutOfRange { pruned, newest });
     }
     let mut changes = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -120,7 +120,7 @@ impl Watcher {
             };
             let changes = match read.await {
                 Ok(changes) => changes,
-                Err(ReadError::OutOfRange) => return Err(End::With(grpc::out_of_range())),
+                Err(ReadError::OutOfRange { .. }) => return Err(End::With(grpc::out_of_range())),
                 Err(ReadError::Failed(e)) if transient(&e) => {
                     let mut stopping = self.feed.stopping();
                     tokio::select! {
