@@ -233,12 +233,8 @@ mod tests {
         tenancy::Location,
     };
 
-    /// A change that commits after a new watcher read the log but before the hub's first read
-    /// reaches the watcher: the hub reads from the watcher's position, not from the head.
-    #[tokio::test]
-    async fn a_new_hub_broadcasts_what_committed_between_its_watchers_read_and_its_own() {
-        let mut t = Tenant::new().await;
-        let (admin, patient, doctor) = (t.admin().await, t.patient().await, t.doctor().await);
+    /// A hub that reads whatever connection it is given (its location is never used).
+    fn detached_hub() -> Hub {
         let location = Location {
             organization_id: Uuid::new_v4(),
             server: "main".into(),
@@ -246,7 +242,16 @@ mod tests {
             login_role: "unused".into(),
             login_role_recorded: false,
         };
-        let hub = Hub::new(location, Duration::from_secs(1));
+        Hub::new(location, Duration::from_secs(1))
+    }
+
+    /// A change that commits after a new watcher read the log but before the hub's first read
+    /// reaches the watcher: the hub reads from the watcher's position, not from the head.
+    #[tokio::test]
+    async fn a_new_hub_broadcasts_what_committed_between_its_watchers_read_and_its_own() {
+        let mut t = Tenant::new().await;
+        let (admin, patient, doctor) = (t.admin().await, t.patient().await, t.doctor().await);
+        let hub = detached_hub();
         let mut rx = hub.subscribe();
         let watcher_read = log::head(&t.client).await.unwrap();
         hub.seed(watcher_read).await;
@@ -266,14 +271,7 @@ mod tests {
     async fn a_hub_behind_a_prune_broadcasts_what_was_logged_after_it() {
         let mut t = Tenant::new().await;
         let (admin, patient, doctor) = (t.admin().await, t.patient().await, t.doctor().await);
-        let location = Location {
-            organization_id: Uuid::new_v4(),
-            server: "main".into(),
-            database: "unused".into(),
-            login_role: "unused".into(),
-            login_role_recorded: false,
-        };
-        let hub = Hub::new(location, Duration::from_secs(1));
+        let hub = detached_hub();
         let mut rx = hub.subscribe();
         let seeded = log::head(&t.client).await.unwrap();
         hub.seed(seeded).await;

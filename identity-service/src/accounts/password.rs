@@ -9,7 +9,6 @@
 //! the request, so a refused caller has cost nothing and counted nothing.
 
 use std::{
-    fmt,
     str::FromStr,
     sync::{Arc, Mutex, PoisonError, mpsc},
     time::Duration,
@@ -126,15 +125,6 @@ impl FromStr for HashPriority {
         match s.parse::<i32>() {
             Ok(n) if (0..=19).contains(&n) => Ok(Self::Nice(n)),
             _ => Err("must be idle or a nice value from 0 to 19".into()),
-        }
-    }
-}
-
-impl fmt::Display for HashPriority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Idle => f.write_str("idle"),
-            Self::Nice(n) => write!(f, "{n}"),
         }
     }
 }
@@ -332,8 +322,6 @@ mod tests {
         for bad in ["20", "-1", "", "low", "10.5"] {
             assert!(bad.parse::<HashPriority>().is_err(), "{bad:?} accepted");
         }
-        assert_eq!(HashPriority::Idle.to_string(), "idle");
-        assert_eq!(HashPriority::Nice(7).to_string(), "7");
     }
 
     #[test]
